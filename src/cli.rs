@@ -1,0 +1,216 @@
+//! Command line: `serve` (the default), `check-config` and `healthcheck`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::{self, Config, ConfigSources, LoadedConfig};
+use crate::{App, telemetry};
+
+/// Matrix Identity Service with the MSC4004 unified view of federated identity services.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Configuration file (JSON or YAML). Default: the file named by
+    /// TWAKE_FEDERATED_IDENTITY_SERVICE_CONF, else /etc/twake/federated-identity-service.conf,
+    /// else built-in defaults.
+    #[arg(long, short, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Load and validate the configuration, print it with secrets masked, and exit non-zero
+    /// naming every problem.
+    CheckConfig,
+    /// Exit 0 when a running instance answers its status endpoint (for container health
+    /// checks).
+    Healthcheck {
+        /// Base URL of the instance; default: the configured listen address and port.
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+}
+
+/// Parses the command line and runs the command; the process exit code is returned.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sources = ConfigSources::from_process(cli.config);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime.block_on(serve(&sources)),
+        Command::CheckConfig => check_config(&sources),
+        Command::Healthcheck { url, timeout } => runtime.block_on(healthcheck(&sources, url, timeout)),
+    }
+}
+
+/// Loads and validates; on failure prints every problem to stderr.
+fn load_valid(sources: &ConfigSources) -> Option<LoadedConfig> {
+    let problems = match config::load(sources) {
+        Ok(loaded) => {
+            let problems = config::validate(&loaded.config);
+            if problems.is_empty() {
+                return Some(loaded);
+            }
+            problems
+        }
+        Err(error) => error.problems,
+    };
+    eprintln!("invalid configuration:");
+    for problem in problems {
+        eprintln!("  - {problem}");
+    }
+    None
+}
+
+async fn serve(sources: &ConfigSources) -> ExitCode {
+    let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
+    let _log_guard = match telemetry::init(&loaded.config.logging) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("cannot set up logging: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    log_configuration(&loaded);
+    let config = loaded.config;
+    let address = SocketAddr::new(config.listen_address, config.listen_port);
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%address, %error, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = match App::build(config).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!("cannot start: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.serve(listener, crate::app::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("server error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn log_configuration(loaded: &LoadedConfig) {
+    match &loaded.file {
+        Some(file) => tracing::info!(file = %file.display(), "configuration file"),
+        None => tracing::info!("no configuration file: built-in defaults"),
+    }
+    if !loaded.env_overrides.is_empty() {
+        tracing::info!(variables = %loaded.env_overrides.join(", "), "configuration from the environment");
+    }
+    if !loaded.ignored_keys.is_empty() {
+        tracing::warn!(
+            keys = %loaded.ignored_keys.join(", "),
+            "these keys belong to the wider Twake server and are ignored"
+        );
+    }
+}
+
+fn check_config(sources: &ConfigSources) -> ExitCode {
+    let Some(loaded) = load_valid(sources) else { return ExitCode::FAILURE };
+    match &loaded.file {
+        Some(file) => eprintln!("configuration file: {}", file.display()),
+        None => eprintln!("configuration file: none (built-in defaults)"),
+    }
+    if !loaded.env_overrides.is_empty() {
+        eprintln!("environment overrides: {}", loaded.env_overrides.join(", "));
+    }
+    if !loaded.ignored_keys.is_empty() {
+        eprintln!("ignored Twake-only keys: {}", loaded.ignored_keys.join(", "));
+    }
+    let shown = masked(&loaded.config);
+    println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
+    ExitCode::SUCCESS
+}
+
+/// The configuration as JSON with every secret replaced by `********`.
+#[must_use]
+pub fn masked(config: &Config) -> Value {
+    fn mask(value: &mut Value) {
+        if let Value::Object(map) = value {
+            for (key, value) in map.iter_mut() {
+                match value {
+                    Value::String(text) if config::is_secret_key(key) && !text.is_empty() => {
+                        *text = "********".to_owned();
+                    }
+                    Value::String(text) => {
+                        // A connection URL may carry a password: postgres://user:secret@host/db
+                        if let Ok(mut url) = reqwest::Url::parse(text)
+                            && url.password().is_some()
+                            && url.set_password(Some("********")).is_ok()
+                        {
+                            *text = url.to_string();
+                        }
+                    }
+                    other => mask(other),
+                }
+            }
+        }
+    }
+    let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
+    mask(&mut value);
+    value
+}
+
+async fn healthcheck(sources: &ConfigSources, url: Option<String>, timeout: u64) -> ExitCode {
+    let base = match url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
+            let host = match loaded.config.listen_address {
+                IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            format!("http://{}", SocketAddr::new(host, loaded.config.listen_port))
+        }
+    };
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(timeout)).build() {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("cannot build an HTTP client: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = format!("{base}/_matrix/identity/v2");
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("{url}: HTTP {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("{url}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

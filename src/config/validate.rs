@@ -1,0 +1,123 @@
+//! Checks across keys that types alone cannot express. Used at startup and by
+//! `check-config`; every problem is reported, each naming its key.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::{Config, DatabaseEngine};
+
+/// Returns one line per problem; an empty list means the configuration can be used.
+#[must_use]
+pub fn validate(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    match config.database_engine() {
+        None => problems.push(format!(
+            "key `database_engine`: `{}` is not supported (use `sqlite` or `pg`)",
+            config.database_engine
+        )),
+        Some(DatabaseEngine::Postgres) if !config.database_host.contains("://") && config.database_name.is_empty() => {
+            problems.push("key `database_name`: required when `database_engine` is `pg`".to_owned());
+        }
+        Some(_) => {}
+    }
+    for (key, entries) in
+        [("trusted_servers_addresses", &config.trusted_servers_addresses), ("trusted_proxies", &config.trusted_proxies)]
+    {
+        for entry in entries {
+            if parse_network(entry).is_none() {
+                problems.push(format!("key `{key}`: `{entry}` is not an IP address or CIDR network"));
+            }
+        }
+    }
+    if !config.base_url.is_empty() {
+        match reqwest::Url::parse(&config.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => problems.push(format!("key `base_url`: `{}` is not an http(s) URL", config.base_url)),
+        }
+    }
+    if !matches!(config.userdb_engine.as_str(), "" | "ldap" | "sqlite" | "pg") {
+        problems.push(format!(
+            "key `userdb_engine`: `{}` is not supported (use `ldap`, `sqlite`, `pg` or empty)",
+            config.userdb_engine
+        ));
+    }
+    for (key, value) in [
+        ("request_body_limit", config.request_body_limit),
+        ("lookups_body_limit", config.lookups_body_limit),
+        ("request_timeout", config.request_timeout),
+        ("hashes_rate_limit", config.hashes_rate_limit),
+    ] {
+        if value == 0 {
+            problems.push(format!("key `{key}`: must be greater than 0"));
+        }
+    }
+    validate_logging(config, &mut problems);
+    problems
+}
+
+fn validate_logging(config: &Config, problems: &mut Vec<String>) {
+    let logging = &config.logging;
+    if crate::telemetry::level_filter(&logging.log_level).is_none() {
+        problems.push(format!(
+            "key `logging.log_level` (LOG_LEVEL): `{}` is not one of error, warn, info, http, verbose, debug, silly",
+            logging.log_level
+        ));
+    }
+    if !matches!(logging.log_format.as_str(), "text" | "json") {
+        problems
+            .push(format!("key `logging.log_format` (LOG_FORMAT): `{}` is not `text` or `json`", logging.log_format));
+    }
+    for transport in &logging.log_transports {
+        match transport.kind() {
+            "Console" => {}
+            "File" | "DailyRotateFile" if transport.filename().is_some() || !logging.log_file.is_empty() => {}
+            "File" | "DailyRotateFile" => problems.push(format!(
+                "key `logging.log_transports`: the {} transport needs `log_file` (LOG_FILE) or options.filename",
+                transport.kind()
+            )),
+            other => problems
+                .push(format!("key `logging.log_transports`: `{other}` is not Console, File or DailyRotateFile")),
+        }
+    }
+}
+
+/// Parses an allowlist entry: a single address (IPv4 or IPv6) or a CIDR network.
+#[must_use]
+pub fn parse_network(entry: &str) -> Option<IpNet> {
+    let entry = entry.trim();
+    entry.parse::<IpNet>().ok().or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&Config::default()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_networks_are_named() {
+        let config = Config {
+            trusted_servers_addresses: vec![
+                "10.0.0.0/8".into(),
+                "1.2.3.4:8080".into(),
+                "::1".into(),
+                "10.0.0.1/33".into(),
+            ],
+            ..Config::default()
+        };
+        let problems = validate(&config);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("1.2.3.4:8080"));
+        assert!(problems[1].contains("10.0.0.1/33"));
+    }
+
+    #[test]
+    fn postgres_needs_a_database_name() {
+        let config = Config { database_engine: "pg".into(), ..Config::default() };
+        assert!(validate(&config).iter().any(|p| p.contains("database_name")));
+    }
+}

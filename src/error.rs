@@ -1,0 +1,200 @@
+//! The one error type of the HTTP API and its mapping to Matrix error bodies.
+//!
+//! Every failure a client can see is an [`ApiError`]: a Matrix `errcode`, a human-readable
+//! `error` and, for a few codes, extra fields (`M_INVALID_PEPPER` carries `algorithm` and
+//! `lookup_pepper`, `M_LIMIT_EXCEEDED` carries `retry_after_ms`). The HTTP status of each code is
+//! decided in exactly one place, [`ErrCode::status`]. Internal failures are logged with their
+//! cause and answered with a generic 500 body, so nothing internal leaks to clients.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+/// The Matrix error codes this service answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrCode {
+    /// Unknown endpoint or wrong method (404 or 405).
+    Unrecognized,
+    /// The request body is not valid JSON.
+    NotJson,
+    /// The JSON body does not have the expected shape.
+    BadJson,
+    /// A required parameter is missing.
+    MissingParams,
+    /// A parameter has an invalid value.
+    InvalidParam,
+    /// The request body is larger than the configured limit.
+    TooLarge,
+    /// Missing, unknown or expired access token.
+    Unauthorized,
+    /// The caller may not do this.
+    Forbidden,
+    /// The user has not accepted the current terms of service.
+    TermsNotSigned,
+    /// The resource does not exist.
+    NotFound,
+    /// The pepper of a lookup is not one this server offers.
+    InvalidPepper,
+    /// The 3PID validation session has not been completed.
+    SessionNotValidated,
+    /// No validation session matches the sid and client secret.
+    NoValidSession,
+    /// The validation session has expired.
+    SessionExpired,
+    /// The e-mail address is not valid.
+    InvalidEmail,
+    /// The phone number or address is not valid.
+    InvalidAddress,
+    /// The validation e-mail could not be sent.
+    EmailSendError,
+    /// The validation SMS could not be sent.
+    SendError,
+    /// The 3PID is already bound to a Matrix user.
+    ThreepidInUse,
+    /// Too many requests.
+    LimitExceeded,
+    /// The service cannot answer now: the request timed out or the database is down.
+    Unavailable,
+    /// Anything else, including internal failures.
+    Unknown,
+}
+
+impl ErrCode {
+    /// The wire form, e.g. `M_NOT_JSON`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unrecognized => "M_UNRECOGNIZED",
+            Self::NotJson => "M_NOT_JSON",
+            Self::BadJson => "M_BAD_JSON",
+            Self::MissingParams => "M_MISSING_PARAMS",
+            Self::InvalidParam => "M_INVALID_PARAM",
+            Self::TooLarge => "M_TOO_LARGE",
+            Self::Unauthorized => "M_UNAUTHORIZED",
+            Self::Forbidden => "M_FORBIDDEN",
+            Self::TermsNotSigned => "M_TERMS_NOT_SIGNED",
+            Self::NotFound => "M_NOT_FOUND",
+            Self::InvalidPepper => "M_INVALID_PEPPER",
+            Self::SessionNotValidated => "M_SESSION_NOT_VALIDATED",
+            Self::NoValidSession => "M_NO_VALID_SESSION",
+            Self::SessionExpired => "M_SESSION_EXPIRED",
+            Self::InvalidEmail => "M_INVALID_EMAIL",
+            Self::InvalidAddress => "M_INVALID_ADDRESS",
+            Self::EmailSendError => "M_EMAIL_SEND_ERROR",
+            Self::SendError => "M_SEND_ERROR",
+            Self::ThreepidInUse => "M_THREEPID_IN_USE",
+            Self::LimitExceeded => "M_LIMIT_EXCEEDED",
+            Self::Unavailable | Self::Unknown => "M_UNKNOWN",
+        }
+    }
+
+    /// The HTTP status that goes with the code: the one table of the service.
+    ///
+    /// `Unrecognized` is 404 by default; a wrong method on a known path uses
+    /// [`ApiError::method_not_allowed`], which overrides it with 405.
+    #[must_use]
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Unrecognized | Self::NotFound | Self::NoValidSession => StatusCode::NOT_FOUND,
+            Self::NotJson
+            | Self::BadJson
+            | Self::MissingParams
+            | Self::InvalidParam
+            | Self::InvalidPepper
+            | Self::SessionNotValidated
+            | Self::SessionExpired
+            | Self::InvalidEmail
+            | Self::InvalidAddress
+            | Self::ThreepidInUse => StatusCode::BAD_REQUEST,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden | Self::TermsNotSigned => StatusCode::FORBIDDEN,
+            Self::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Self::EmailSendError | Self::SendError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answered to an HTTP client as a Matrix error body.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrCode,
+    status: StatusCode,
+    message: String,
+    extra: Map<String, Value>,
+}
+
+impl ApiError {
+    /// An error with the status of its code.
+    pub fn new(code: ErrCode, message: impl Into<String>) -> Self {
+        Self { code, status: code.status(), message: message.into(), extra: Map::new() }
+    }
+
+    /// 405 `M_UNRECOGNIZED`: the path exists but not with this method.
+    #[must_use]
+    pub fn method_not_allowed() -> Self {
+        let mut error = Self::new(ErrCode::Unrecognized, "Unrecognized request");
+        error.status = StatusCode::METHOD_NOT_ALLOWED;
+        error
+    }
+
+    /// 404 `M_UNRECOGNIZED`: no such endpoint.
+    #[must_use]
+    pub fn unknown_endpoint() -> Self {
+        Self::new(ErrCode::Unrecognized, "Unrecognized request")
+    }
+
+    /// A 500 whose cause is logged here and never sent to the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrCode::Unknown, "Internal server error")
+    }
+
+    /// Adds a field next to `errcode` and `error` (e.g. `lookup_pepper`).
+    #[must_use]
+    pub fn with_field(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The Matrix error code.
+    #[must_use]
+    pub fn code(&self) -> ErrCode {
+        self.code
+    }
+
+    /// The HTTP status that will be sent.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = self.extra;
+        body.insert("errcode".to_owned(), Value::from(self.code.as_str()));
+        body.insert("error".to_owned(), Value::from(self.message));
+        (self.status, Json(Value::Object(body))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        Self::internal(error)
+    }
+}
+
+/// The result type of handlers and domain operations.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,69 @@
+//! Middleware applied to every route: CORS, pre-flight, timeout, request id, panics.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::header::{ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::request_id::{MakeRequestId, RequestId};
+
+use crate::error::{ApiError, ErrCode};
+
+/// Adds the CORS headers the identity-service spec asks for to every response.
+pub async fn cors_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"));
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Origin, X-Requested-With, Content-Type, Accept, Authorization"),
+    );
+    response
+}
+
+/// Answers a method a known path does not serve: `OPTIONS` is a CORS pre-flight, answered
+/// 200 `{}` (the CORS headers are added by [`cors_headers`]); anything else is 405
+/// `M_UNRECOGNIZED`.
+pub async fn preflight_or_method_not_allowed(method: Method) -> Response {
+    if method == Method::OPTIONS {
+        (StatusCode::OK, Json(serde_json::json!({}))).into_response()
+    } else {
+        ApiError::method_not_allowed().into_response()
+    }
+}
+
+/// Bounds the time a request may take, body upload included.
+pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_s = limit.as_secs(), "request timed out");
+            ApiError::new(ErrCode::Unavailable, "The request took too long").into_response()
+        }
+    }
+}
+
+/// Answers a panic in a handler with a 500 Matrix error; the panic is logged, not sent.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::internal(format!("handler panicked: {detail}")).into_response()
+}
+
+/// Request ids: 16 hex digits from the CSPRNG, sent back in `X-Request-Id` and put in logs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = format!("{:016x}", rand::random::<u64>());
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}

@@ -1,0 +1,34 @@
+//! Discovery: `GET /_matrix/identity/versions` and `GET /_matrix/identity/v2`.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::http::AppState;
+
+/// The spec versions of the Identity Service API this server implements. The identity API
+/// has not changed incompatibly since v1.1, and this server follows the current definitions.
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13",
+    "v1.14", "v1.15", "v1.16",
+];
+
+/// # `GET /_matrix/identity/versions`
+///
+/// The spec versions this server supports. No authentication.
+pub async fn versions() -> Json<Value> {
+    Json(json!({ "versions": SUPPORTED_VERSIONS }))
+}
+
+/// # `GET /_matrix/identity/v2`
+///
+/// Status check: `{}` when the server can serve requests. It also checks that the database
+/// answers, so that a load balancer or the `healthcheck` command sees a broken instance.
+pub async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    state.store.ping().await.map_err(|error| {
+        tracing::error!(%error, "status check: database unavailable");
+        ApiError::new(ErrCode::Unavailable, "The database is unavailable")
+    })?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,214 @@
+//! Persistent state in SQLite (embedded, the default) or PostgreSQL, behind one API.
+//!
+//! [`Store`] holds a pool of either engine. Each repository method is written once: the
+//! [`on_pool!`] macro runs the same portable SQL (`$1` placeholders, `ON CONFLICT`,
+//! `RETURNING` work on both engines) on whichever pool is configured, and the compiler checks
+//! the code against both drivers. Each engine has its own migrations tree under `migrations/`,
+//! embedded in the binary and applied at startup.
+
+mod leases;
+mod tokens;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::config::{Config, DatabaseEngine, SslSetting};
+
+pub use leases::JobLease;
+pub use tokens::AccessTokenRecord;
+
+/// A storage failure. Handlers turn it into a 500 whose cause is only logged.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a query, or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A schema migration failed.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The configuration does not describe a usable database.
+    #[error("database configuration: {0}")]
+    Config(String),
+}
+
+/// The result type of repository methods.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the configured pool, whatever its engine.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+use on_pool;
+
+/// The repository: every read and write of persistent state goes through it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Connects to the configured database and applies pending migrations.
+    pub async fn connect(config: &Config) -> StoreResult<Self> {
+        let store = match config.database_engine() {
+            Some(DatabaseEngine::Sqlite) => Self::connect_sqlite(config).await?,
+            Some(DatabaseEngine::Postgres) => Self::connect_postgres(config).await?,
+            None => return Err(StoreError::Config(format!("unsupported engine `{}`", config.database_engine))),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_sqlite(config: &Config) -> StoreResult<Self> {
+        let path = config.sqlite_path();
+        let in_memory = path.as_os_str() == ":memory:";
+        let options = if in_memory {
+            SqliteConnectOptions::from_str("sqlite::memory:")?
+        } else {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|error| {
+                    StoreError::Config(format!("cannot create the data directory {}: {error}", parent.display()))
+                })?;
+            }
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+        };
+        let options = options.busy_timeout(Duration::from_secs(10)).foreign_keys(true);
+        // An in-memory database exists once per connection, so it must have only one.
+        let max_connections = if in_memory { 1 } else { 8 };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool: Pool::Sqlite(pool) })
+    }
+
+    async fn connect_postgres(config: &Config) -> StoreResult<Self> {
+        let options = postgres_options(config)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool: Pool::Postgres(pool) })
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Pool::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The engine in use, for logs.
+    #[must_use]
+    pub fn engine(&self) -> DatabaseEngine {
+        match self.pool {
+            Pool::Sqlite(_) => DatabaseEngine::Sqlite,
+            Pool::Postgres(_) => DatabaseEngine::Postgres,
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Closes every connection; used on shutdown.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await);
+    }
+}
+
+/// Builds PostgreSQL options from the Node keys: `database_host` as `host[:port]` (or a full
+/// `postgres://` URL), `database_name`, `database_user`, `database_password`, `database_ssl`.
+fn postgres_options(config: &Config) -> StoreResult<PgConnectOptions> {
+    let host = config.database_host.trim();
+    let mut options = if host.contains("://") {
+        PgConnectOptions::from_str(host)?
+    } else {
+        let (name, port) = split_host_port(host)?;
+        let mut options = PgConnectOptions::new().host(if name.is_empty() { "localhost" } else { name }).port(port);
+        if !config.database_name.is_empty() {
+            options = options.database(&config.database_name);
+        }
+        if !config.database_user.is_empty() {
+            options = options.username(&config.database_user);
+        }
+        if !config.database_password.is_empty() {
+            options = options.password(&config.database_password);
+        }
+        options
+    };
+    options = match &config.database_ssl {
+        SslSetting::Enabled(false) if !host.contains("://") => options.ssl_mode(PgSslMode::Disable),
+        SslSetting::Enabled(false) => options,
+        SslSetting::Enabled(true) => options.ssl_mode(PgSslMode::VerifyFull),
+        SslSetting::Options(tls) => {
+            let mut options =
+                options.ssl_mode(if tls.reject_unauthorized { PgSslMode::VerifyFull } else { PgSslMode::Require });
+            if let Some(ca) = &tls.ca {
+                options = if ca.trim_start().starts_with("-----BEGIN") {
+                    options.ssl_root_cert_from_pem(ca.as_bytes().to_vec())
+                } else {
+                    options.ssl_root_cert(ca.as_str())
+                };
+            }
+            options
+        }
+    };
+    Ok(options.application_name("federated-identity-service"))
+}
+
+/// Splits `host[:port]` (IPv6 as `[addr]:port`), defaulting to port 5432.
+fn split_host_port(value: &str) -> StoreResult<(&str, u16)> {
+    let bad = || StoreError::Config(format!("`database_host` `{value}` is not host[:port]"));
+    if let Some(rest) = value.strip_prefix('[') {
+        let (address, after) = rest.split_once(']').ok_or_else(bad)?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((address, port.parse().map_err(|_| bad())?)),
+            None if after.is_empty() => Ok((address, 5432)),
+            None => Err(bad()),
+        };
+    }
+    match value.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => Ok((name, port.parse().map_err(|_| bad())?)),
+        Some(_) => Ok((value, 5432)), // a bare IPv6 address
+        None => Ok((value, 5432)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_and_port_are_split() {
+        assert_eq!(split_host_port("db.example.org").unwrap(), ("db.example.org", 5432));
+        assert_eq!(split_host_port("db:6543").unwrap(), ("db", 6543));
+        assert_eq!(split_host_port("[::1]:6543").unwrap(), ("::1", 6543));
+        assert_eq!(split_host_port("::1").unwrap(), ("::1", 5432));
+        assert!(split_host_port("db:port").is_err());
+    }
+}

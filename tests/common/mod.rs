@@ -1,0 +1,166 @@
+//! Test harness: starts the service on 127.0.0.1:0 with a fresh database and talks HTTP.
+//!
+//! The database engine comes from `FIS_TEST_BACKEND` (`sqlite`, the default, or `postgres`).
+//! PostgreSQL needs `FIS_TEST_POSTGRES_URL` (an admin URL); each server gets a database of its
+//! own. `scripts/test.sh` starts PostgreSQL and runs the suite on both engines.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+
+use federated_identity_service::{App, Config};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// The database engines the suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The engine chosen for this run.
+    pub fn from_env() -> Self {
+        match std::env::var("FIS_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Self::Postgres,
+            Ok("sqlite") | Err(_) => Self::Sqlite,
+            Ok(other) => panic!("FIS_TEST_BACKEND={other}: use sqlite or postgres"),
+        }
+    }
+}
+
+/// The PostgreSQL admin URL; missing is a failure, never a skip.
+pub fn postgres_admin_url() -> String {
+    std::env::var("FIS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| panic!("FIS_TEST_POSTGRES_URL is not set: run scripts/test.sh, which starts PostgreSQL"))
+}
+
+/// Creates an empty database and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Executor;
+    let admin = postgres_admin_url();
+    let pool = sqlx::PgPool::connect(&admin).await.expect("connect to the test PostgreSQL");
+    let name = format!("fis_test_{:016x}", rand::random::<u64>());
+    pool.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create database");
+    pool.close().await;
+    let mut url = reqwest::Url::parse(&admin).expect("FIS_TEST_POSTGRES_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// A configuration for a test server: loopback, port 0, a temporary data directory and a
+/// fresh database of the chosen engine.
+pub async fn test_config(data_dir: &TempDir, backend: Backend) -> Config {
+    let mut config = Config { listen_port: 0, data_dir: data_dir.path().to_path_buf(), ..Config::default() };
+    if backend == Backend::Postgres {
+        config.database_engine = "pg".to_owned();
+        config.database_host = fresh_postgres_database().await;
+    }
+    config
+}
+
+/// A running service.
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _data_dir: TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with the default test configuration.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed the test configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = test_config(&data_dir, Backend::from_env()).await;
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind((config.listen_address, config.listen_port)).await.expect("bind");
+        let address = listener.local_addr().expect("local address");
+        let app = App::build(config).await.expect("the service starts");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            task: Some(task),
+            _data_dir: data_dir,
+        }
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Sends a request and returns status, headers and the JSON body (`Null` when empty).
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        Response::from(request.send().await.expect("the server answers")).await
+    }
+
+    /// Stops the server, waiting for in-flight requests.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+/// An answer, read whole.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Response {
+    pub async fn from(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("read body");
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("body is not JSON: {}", String::from_utf8_lossy(&bytes)))
+        };
+        Self { status, headers, body }
+    }
+
+    /// Asserts a Matrix error with this status and errcode, and a non-empty message.
+    pub fn assert_error(&self, status: u16, errcode: &str) {
+        assert_eq!(self.status, status, "status of {:?}", self.body);
+        assert_eq!(self.body["errcode"], errcode, "errcode of {:?}", self.body);
+        assert!(self.body["error"].as_str().is_some_and(|text| !text.is_empty()), "error message in {:?}", self.body);
+    }
+
+    /// Asserts the three CORS headers of the spec.
+    pub fn assert_cors(&self) {
+        assert_eq!(self.headers["access-control-allow-origin"], "*");
+        assert_eq!(self.headers["access-control-allow-methods"], "GET, POST, PUT, DELETE, OPTIONS");
+        assert_eq!(
+            self.headers["access-control-allow-headers"],
+            "Origin, X-Requested-With, Content-Type, Accept, Authorization"
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! The binary and its configuration: file precedence, environment overrides, Node-style
+//! files, unknown keys, masked secrets, running with no configuration at all, healthcheck.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use federated_identity_service::config::{self, ConfigSources};
+use tempfile::TempDir;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_federated-identity-service");
+
+/// The binary with an empty environment (but PATH), run in `dir`.
+fn command(dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(dir);
+    command
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn check_config(command: &mut Command) -> (Output, serde_json::Value) {
+    let output = command.arg("check-config").output().expect("run check-config");
+    let json = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    (output, json)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_flag_beats_the_environment_path_which_beats_the_system_path() {
+    let dir = TempDir::new().unwrap();
+    let system = write(dir.path(), "system.conf", r#"{"listen_port": 1001}"#);
+    let from_env = write(dir.path(), "env.conf", r#"{"listen_port": 1002}"#);
+    let from_flag = write(dir.path(), "flag.conf", r#"{"listen_port": 1003}"#);
+    let sources = |flag: Option<&Path>, env: Option<&Path>| ConfigSources {
+        flag_path: flag.map(Path::to_path_buf),
+        env: env
+            .map(|path| [(config::CONFIG_PATH_ENV.to_owned(), path.display().to_string())].into_iter().collect())
+            .unwrap_or_default(),
+        system_path: system.clone(),
+    };
+    let port = |sources: ConfigSources| config::load(&sources).unwrap().config.listen_port;
+    assert_eq!(port(sources(None, None)), 1001);
+    assert_eq!(port(sources(None, Some(&from_env))), 1002);
+    assert_eq!(port(sources(Some(&from_flag), Some(&from_env))), 1003);
+
+    // The same through the binary: --config wins over TWAKE_FEDERATED_IDENTITY_SERVICE_CONF.
+    let (output, json) = check_config(
+        command(dir.path())
+            .env("TWAKE_FEDERATED_IDENTITY_SERVICE_CONF", &from_env)
+            .args(["--config", from_flag.to_str().unwrap()]),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(json["listen_port"], 1003);
+    let (output, json) = check_config(command(dir.path()).env("TWAKE_FEDERATED_IDENTITY_SERVICE_CONF", &from_env));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(json["listen_port"], 1002);
+}
+
+#[test]
+fn a_missing_named_file_is_an_error() {
+    let dir = TempDir::new().unwrap();
+    let output = command(dir.path()).args(["--config", "/nonexistent/fis.conf", "check-config"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("/nonexistent/fis.conf"), "{}", stderr(&output));
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let dir = TempDir::new().unwrap();
+    let file = write(
+        dir.path(),
+        "fis.conf",
+        r#"{"listen_port": 1002, "pepperCron": "1 1 * * *", "trusted_servers_addresses": ["10.0.0.1"]}"#,
+    );
+    let (output, json) = check_config(
+        command(dir.path())
+            .env("TWAKE_FEDERATED_IDENTITY_SERVICE_CONF", &file)
+            .env("LISTEN_PORT", "2002")
+            .env("PEPPER_CRON", "2 2 * * *")
+            .env("TRUSTED_SERVERS_ADDRESSES", "192.0.2.1, 2001:db8::/32 198.51.100.0/24")
+            .env("ADDITIONAL_FEATURES", "1")
+            .env("LOG_LEVEL", "verbose"),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(json["listen_port"], 2002);
+    assert_eq!(json["pepperCron"], "2 2 * * *");
+    assert_eq!(json["trusted_servers_addresses"], serde_json::json!(["192.0.2.1", "2001:db8::/32", "198.51.100.0/24"]));
+    assert_eq!(json["additional_features"], true);
+    assert_eq!(json["logging"]["log_level"], "verbose");
+    assert!(stderr(&output).contains("LISTEN_PORT"), "overrides are listed: {}", stderr(&output));
+}
+
+/// A configuration as the Node service's Docker deployments write it, with Twake-only keys.
+const NODE_CONFIG: &str = r#"{
+  "additional_features": true,
+  "cron_service": true,
+  "base_url": "https://fed.example.com/",
+  "database_engine": "sqlite",
+  "database_host": "./fis.db",
+  "is_federated_identity_service": true,
+  "ldap_uri": "ldap://ldap.example.com",
+  "ldap_base": "ou=users,dc=example,dc=com",
+  "ldap_user": "cn=admin,dc=example,dc=com",
+  "ldap_password": "ldap-secret-value",
+  "matrix_database_engine": "pg",
+  "matrix_database_host": "synapse-db",
+  "matrix_database_password": "synapse-secret-value",
+  "pepperCron": "*/60 * * * * *",
+  "server_name": "example.com",
+  "template_dir": "/usr/src/app/templates",
+  "update_users_cron": "*/5 * * * * *",
+  "userdb_engine": "ldap",
+  "trust_x_forwarded_for": true,
+  "trusted_servers_addresses": [],
+  "hashes_rate_limit": "200",
+  "smtp_password": "smtp-secret-value",
+  "sms_api_key": "sms-secret-value",
+  "database_password": "db-secret-value",
+  "jitsiBaseUrl": "https://jitsi.example.com",
+  "jitsiJwtSecret": "jitsi-secret-value",
+  "matrix_admin_password": "admin-secret-value",
+  "twake_chat": {"application_name": "Twake Chat"},
+  "features": {"user_directory": {"enabled": true}},
+  "logging": {"log_level": "info", "log_transports": [{"type": "Console"}]}
+}"#;
+
+#[test]
+fn a_node_configuration_with_twake_only_keys_loads_and_masks_secrets() {
+    let dir = TempDir::new().unwrap();
+    let file = write(dir.path(), "fis.conf", NODE_CONFIG);
+    let (output, json) =
+        check_config(command(dir.path()).arg("--config").arg(&file).env("LDAP_PASSWORD", "env-secret"));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(json["hashes_rate_limit"], 200, "numbers given as strings are accepted");
+    assert_eq!(json["server_name"], "example.com");
+    assert_eq!(json["ldap_password"], "********");
+    assert_eq!(json["smtp_password"], "********");
+    assert_eq!(json["sms_api_key"], "********");
+    assert_eq!(json["database_password"], "********");
+    assert_eq!(json["matrix_database_password"], "********");
+    for secret in ["secret-value", "env-secret"] {
+        assert!(!printed.contains(secret), "a secret is printed: {printed}");
+        assert!(!stderr(&output).contains(secret), "a secret is printed on stderr");
+    }
+    assert!(json.get("jitsiBaseUrl").is_none(), "Twake-only keys are not part of the configuration");
+    let notes = stderr(&output);
+    assert!(notes.contains("jitsiBaseUrl") && notes.contains("twake_chat"), "ignored keys are named: {notes}");
+}
+
+#[test]
+fn a_yaml_configuration_loads() {
+    let dir = TempDir::new().unwrap();
+    let file = write(dir.path(), "fis.yaml", "server_name: yaml.example.com\nlisten_port: 9999\ncron_service: false\n");
+    let (output, json) = check_config(command(dir.path()).arg("--config").arg(&file));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(json["server_name"], "yaml.example.com");
+    assert_eq!(json["listen_port"], 9999);
+    assert_eq!(json["cron_service"], false);
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_all_named() {
+    let dir = TempDir::new().unwrap();
+    let file = write(
+        dir.path(),
+        "fis.conf",
+        r#"{"server_nmae": "typo.example.com", "cache_ttl": 10, "listen_port": "eighty", "trusted_servers_addresses": ["1.2.3.4:80"]}"#,
+    );
+    let output = command(dir.path()).arg("--config").arg(&file).arg("check-config").output().unwrap();
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    for name in ["server_nmae", "cache_ttl", "listen_port"] {
+        assert!(text.contains(name), "`{name}` is not named in: {text}");
+    }
+    // The server refuses to start with the same message.
+    let output = command(dir.path()).arg("--config").arg(&file).output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("server_nmae"));
+
+    let file = write(dir.path(), "bad-network.conf", r#"{"trusted_servers_addresses": ["1.2.3.4:80", "10.0.0.0/8"]}"#);
+    let output = command(dir.path()).arg("--config").arg(&file).arg("check-config").output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("1.2.3.4:80"), "{}", stderr(&output));
+}
+
+#[test]
+fn malformed_files_and_environment_values_are_reported() {
+    let dir = TempDir::new().unwrap();
+    let file = write(dir.path(), "fis.conf", "{\"server_name\": ");
+    let output = command(dir.path()).arg("--config").arg(&file).arg("check-config").output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("fis.conf"), "{}", stderr(&output));
+
+    let output = command(dir.path()).env("CRON_SERVICE", "sometimes").arg("check-config").output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("CRON_SERVICE"), "{}", stderr(&output));
+}
+
+/// A spawned `serve`; killed on drop if the test fails half-way.
+struct Running {
+    child: Child,
+    base_url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` on port 0 and waits for its "listening on" log line.
+fn spawn_serve(mut command: Command) -> Running {
+    let mut child = command.env("LISTEN_PORT", "0").stderr(Stdio::piped()).spawn().expect("spawn the service");
+    let stderr = child.stderr.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = sender.send(rest.trim().to_owned());
+            }
+        }
+    });
+    let base_url = receiver.recv_timeout(Duration::from_secs(30)).expect("the service logs its address");
+    Running { child, base_url }
+}
+
+#[test]
+fn with_no_configuration_it_serves_on_loopback_with_sqlite_in_a_data_directory() {
+    let dir = TempDir::new().unwrap();
+    let running = spawn_serve(command(dir.path()));
+    assert!(running.base_url.starts_with("http://127.0.0.1:"), "{}", running.base_url);
+    let body: serde_json::Value =
+        http_get::blocking_get(&format!("{}/_matrix/identity/versions", running.base_url)).expect("versions");
+    assert!(body["versions"].as_array().is_some_and(|v| !v.is_empty()), "{body}");
+    assert!(dir.path().join("data/federated-identity-service.db").is_file(), "SQLite file in ./data");
+}
+
+#[test]
+fn healthcheck_succeeds_against_a_running_instance_and_fails_without_one() {
+    let dir = TempDir::new().unwrap();
+    let running = spawn_serve(command(dir.path()));
+    let status = command(dir.path()).args(["healthcheck", "--url", &running.base_url]).status().unwrap();
+    assert!(status.success());
+
+    let port = running.base_url.rsplit(':').next().unwrap().to_owned();
+    let status = command(dir.path()).env("LISTEN_PORT", &port).arg("healthcheck").status().unwrap();
+    assert!(status.success(), "healthcheck finds the instance from the configuration");
+    drop(running);
+    let started = Instant::now();
+    let status =
+        command(dir.path()).args(["healthcheck", "--url", &format!("http://127.0.0.1:{port}")]).status().unwrap();
+    assert!(!status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn sigterm_stops_the_service_cleanly() {
+    let dir = TempDir::new().unwrap();
+    let mut running = spawn_serve(command(dir.path()));
+    let pid = running.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+mod http_get {
+    //! A blocking GET for these synchronous tests, through a throw-away runtime.
+    pub fn blocking_get(url: &str) -> Result<serde_json::Value, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let response = reqwest::get(url).await.map_err(|e| e.to_string())?;
+            response.json().await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+#[test]
+fn every_key_is_documented_with_its_environment_variable() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let defaults = serde_json::to_value(federated_identity_service::Config::default()).unwrap();
+    for key in defaults.as_object().unwrap().keys() {
+        let row = format!("| `{key}` | `{}`", key.to_ascii_uppercase());
+        assert!(docs.contains(&row), "docs/configuration.md has no row `{row}`");
+    }
+    let logging = serde_json::to_value(federated_identity_service::config::LoggingConfig::default()).unwrap();
+    for key in logging.as_object().unwrap().keys() {
+        assert!(docs.contains(&format!("`{key}`")), "docs/configuration.md does not document logging.{key}");
+    }
+}

@@ -1,0 +1,96 @@
+//! The HTTP layer seen from a client: discovery endpoints, 404/405 bodies, CORS, pre-flight.
+
+mod common;
+
+use common::{Response, TestServer};
+use reqwest::Method;
+
+/// Every route the service serves, with its method. Grows with the API.
+const ROUTES: &[(&str, &str)] = &[("GET", "/_matrix/identity/versions"), ("GET", "/_matrix/identity/v2")];
+
+#[tokio::test]
+async fn versions_lists_spec_versions() {
+    let server = TestServer::start().await;
+    let response = server.call(Method::GET, "/_matrix/identity/versions", None).await;
+    assert_eq!(response.status, 200);
+    let versions = response.body["versions"].as_array().expect("versions is a list");
+    assert!(versions.iter().any(|v| v == "v1.1"), "{versions:?}");
+    assert!(versions.iter().all(|v| v.as_str().is_some_and(|v| v.starts_with("v1."))), "{versions:?}");
+    response.assert_cors();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn status_answers_an_empty_object() {
+    let server = TestServer::start().await;
+    let response = server.call(Method::GET, "/_matrix/identity/v2", None).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, serde_json::json!({}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_unrecognized_with_cors() {
+    let server = TestServer::start().await;
+    for (method, path) in [
+        (Method::GET, "/"),
+        (Method::GET, "/_matrix/identity/v2/no-such-endpoint"),
+        (Method::POST, "/_matrix/identity/api/v1/lookup"),
+        (Method::DELETE, "/favicon.ico"),
+    ] {
+        let response = server.call(method, path, None).await;
+        response.assert_error(404, "M_UNRECOGNIZED");
+        response.assert_cors();
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_methods_on_known_paths_are_405_unrecognized() {
+    let server = TestServer::start().await;
+    for (method, path) in ROUTES {
+        for wrong in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            if wrong == *method {
+                continue;
+            }
+            let response = server.call(Method::from_bytes(wrong.as_bytes()).unwrap(), path, Some("{}")).await;
+            response.assert_error(405, "M_UNRECOGNIZED");
+            response.assert_cors();
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_route_answers_a_cors_preflight() {
+    let server = TestServer::start().await;
+    for (method, path) in ROUTES {
+        let response = Response::from(
+            server
+                .client
+                .request(Method::OPTIONS, server.url(path))
+                .header("origin", "https://app.element.io")
+                .header("access-control-request-method", *method)
+                .header("access-control-request-headers", "authorization, content-type")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(response.status, 200, "OPTIONS {path}");
+        response.assert_cors();
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn responses_carry_a_request_id() {
+    let server = TestServer::start().await;
+    let first = server.call(Method::GET, "/_matrix/identity/versions", None).await;
+    let second = server.call(Method::GET, "/_matrix/identity/versions", None).await;
+    let first_id = first.headers["x-request-id"].to_str().unwrap().to_owned();
+    let second_id = second.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(first_id.len(), 16);
+    assert_ne!(first_id, second_id);
+    server.stop().await;
+}

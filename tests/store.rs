@@ -1,0 +1,100 @@
+//! The repository API, run on SQLite and on PostgreSQL with the same assertions.
+
+mod common;
+
+use common::{Backend, test_config};
+use federated_identity_service::store::{AccessTokenRecord, Store};
+use tempfile::TempDir;
+
+/// Runs `check` against a fresh store of each engine. PostgreSQL is required.
+async fn on_both_engines<F, Fut>(check: F)
+where
+    F: Fn(Store, federated_identity_service::Config) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let dir = TempDir::new().unwrap();
+        let config = test_config(&dir, backend).await;
+        let store = Store::connect(&config).await.unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        check(store, config).await;
+    }
+}
+
+fn token(hash: &str, user: &str, expires_at: i64) -> AccessTokenRecord {
+    AccessTokenRecord { token_hash: hash.into(), user_id: user.into(), created_at: 1_000, expires_at }
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_reconnecting_is_harmless() {
+    on_both_engines(|store, config| async move {
+        store.ping().await.unwrap();
+        store.insert_access_token(&token("h1", "@a:example.org", i64::MAX)).await.unwrap();
+        store.close().await;
+        let again = Store::connect(&config).await.expect("second start on a migrated database");
+        assert!(again.find_access_token("h1", 2_000).await.unwrap().is_some(), "data survives a restart");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn access_tokens_expire_and_are_deleted() {
+    on_both_engines(|store, _| async move {
+        // Millisecond timestamps beyond 32 bits must round-trip (the Node schema overflowed).
+        let now: i64 = 1_800_000_000_000;
+        store.insert_access_token(&token("live", "@alice:example.org", now + 60_000)).await.unwrap();
+        store.insert_access_token(&token("dead", "@bob:example.org", now - 1)).await.unwrap();
+
+        let found = store.find_access_token("live", now).await.unwrap().expect("live token");
+        assert_eq!(found, token("live", "@alice:example.org", now + 60_000));
+        assert_eq!(store.find_access_token("dead", now).await.unwrap(), None, "expired");
+        assert_eq!(store.find_access_token("", now).await.unwrap(), None, "empty digest matches nothing");
+        assert_eq!(store.find_access_token("other", now).await.unwrap(), None);
+
+        assert!(store.insert_access_token(&token("live", "@eve:example.org", now)).await.is_err(), "unique digest");
+
+        assert_eq!(store.purge_expired_access_tokens(now).await.unwrap(), 1);
+        assert!(store.delete_access_token("live").await.unwrap());
+        assert!(!store.delete_access_token("live").await.unwrap());
+        assert_eq!(store.find_access_token("live", now).await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_lease_has_one_holder_until_it_expires_or_is_released() {
+    on_both_engines(|store, _| async move {
+        assert!(store.try_acquire_lease("pepper", "a", 1_000, 2_000).await.unwrap());
+        assert!(!store.try_acquire_lease("pepper", "b", 1_500, 2_500).await.unwrap(), "held by a");
+        assert!(store.try_acquire_lease("pepper", "a", 1_500, 3_000).await.unwrap(), "a renews");
+        assert!(store.try_acquire_lease("other-job", "b", 1_500, 2_500).await.unwrap(), "leases are per job");
+        assert!(store.try_acquire_lease("pepper", "b", 3_000, 4_000).await.unwrap(), "expired lease is free");
+
+        store.release_lease("pepper", "a", 3_100, "ok").await.unwrap();
+        let lease = store.job_lease("pepper").await.unwrap().unwrap();
+        assert_eq!((lease.holder.as_str(), lease.lease_until), ("b", 4_000), "a no longer holds it");
+
+        store.release_lease("pepper", "b", 3_500, "ok").await.unwrap();
+        let lease = store.job_lease("pepper").await.unwrap().unwrap();
+        assert_eq!(lease.last_status.as_deref(), Some("ok"));
+        assert_eq!((lease.last_started_at, lease.last_finished_at), (Some(3_000), Some(3_500)));
+        assert!(store.try_acquire_lease("pepper", "c", 3_600, 5_000).await.unwrap(), "released lease is free");
+        assert_eq!(store.job_lease("missing").await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn racing_instances_get_a_lease_exactly_once() {
+    on_both_engines(|store, config| async move {
+        let other = Store::connect(&config).await.unwrap();
+        for round in 0..20_i64 {
+            let job = format!("job-{round}");
+            let (first, second) = tokio::join!(
+                store.try_acquire_lease(&job, "instance-1", 0, 1_000),
+                other.try_acquire_lease(&job, "instance-2", 0, 1_000),
+            );
+            assert!(first.unwrap() ^ second.unwrap(), "round {round}: exactly one instance wins");
+        }
+    })
+    .await;
+}
