@@ -2,16 +2,25 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, DatabaseEngine};
+use crate::config::{Config, DatabaseEngine, validate::parse_network};
+use crate::domain::keys::SigningKeys;
+use crate::domain::terms::Terms;
+use crate::domain::{lookup, now_ms};
+use crate::http::ratelimit::RateLimits;
 use crate::http::{self, AppState};
+use crate::matrix::client::HomeserverSettings;
+use crate::matrix::{Dns, HomeserverClient, SystemDns};
 use crate::store::Store;
 
-/// A ready-to-serve service: storage connected and migrated, routes built.
+/// A ready-to-serve service: storage connected and migrated, keys and pepper in place,
+/// routes built.
 #[derive(Debug)]
 pub struct App {
     state: AppState,
@@ -19,8 +28,21 @@ pub struct App {
 }
 
 impl App {
-    /// Connects storage (applying migrations) and builds the routes.
+    /// Builds the service with the system DNS resolver.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_dns(config, Arc::new(SystemDns::new()?)).await
+    }
+
+    /// Builds the service resolving homeserver names with `dns` (tests resolve test names to
+    /// loopback servers this way).
+    pub async fn build_with_dns(config: Config, dns: Arc<dyn Dns>) -> anyhow::Result<Self> {
+        let terms = Terms::load(&config.policies).map_err(|problem| anyhow::anyhow!("policies: {problem}"))?;
+        let homeserver = HomeserverClient::new(homeserver_settings(&config)?, dns).map_err(anyhow::Error::msg)?;
+        if !config.homeserver_verify_tls {
+            tracing::warn!(
+                "homeserver_verify_tls is false: homeserver certificates are not verified; use this only in tests"
+            );
+        }
         let store = Store::connect(&config).await?;
         match store.engine() {
             DatabaseEngine::Sqlite => {
@@ -30,12 +52,24 @@ impl App {
             }
             DatabaseEngine::Postgres => tracing::info!("storage: PostgreSQL"),
         }
-        let state = AppState { config: Arc::new(config), store };
+        let key_file = Some(config.signing_key_path.as_str()).filter(|path| !path.is_empty()).map(Path::new);
+        let keys = SigningKeys::load_or_create(&store, key_file).await?;
+        tracing::info!(key_id = keys.key_id(), public_key = keys.public_key(), "signing key");
+        lookup::ensure_pepper(&store).await?;
+        let state = AppState {
+            rate_limits: Arc::new(RateLimits::new(config.rate_limiting_window, config.rate_limiting_nb_requests)),
+            trusted_proxies: Arc::new(trusted_proxies(&config)),
+            config: Arc::new(config),
+            store,
+            homeserver,
+            keys,
+            terms: Arc::new(terms),
+        };
         let router = http::router(state.clone());
         Ok(Self { state, router })
     }
 
-    /// The shared state (configuration and store).
+    /// The shared state (configuration, store, keys, ...).
     #[must_use]
     pub fn state(&self) -> &AppState {
         &self.state
@@ -48,41 +82,91 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
+        let maintenance = tokio::spawn(maintenance(self.state.clone()));
         tracing::info!("listening on http://{address}");
-        axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+        let served = axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
-            .await?;
+            .await;
+        maintenance.abort();
         self.state.store.close().await;
+        served?;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
+fn homeserver_settings(config: &Config) -> anyhow::Result<HomeserverSettings> {
+    let extra_ca_pem = if config.homeserver_ca_file.is_empty() {
+        None
+    } else {
+        Some(
+            std::fs::read(&config.homeserver_ca_file)
+                .map_err(|error| anyhow::anyhow!("homeserver_ca_file {}: {error}", config.homeserver_ca_file))?,
+        )
     };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+    Ok(HomeserverSettings {
+        allowed_networks: config.homeserver_allowed_networks.iter().filter_map(|entry| parse_network(entry)).collect(),
+        allowed_names: config.homeserver_allowed_names.clone(),
+        verify_tls: config.homeserver_verify_tls,
+        extra_ca_pem,
+        timeout: Duration::from_secs(config.homeserver_timeout),
+    })
+}
+
+/// The proxies whose `X-Forwarded-For` is believed: `trusted_proxies`, or, when only
+/// `trust_x_forwarded_for` is set, a proxy on the same host (loopback). Believing the header
+/// from anyone, as the Node service did, would let any client choose its address.
+fn trusted_proxies(config: &Config) -> Vec<ipnet::IpNet> {
+    if !config.trusted_proxies.is_empty() {
+        return config.trusted_proxies.iter().filter_map(|entry| parse_network(entry)).collect();
     }
-    tracing::info!("shutdown requested; finishing in-flight requests");
+    if config.trust_x_forwarded_for {
+        tracing::warn!("trust_x_forwarded_for without trusted_proxies: X-Forwarded-For is believed from loopback only");
+        return ["127.0.0.0/8", "::1/128"].iter().filter_map(|entry| parse_network(entry)).collect();
+    }
+    Vec::new()
+}
+
+/// Periodic clean-up every `database_vacuum_delay` seconds: expired tokens, idle rate-limit
+/// buckets. Idempotent, so every instance may run it.
+async fn maintenance(state: AppState) {
+    let period = Duration::from_secs(state.config.database_vacuum_delay.max(1));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        ticker.tick().await;
+        match state.store.purge_expired_access_tokens(now_ms()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired access tokens deleted"),
+            Err(error) => tracing::warn!(%error, "maintenance: cannot purge expired tokens"),
+        }
+        state.rate_limits.forget_idle();
+    }
+}
+
+/// A future that completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called, so a signal that arrives while the service starts is not lost (the
+/// default action would kill the process without a clean shutdown).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let (Ok(mut interrupt), Ok(mut terminate)) = (interrupt, terminate) else {
+                tracing::error!("cannot listen for SIGINT/SIGTERM; stop the service with SIGKILL");
+                return std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+            tracing::info!("shutdown requested; finishing in-flight requests");
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested; finishing in-flight requests");
+    }
 }

@@ -85,6 +85,8 @@ fn load_valid(sources: &ConfigSources) -> Option<LoadedConfig> {
 }
 
 async fn serve(sources: &ConfigSources) -> ExitCode {
+    // First of all, so that a stop request during startup is honoured once serving begins.
+    let shutdown = crate::app::shutdown_signal();
     let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
     let _log_guard = match telemetry::init(&loaded.config.logging) {
         Ok(guard) => guard,
@@ -110,7 +112,7 @@ async fn serve(sources: &ConfigSources) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match app.serve(listener, crate::app::shutdown_signal()).await {
+    match app.serve(listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("server error: {error:#}");

@@ -56,6 +56,8 @@ pub enum ErrCode {
     LimitExceeded,
     /// The service cannot answer now: the request timed out or the database is down.
     Unavailable,
+    /// A homeserver could not be reached or answered nonsense.
+    HomeserverFailed,
     /// Anything else, including internal failures.
     Unknown,
 }
@@ -85,7 +87,7 @@ impl ErrCode {
             Self::SendError => "M_SEND_ERROR",
             Self::ThreepidInUse => "M_THREEPID_IN_USE",
             Self::LimitExceeded => "M_LIMIT_EXCEEDED",
-            Self::Unavailable | Self::Unknown => "M_UNKNOWN",
+            Self::Unavailable | Self::HomeserverFailed | Self::Unknown => "M_UNKNOWN",
         }
     }
 
@@ -113,6 +115,7 @@ impl ErrCode {
             Self::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::EmailSendError | Self::SendError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::HomeserverFailed => StatusCode::BAD_GATEWAY,
             Self::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -183,16 +186,37 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after_ms = self.extra.get("retry_after_ms").and_then(Value::as_u64);
         let mut body = self.extra;
         body.insert("errcode".to_owned(), Value::from(self.code.as_str()));
         body.insert("error".to_owned(), Value::from(self.message));
-        (self.status, Json(Value::Object(body))).into_response()
+        let mut response = (self.status, Json(Value::Object(body))).into_response();
+        if let Some(milliseconds) = retry_after_ms {
+            let seconds = milliseconds.div_ceil(1000).to_string();
+            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds) {
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
         Self::internal(error)
+    }
+}
+
+impl From<crate::matrix::HomeserverError> for ApiError {
+    fn from(error: crate::matrix::HomeserverError) -> Self {
+        use crate::matrix::HomeserverError as E;
+        let code = match &error {
+            E::InvalidServerName(_) => ErrCode::InvalidParam,
+            E::NameNotAllowed(_) | E::AddressForbidden(_) | E::ForeignUser { .. } => ErrCode::Forbidden,
+            E::Unreachable(_) | E::InvalidResponse(_) => ErrCode::HomeserverFailed,
+            E::TokenRejected => ErrCode::Unauthorized,
+        };
+        Self::new(code, error.to_string())
     }
 }
 

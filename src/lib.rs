@@ -9,8 +9,10 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod http;
+pub mod matrix;
 pub mod store;
 pub mod telemetry;
 

@@ -224,14 +224,20 @@ fn spawn_serve(mut command: Command) -> Running {
     let mut child = command.env("LISTEN_PORT", "0").stderr(Stdio::piped()).spawn().expect("spawn the service");
     let stderr = child.stderr.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let written = std::sync::Arc::clone(&log);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let _ = sender.send(rest.trim().to_owned());
             }
+            written.lock().unwrap().push_str(&line);
+            written.lock().unwrap().push('\n');
         }
     });
-    let base_url = receiver.recv_timeout(Duration::from_secs(30)).expect("the service logs its address");
+    let base_url = receiver.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|error| {
+        panic!("the service did not log its address ({error}); its log:\n{}", log.lock().unwrap())
+    });
     Running { child, base_url }
 }
 

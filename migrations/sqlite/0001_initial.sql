@@ -41,6 +41,8 @@ CREATE TABLE peppers (
     created_at BIGINT NOT NULL,
     activated_at BIGINT
 );
+-- At most one current and one previous pepper, even with several instances racing.
+CREATE UNIQUE INDEX peppers_one_per_state ON peppers (state) WHERE state IN ('current', 'previous');
 
 -- 3PIDs of this server's users: bindings made through /3pid/bind and users of the
 -- configured directory. Addresses are normalised (e-mail lower-cased, phone E.164 digits).

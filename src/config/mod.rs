@@ -6,7 +6,7 @@
 //! (see [`load`]). `docs/configuration.md` documents every key; a test keeps the two in step.
 
 mod load;
-mod validate;
+pub mod validate;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -62,6 +62,15 @@ pub struct Config {
     pub server_name: String,
     pub is_federated_identity_service: bool,
     pub additional_features: bool,
+
+    // --- accounts, homeservers, keys (this service's own keys)
+    pub access_token_lifetime: u64,
+    pub homeserver_allowed_networks: Vec<String>,
+    pub homeserver_allowed_names: Vec<String>,
+    pub homeserver_verify_tls: bool,
+    pub homeserver_ca_file: String,
+    pub homeserver_timeout: u64,
+    pub signing_key_path: String,
 
     // --- storage
     pub database_engine: String,
@@ -156,6 +165,13 @@ impl Default for Config {
             server_name: "localhost".to_owned(),
             is_federated_identity_service: true,
             additional_features: false,
+            access_token_lifetime: 30 * 24 * 3600,
+            homeserver_allowed_networks: Vec::new(),
+            homeserver_allowed_names: Vec::new(),
+            homeserver_verify_tls: true,
+            homeserver_ca_file: String::new(),
+            homeserver_timeout: 10,
+            signing_key_path: String::new(),
             database_engine: "sqlite".to_owned(),
             database_host: String::new(),
             database_name: String::new(),

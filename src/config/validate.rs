@@ -21,9 +21,11 @@ pub fn validate(config: &Config) -> Vec<String> {
         }
         Some(_) => {}
     }
-    for (key, entries) in
-        [("trusted_servers_addresses", &config.trusted_servers_addresses), ("trusted_proxies", &config.trusted_proxies)]
-    {
+    for (key, entries) in [
+        ("trusted_servers_addresses", &config.trusted_servers_addresses),
+        ("trusted_proxies", &config.trusted_proxies),
+        ("homeserver_allowed_networks", &config.homeserver_allowed_networks),
+    ] {
         for entry in entries {
             if parse_network(entry).is_none() {
                 problems.push(format!("key `{key}`: `{entry}` is not an IP address or CIDR network"));
@@ -47,10 +49,27 @@ pub fn validate(config: &Config) -> Vec<String> {
         ("lookups_body_limit", config.lookups_body_limit),
         ("request_timeout", config.request_timeout),
         ("hashes_rate_limit", config.hashes_rate_limit),
+        ("homeserver_timeout", config.homeserver_timeout),
+        ("access_token_lifetime", config.access_token_lifetime),
     ] {
         if value == 0 {
             problems.push(format!("key `{key}`: must be greater than 0"));
         }
+    }
+    for name in &config.homeserver_allowed_names {
+        if crate::matrix::ServerName::parse(name).is_none() {
+            problems.push(format!("key `homeserver_allowed_names`: `{name}` is not a Matrix server name"));
+        }
+    }
+    for (key, path) in
+        [("homeserver_ca_file", &config.homeserver_ca_file), ("signing_key_path", &config.signing_key_path)]
+    {
+        if !path.is_empty() && !std::path::Path::new(path).is_file() {
+            problems.push(format!("key `{key}`: no such file `{path}`"));
+        }
+    }
+    if let Err(problem) = crate::domain::terms::Terms::load(&config.policies) {
+        problems.push(format!("key `policies`: {problem}"));
     }
     validate_logging(config, &mut problems);
     problems

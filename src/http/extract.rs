@@ -34,6 +34,31 @@ where
     }
 }
 
+/// Query-string parameters; a malformed query is 400 `M_INVALID_PARAM`, a missing required
+/// parameter 400 `M_MISSING_PARAMS`.
+#[derive(Debug, Clone)]
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query).map(QueryParams).map_err(|error| {
+            let text = error.to_string();
+            if text.starts_with("missing field") {
+                ApiError::new(ErrCode::MissingParams, format!("Missing parameter: {text}"))
+            } else {
+                ApiError::new(ErrCode::InvalidParam, format!("Invalid query parameters: {text}"))
+            }
+        })
+    }
+}
+
 /// Parses a JSON document into `T`, classifying the error as the Matrix spec does.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|error| {

@@ -4,8 +4,11 @@
 //! Everything common to all routes (CORS, pre-flight, the 404/405 bodies, body limits,
 //! timeouts, request ids, panic safety) is set up here once.
 
+pub mod auth;
+pub mod client_ip;
 pub mod extract;
 pub mod layers;
+pub mod ratelimit;
 pub mod v2;
 
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -24,7 +27,10 @@ use tower_http::trace::TraceLayer;
 use tracing::Level;
 
 use crate::config::Config;
+use crate::domain::keys::SigningKeys;
+use crate::domain::terms::Terms;
 use crate::error::ApiError;
+use crate::matrix::HomeserverClient;
 use crate::store::Store;
 
 /// What every handler can reach. Cheap to clone.
@@ -34,6 +40,16 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The repository.
     pub store: Store,
+    /// Outbound calls to homeservers.
+    pub homeserver: HomeserverClient,
+    /// The server's signing key.
+    pub keys: SigningKeys,
+    /// The terms of service users must accept.
+    pub terms: Arc<Terms>,
+    /// Per-address and per-token rate limits.
+    pub rate_limits: Arc<ratelimit::RateLimits>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -46,6 +62,14 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/_matrix/identity/versions", get(v2::status::versions))
         .route("/_matrix/identity/v2", get(v2::status::status))
+        .route("/_matrix/identity/v2/account/register", post(v2::account::register))
+        .route("/_matrix/identity/v2/account", get(v2::account::account))
+        .route("/_matrix/identity/v2/account/logout", post(v2::account::logout))
+        .route("/_matrix/identity/v2/terms", get(v2::terms::get_terms).post(v2::terms::accept_terms))
+        .route("/_matrix/identity/v2/hash_details", get(v2::lookup::hash_details))
+        .route("/_matrix/identity/v2/pubkey/isvalid", get(v2::pubkey::is_valid))
+        .route("/_matrix/identity/v2/pubkey/ephemeral/isvalid", get(v2::pubkey::ephemeral_is_valid))
+        .route("/_matrix/identity/v2/pubkey/{key_id}", get(v2::pubkey::public_key))
         // A known path with a method it does not serve: a CORS pre-flight (OPTIONS) or a 405.
         .method_not_allowed_fallback(layers::preflight_or_method_not_allowed)
         .fallback(|| async { ApiError::unknown_endpoint().into_response() })

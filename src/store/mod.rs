@@ -6,7 +6,10 @@
 //! the code against both drivers. Each engine has its own migrations tree under `migrations/`,
 //! embedded in the binary and applied at startup.
 
+mod keys;
 mod leases;
+mod peppers;
+mod terms;
 mod tokens;
 
 use std::str::FromStr;
@@ -17,7 +20,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::config::{Config, DatabaseEngine, SslSetting};
 
+pub use keys::{KeyPurpose, SigningKeyRecord};
 pub use leases::JobLease;
+pub use peppers::Peppers;
 pub use tokens::AccessTokenRecord;
 
 /// A storage failure. Handlers turn it into a 500 whose cause is only logged.
@@ -63,13 +68,11 @@ pub struct Store {
 impl Store {
     /// Connects to the configured database and applies pending migrations.
     pub async fn connect(config: &Config) -> StoreResult<Self> {
-        let store = match config.database_engine() {
-            Some(DatabaseEngine::Sqlite) => Self::connect_sqlite(config).await?,
-            Some(DatabaseEngine::Postgres) => Self::connect_postgres(config).await?,
-            None => return Err(StoreError::Config(format!("unsupported engine `{}`", config.database_engine))),
-        };
-        store.migrate().await?;
-        Ok(store)
+        match config.database_engine() {
+            Some(DatabaseEngine::Sqlite) => Self::connect_sqlite(config).await,
+            Some(DatabaseEngine::Postgres) => Self::connect_postgres(config).await,
+            None => Err(StoreError::Config(format!("unsupported engine `{}`", config.database_engine))),
+        }
     }
 
     async fn connect_sqlite(config: &Config) -> StoreResult<Self> {
@@ -99,7 +102,12 @@ impl Store {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Ok(Self { pool: Pool::Sqlite(pool) })
+        let store = Self { pool: Pool::Sqlite(pool) };
+        // sqlx does not lock SQLite migrations; processes starting together on one file take
+        // turns through an advisory file lock.
+        let _lock = if in_memory { None } else { Some(lock_file(&path.with_extension("migration-lock")).await?) };
+        store.migrate().await?;
+        Ok(store)
     }
 
     async fn connect_postgres(config: &Config) -> StoreResult<Self> {
@@ -109,7 +117,10 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool: Pool::Postgres(pool) })
+        let store = Self { pool: Pool::Postgres(pool) };
+        // sqlx serialises PostgreSQL migrations with an advisory lock.
+        store.migrate().await?;
+        Ok(store)
     }
 
     async fn migrate(&self) -> StoreResult<()> {
@@ -139,6 +150,16 @@ impl Store {
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await);
     }
+}
+
+/// Opens `path` and waits for an exclusive advisory lock on it; dropping the file unlocks.
+async fn lock_file(path: &std::path::Path) -> StoreResult<std::fs::File> {
+    let cannot = |error: std::io::Error| StoreError::Config(format!("cannot lock {}: {error}", path.display()));
+    let file = std::fs::File::options().create(true).truncate(false).write(true).open(path).map_err(cannot)?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|error| StoreError::Config(format!("lock task failed: {error}")))?
+        .map_err(cannot)
 }
 
 /// Builds PostgreSQL options from the Node keys: `database_host` as `host[:port]` (or a full

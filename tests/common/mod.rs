@@ -6,8 +6,13 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::SocketAddr;
+pub mod homeserver;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use federated_identity_service::http::AppState;
+use federated_identity_service::matrix::{Dns, SystemDns};
 use federated_identity_service::{App, Config};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -49,10 +54,15 @@ pub async fn fresh_postgres_database() -> String {
     url.to_string()
 }
 
-/// A configuration for a test server: loopback, port 0, a temporary data directory and a
-/// fresh database of the chosen engine.
+/// A configuration for a test server: loopback, port 0, a temporary data directory, a fresh
+/// database of the chosen engine, and rate limits out of the way.
 pub async fn test_config(data_dir: &TempDir, backend: Backend) -> Config {
-    let mut config = Config { listen_port: 0, data_dir: data_dir.path().to_path_buf(), ..Config::default() };
+    let mut config = Config {
+        listen_port: 0,
+        data_dir: data_dir.path().to_path_buf(),
+        rate_limiting_nb_requests: 1_000_000,
+        ..Config::default()
+    };
     if backend == Backend::Postgres {
         config.database_engine = "pg".to_owned();
         config.database_host = fresh_postgres_database().await;
@@ -64,9 +74,12 @@ pub async fn test_config(data_dir: &TempDir, backend: Backend) -> Config {
 pub struct TestServer {
     pub address: SocketAddr,
     pub client: reqwest::Client,
+    pub state: AppState,
+    config: Config,
+    dns: Arc<dyn Dns>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    _data_dir: TempDir,
+    data_dir: Arc<TempDir>,
 }
 
 impl TestServer {
@@ -77,12 +90,22 @@ impl TestServer {
 
     /// Starts a server after `adjust` has changed the test configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let data_dir = tempfile::tempdir().expect("temporary directory");
+        Self::start_with_dns(adjust, Arc::new(SystemDns::new().expect("system DNS"))).await
+    }
+
+    /// Starts a server resolving homeserver names with `dns`.
+    pub async fn start_with_dns(adjust: impl FnOnce(&mut Config), dns: Arc<dyn Dns>) -> Self {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temporary directory"));
         let mut config = test_config(&data_dir, Backend::from_env()).await;
         adjust(&mut config);
+        Self::launch(config, dns, data_dir).await
+    }
+
+    async fn launch(config: Config, dns: Arc<dyn Dns>, data_dir: Arc<TempDir>) -> Self {
         let listener = tokio::net::TcpListener::bind((config.listen_address, config.listen_port)).await.expect("bind");
         let address = listener.local_addr().expect("local address");
-        let app = App::build(config).await.expect("the service starts");
+        let app = App::build_with_dns(config.clone(), Arc::clone(&dns)).await.expect("the service starts");
+        let state = app.state().clone();
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             app.serve(listener, async move {
@@ -94,10 +117,26 @@ impl TestServer {
         Self {
             address,
             client: reqwest::Client::new(),
+            state,
+            config,
+            dns,
             shutdown: Some(shutdown),
             task: Some(task),
-            _data_dir: data_dir,
+            data_dir,
         }
+    }
+
+    /// Stops this server and starts another on the same database, after `adjust`.
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut Config)) -> Self {
+        self.halt().await;
+        let mut config = self.config.clone();
+        adjust(&mut config);
+        Self::launch(config, Arc::clone(&self.dns), Arc::clone(&self.data_dir)).await
+    }
+
+    /// Starts a second server on the same database and configuration.
+    pub async fn twin(&self) -> Self {
+        Self::launch(self.config.clone(), Arc::clone(&self.dns), Arc::clone(&self.data_dir)).await
     }
 
     /// The URL of `path` on this server.
@@ -107,15 +146,38 @@ impl TestServer {
 
     /// Sends a request and returns status, headers and the JSON body (`Null` when empty).
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> Response {
+        self.call_as(None, method, path, body).await
+    }
+
+    /// Like [`Self::call`], with `Authorization: Bearer <token>` when a token is given.
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Response {
         let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body.to_owned());
         }
         Response::from(request.send().await.expect("the server answers")).await
     }
 
+    /// Issues an access token for `user_id` directly, as a registration would.
+    pub async fn token_for(&self, user_id: &str) -> String {
+        federated_identity_service::domain::tokens::issue(&self.state.store, user_id, 3_600_000).await.expect("token")
+    }
+
     /// Stops the server, waiting for in-flight requests.
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    async fn halt(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }

@@ -1,3 +1,7 @@
 //! Handlers of the Identity Service API, one file per section of the spec.
 
+pub mod account;
+pub mod lookup;
+pub mod pubkey;
 pub mod status;
+pub mod terms;

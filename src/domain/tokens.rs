@@ -1,0 +1,51 @@
+//! Access tokens: 256 random bits handed to the client, only their SHA-256 digest stored, so a
+//! copy of the database holds no usable token.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use super::{now_ms, random_secret};
+use crate::store::{AccessTokenRecord, Store, StoreResult};
+
+/// The digest under which a token is stored.
+#[must_use]
+pub fn token_digest(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Issues a token for `user_id`, valid for `lifetime_ms`; returns the token itself.
+pub async fn issue(store: &Store, user_id: &str, lifetime_ms: i64) -> StoreResult<String> {
+    let token = random_secret(32);
+    let now = now_ms();
+    store
+        .insert_access_token(&AccessTokenRecord {
+            token_hash: token_digest(&token),
+            user_id: user_id.to_owned(),
+            created_at: now,
+            expires_at: now.saturating_add(lifetime_ms),
+        })
+        .await?;
+    Ok(token)
+}
+
+/// The user a token belongs to, if it is known and not expired. An empty token matches nothing.
+pub async fn authenticate(store: &Store, token: &str) -> StoreResult<Option<AccessTokenRecord>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    store.find_access_token(&token_digest(token), now_ms()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_stable_and_distinct() {
+        assert_eq!(token_digest("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+        assert_ne!(token_digest("abc"), token_digest("abd"));
+        assert_eq!(random_secret(32).len(), 43);
+        assert_ne!(random_secret(32), random_secret(32));
+    }
+}

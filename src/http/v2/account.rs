@@ -1,0 +1,43 @@
+//! Authentication: `account/register`, `account`, `account/logout`
+//! (spec: `v2_auth.yaml`).
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::domain::account::{self, OpenIdToken};
+use crate::error::ApiResult;
+use crate::http::AppState;
+use crate::http::auth::User;
+use crate::http::client_ip::ClientIp;
+use crate::http::extract::JsonBody;
+
+/// # `POST /_matrix/identity/v2/account/register`
+///
+/// Exchanges an OpenID token from a homeserver for an access token. The answer carries it as
+/// `token` (spec) and `access_token` (older clients).
+pub async fn register(
+    State(state): State<AppState>,
+    ClientIp(address): ClientIp,
+    JsonBody(request): JsonBody<OpenIdToken>,
+) -> ApiResult<Json<Value>> {
+    state.rate_limits.check_address(address)?;
+    let lifetime_ms = i64::try_from(state.config.access_token_lifetime.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let (token, _user) = account::register(&state.homeserver, &state.store, lifetime_ms, &request).await?;
+    Ok(Json(json!({ "token": token, "access_token": token })))
+}
+
+/// # `GET /_matrix/identity/v2/account`
+///
+/// The user the access token belongs to. Works before the terms are accepted.
+pub async fn account(user: User) -> Json<Value> {
+    Json(json!({ "user_id": user.user_id }))
+}
+
+/// # `POST /_matrix/identity/v2/account/logout`
+///
+/// Revokes the access token used for this call.
+pub async fn logout(State(state): State<AppState>, user: User) -> ApiResult<Json<Value>> {
+    state.store.delete_access_token(&user.token_hash).await?;
+    Ok(Json(json!({})))
+}

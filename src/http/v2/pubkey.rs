@@ -1,0 +1,53 @@
+//! Public keys: `pubkey/{keyId}`, `pubkey/isvalid`, `pubkey/ephemeral/isvalid`
+//! (spec: `v2_pubkey.yaml`). No authentication.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::http::AppState;
+use crate::http::extract::QueryParams;
+use crate::store::KeyPurpose;
+
+/// The query of the `isvalid` endpoints.
+#[derive(Debug, serde::Deserialize)]
+pub struct PublicKeyQuery {
+    /// The public key, unpadded standard base64.
+    pub public_key: String,
+}
+
+/// # `GET /_matrix/identity/v2/pubkey/{keyId}`
+///
+/// The public key with this id (long-term or ephemeral); 404 `M_NOT_FOUND` when unknown.
+pub async fn public_key(State(state): State<AppState>, Path(key_id): Path<String>) -> ApiResult<Json<Value>> {
+    let key = state
+        .store
+        .signing_key(&key_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrCode::NotFound, "The public key was not found"))?;
+    Ok(Json(json!({ "public_key": key.public_key })))
+}
+
+/// # `GET /_matrix/identity/v2/pubkey/isvalid`
+///
+/// Whether a long-term public key of this server is valid (old keys stay valid after a
+/// rotation until revoked).
+pub async fn is_valid(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<PublicKeyQuery>,
+) -> ApiResult<Json<Value>> {
+    let valid = state.store.is_valid_public_key(&query.public_key, KeyPurpose::LongTerm).await?;
+    Ok(Json(json!({ "valid": valid })))
+}
+
+/// # `GET /_matrix/identity/v2/pubkey/ephemeral/isvalid`
+///
+/// Whether an ephemeral (invitation) public key is valid.
+pub async fn ephemeral_is_valid(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<PublicKeyQuery>,
+) -> ApiResult<Json<Value>> {
+    let valid = state.store.is_valid_public_key(&query.public_key, KeyPurpose::Ephemeral).await?;
+    Ok(Json(json!({ "valid": valid })))
+}
