@@ -325,3 +325,23 @@ async fn rate_limits_answer_429_with_retry_after() {
     server.call(Method::POST, REGISTER, Some(body)).await.assert_error(429, "M_LIMIT_EXCEEDED");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let pki = Pki::new(NAMES);
+    let ca = ca_file(&pki);
+    let slow =
+        Behaviour { delay: Some(Duration::from_millis(700)), ..behaviour(&[("good", "@alice:127.0.0.1:{port}")]) };
+    let hs = StandIn::start(&pki, slow).await;
+    let name = format!("127.0.0.1:{}", hs.port);
+    let server = TestServer::start_with(trusting(&ca)).await;
+    let request = {
+        let client = server.client.clone();
+        let url = server.url(REGISTER);
+        let body = json!({ "access_token": "good", "matrix_server_name": name }).to_string();
+        tokio::spawn(async move { client.post(url).body(body).send().await.map(|r| r.status().as_u16()) })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.stop().await;
+    assert_eq!(request.await.unwrap().expect("the in-flight request got its answer"), 200);
+}

@@ -220,7 +220,12 @@ impl Drop for Running {
 }
 
 /// Starts `serve` on port 0 and waits for its "listening on" log line.
-fn spawn_serve(mut command: Command) -> Running {
+fn spawn_serve(command: Command) -> Running {
+    spawn_serve_logging(command).0
+}
+
+/// Like [`spawn_serve`], also returning the log lines as they come.
+fn spawn_serve_logging(mut command: Command) -> (Running, std::sync::Arc<std::sync::Mutex<String>>) {
     let mut child = command.env("LISTEN_PORT", "0").stderr(Stdio::piped()).spawn().expect("spawn the service");
     let stderr = child.stderr.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
@@ -229,16 +234,47 @@ fn spawn_serve(mut command: Command) -> Running {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = sender.send(rest.trim().to_owned());
+                let address: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+                let _ = sender.send(address);
             }
             written.lock().unwrap().push_str(&line);
             written.lock().unwrap().push('\n');
         }
     });
     let base_url = receiver.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|error| {
-        panic!("the service did not log its address ({error}); its log:\n{}", log.lock().unwrap())
+        std::thread::sleep(Duration::from_millis(200));
+        let status = child.try_wait();
+        panic!("the service did not log its address ({error}, exit: {status:?}); its log:\n{}", log.lock().unwrap())
     });
-    Running { child, base_url }
+    (Running { child, base_url }, log)
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_request_ids_and_no_query_strings() {
+    let dir = TempDir::new().unwrap();
+    let (running, log) = spawn_serve_logging({
+        let mut command = command(dir.path());
+        command.env("LOG_FORMAT", "json");
+        command
+    });
+    let url = format!("{}/_matrix/identity/v2/account?access_token=secret-token-value", running.base_url);
+    http_get::blocking_get(&url).unwrap();
+    let started = Instant::now();
+    let text = loop {
+        let text = log.lock().unwrap().clone();
+        if text.contains("/_matrix/identity/v2/account") || started.elapsed() > Duration::from_secs(10) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for line in text.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(entry.get("level").is_some(), "{line}");
+    }
+    let request = text.lines().find(|line| line.contains("/_matrix/identity/v2/account")).expect("request logged");
+    assert!(request.contains("\"status\":401"), "{request}");
+    assert!(request.contains("\"id\""), "request id: {request}");
+    assert!(!text.contains("secret-token-value"), "tokens never reach the log");
 }
 
 #[test]
