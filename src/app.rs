@@ -56,7 +56,18 @@ impl App {
         let keys = SigningKeys::load_or_create(&store, key_file).await?;
         tracing::info!(key_id = keys.key_id(), public_key = keys.public_key(), "signing key");
         lookup::ensure_pepper(&store).await?;
+        let trusted_servers =
+            crate::domain::trusted::TrustedServers::new(&config.trusted_servers_addresses, &config.trusted_servers)
+                .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+        if trusted_servers.has_anonymous() {
+            tracing::warn!(
+                "trusted_servers_addresses trusts addresses without binding them to a server name: \
+                 a trusted address may push under any name; declare trusted_servers by name to bind them"
+            );
+        }
         let state = AppState {
+            trusted_servers: Arc::new(trusted_servers),
+            algorithms: Arc::new(config.algorithms()),
             rate_limits: Arc::new(RateLimits::new(config.rate_limiting_window, config.rate_limiting_nb_requests)),
             trusted_proxies: Arc::new(trusted_proxies(&config)),
             config: Arc::new(config),
@@ -83,11 +94,18 @@ impl App {
     ) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
         let maintenance = tokio::spawn(maintenance(self.state.clone()));
+        let jobs = if self.state.config.cron_service {
+            crate::jobs::spawn(&self.state)?
+        } else {
+            tracing::info!("cron_service is off: this instance runs no scheduled jobs");
+            Vec::new()
+        };
         tracing::info!("listening on http://{address}");
         let served = axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await;
         maintenance.abort();
+        jobs.iter().for_each(tokio::task::JoinHandle::abort);
         self.state.store.close().await;
         served?;
         tracing::info!("stopped");

@@ -34,6 +34,9 @@ pub enum Command {
     /// Load and validate the configuration, print it with secrets masked, and exit non-zero
     /// naming every problem.
     CheckConfig,
+    /// Print the state kept in the database: peppers, local 3PIDs and hashes, hashes pushed
+    /// per server and pepper with the time of the last push, scheduled job runs.
+    Inspect,
     /// Exit 0 when a running instance answers its status endpoint (for container health
     /// checks).
     Healthcheck {
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(serve(&sources)),
         Command::CheckConfig => check_config(&sources),
+        Command::Inspect => runtime.block_on(inspect(&sources)),
         Command::Healthcheck { url, timeout } => runtime.block_on(healthcheck(&sources, url, timeout)),
     }
 }
@@ -158,6 +162,9 @@ fn check_config(sources: &ConfigSources) -> ExitCode {
 #[must_use]
 pub fn masked(config: &Config) -> Value {
     fn mask(value: &mut Value) {
+        if let Value::Array(items) = value {
+            items.iter_mut().for_each(mask);
+        }
         if let Value::Object(map) = value {
             for (key, value) in map.iter_mut() {
                 match value {
@@ -181,6 +188,27 @@ pub fn masked(config: &Config) -> Value {
     let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
     mask(&mut value);
     value
+}
+
+async fn inspect(sources: &ConfigSources) -> ExitCode {
+    let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
+    let store = match crate::store::Store::connect(&loaded.config).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("cannot open the database: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::domain::inspect::report(&store).await {
+        Ok(report) => {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot read the state: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn healthcheck(sources: &ConfigSources, url: Option<String>, timeout: u64) -> ExitCode {

@@ -14,6 +14,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/_matrix/identity/v2/account/logout"),
     ("GET", "/_matrix/identity/v2/terms"),
     ("GET", "/_matrix/identity/v2/hash_details"),
+    ("POST", "/_matrix/identity/v2/lookup"),
+    ("POST", "/_matrix/identity/v2/lookups"),
     ("GET", "/_matrix/identity/v2/pubkey/isvalid"),
     ("GET", "/_matrix/identity/v2/pubkey/ephemeral/isvalid"),
     ("GET", "/_matrix/identity/v2/pubkey/ed25519:0"),

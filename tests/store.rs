@@ -61,39 +61,47 @@ async fn access_tokens_expire_and_are_deleted() {
 }
 
 #[tokio::test]
-async fn a_job_lease_has_one_holder_until_it_expires_or_is_released() {
+async fn each_scheduled_run_starts_once_and_leases_expire() {
     on_both_engines(|store, _| async move {
-        assert!(store.try_acquire_lease("pepper", "a", 1_000, 2_000).await.unwrap());
-        assert!(!store.try_acquire_lease("pepper", "b", 1_500, 2_500).await.unwrap(), "held by a");
-        assert!(store.try_acquire_lease("pepper", "a", 1_500, 3_000).await.unwrap(), "a renews");
-        assert!(store.try_acquire_lease("other-job", "b", 1_500, 2_500).await.unwrap(), "leases are per job");
-        assert!(store.try_acquire_lease("pepper", "b", 3_000, 4_000).await.unwrap(), "expired lease is free");
+        // Occurrence at t=1000: a gets it, b does not.
+        assert!(store.try_start_run("pepper", "a", 1_000, 1_000, 5_000).await.unwrap());
+        assert!(!store.try_start_run("pepper", "b", 1_000, 1_001, 5_001).await.unwrap(), "same occurrence");
+        // a finishes; b's clock lags and it tries the same occurrence again: refused.
+        store.finish_run("pepper", "a", 1_200, "ok").await.unwrap();
+        assert!(!store.try_start_run("pepper", "b", 1_000, 1_300, 5_300).await.unwrap(), "already ran");
+        // Next occurrence: whoever comes first.
+        assert!(store.try_start_run("pepper", "b", 2_000, 2_000, 6_000).await.unwrap());
+        // b crashed without finishing: the next occurrence waits for the lease to expire.
+        assert!(!store.try_start_run("pepper", "a", 3_000, 3_000, 7_000).await.unwrap(), "lease still held");
+        assert!(store.try_start_run("pepper", "a", 7_000, 7_000, 9_000).await.unwrap(), "expired lease");
+        assert!(store.try_start_run("other-job", "b", 7_000, 7_000, 9_000).await.unwrap(), "leases are per job");
 
-        store.release_lease("pepper", "a", 3_100, "ok").await.unwrap();
+        store.finish_run("pepper", "b", 7_100, "stale").await.unwrap();
         let lease = store.job_lease("pepper").await.unwrap().unwrap();
-        assert_eq!((lease.holder.as_str(), lease.lease_until), ("b", 4_000), "a no longer holds it");
-
-        store.release_lease("pepper", "b", 3_500, "ok").await.unwrap();
+        assert_eq!((lease.holder.as_str(), lease.lease_until), ("a", 9_000), "b no longer holds it");
+        store.finish_run("pepper", "a", 7_500, "ok").await.unwrap();
         let lease = store.job_lease("pepper").await.unwrap().unwrap();
         assert_eq!(lease.last_status.as_deref(), Some("ok"));
-        assert_eq!((lease.last_started_at, lease.last_finished_at), (Some(3_000), Some(3_500)));
-        assert!(store.try_acquire_lease("pepper", "c", 3_600, 5_000).await.unwrap(), "released lease is free");
+        assert_eq!(
+            (lease.last_scheduled_at, lease.last_started_at, lease.last_finished_at),
+            (7_000, Some(7_000), Some(7_500))
+        );
         assert_eq!(store.job_lease("missing").await.unwrap(), None);
     })
     .await;
 }
 
 #[tokio::test]
-async fn racing_instances_get_a_lease_exactly_once() {
+async fn racing_instances_start_each_run_exactly_once() {
     on_both_engines(|store, config| async move {
         let other = Store::connect(&config).await.unwrap();
-        for round in 0..20_i64 {
-            let job = format!("job-{round}");
+        for round in 1..=20_i64 {
+            let at = round * 1_000;
             let (first, second) = tokio::join!(
-                store.try_acquire_lease(&job, "instance-1", 0, 1_000),
-                other.try_acquire_lease(&job, "instance-2", 0, 1_000),
+                store.try_start_run("job", "instance-1", at, at, at),
+                other.try_start_run("job", "instance-2", at, at, at),
             );
-            assert!(first.unwrap() ^ second.unwrap(), "round {round}: exactly one instance wins");
+            assert!(first.unwrap() ^ second.unwrap(), "round {round}: exactly one instance runs it");
         }
     })
     .await;

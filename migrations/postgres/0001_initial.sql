@@ -78,7 +78,8 @@ CREATE TABLE pushed_hashes (
     server TEXT NOT NULL,
     PRIMARY KEY (pepper, hash, server)
 );
-CREATE INDEX pushed_hashes_server_pepper ON pushed_hashes (server, pepper);
+-- Covers reading one snapshot (server, pepper) when a new one replaces it.
+CREATE INDEX pushed_hashes_server_pepper ON pushed_hashes (server, pepper, hash);
 
 -- One row per accepted snapshot, to answer idempotent re-pushes cheaply.
 CREATE TABLE push_snapshots (
@@ -125,6 +126,7 @@ CREATE TABLE job_leases (
     job TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
     lease_until BIGINT NOT NULL,
+    last_scheduled_at BIGINT NOT NULL DEFAULT 0,
     last_started_at BIGINT,
     last_finished_at BIGINT,
     last_status TEXT

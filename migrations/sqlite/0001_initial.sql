@@ -67,7 +67,7 @@ CREATE TABLE local_hashes (
     hash TEXT NOT NULL,
     threepid_id INTEGER NOT NULL REFERENCES local_threepids (id) ON DELETE CASCADE,
     PRIMARY KEY (pepper, hash, threepid_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX local_hashes_threepid_id ON local_hashes (threepid_id);
 
 -- MSC4004: hashes pushed by trusted servers, computed with one of our peppers. A push is a
@@ -77,8 +77,9 @@ CREATE TABLE pushed_hashes (
     hash TEXT NOT NULL,
     server TEXT NOT NULL,
     PRIMARY KEY (pepper, hash, server)
-);
-CREATE INDEX pushed_hashes_server_pepper ON pushed_hashes (server, pepper);
+) WITHOUT ROWID;
+-- Covers reading one snapshot (server, pepper) when a new one replaces it.
+CREATE INDEX pushed_hashes_server_pepper ON pushed_hashes (server, pepper, hash);
 
 -- One row per accepted snapshot, to answer idempotent re-pushes cheaply.
 CREATE TABLE push_snapshots (
@@ -125,6 +126,7 @@ CREATE TABLE job_leases (
     job TEXT PRIMARY KEY NOT NULL,
     holder TEXT NOT NULL,
     lease_until BIGINT NOT NULL,
+    last_scheduled_at BIGINT NOT NULL DEFAULT 0,
     last_started_at BIGINT,
     last_finished_at BIGINT,
     last_status TEXT

@@ -83,11 +83,13 @@ pub struct Config {
 
     // --- trust
     pub trusted_servers_addresses: Vec<String>,
+    pub trusted_servers: Vec<crate::domain::trusted::TrustedServerConfig>,
     pub trust_x_forwarded_for: bool,
     pub trusted_proxies: Vec<String>,
 
     // --- lookups and federation
     pub hashes_rate_limit: u64,
+    pub lookup_algorithms: Vec<String>,
     pub federated_identity_services: Vec<String>,
     pub update_federated_identity_hashes_cron: String,
 
@@ -180,9 +182,11 @@ impl Default for Config {
             database_ssl: SslSetting::Enabled(false),
             database_vacuum_delay: 3600,
             trusted_servers_addresses: Vec::new(),
+            trusted_servers: Vec::new(),
             trust_x_forwarded_for: false,
             trusted_proxies: Vec::new(),
             hashes_rate_limit: 100,
+            lookup_algorithms: vec!["sha256".to_owned()],
             federated_identity_services: Vec::new(),
             update_federated_identity_hashes_cron: "*/10 * * * *".to_owned(),
             cron_service: true,
@@ -359,6 +363,14 @@ impl LogTransport {
             Self::Name(_) => None,
             Self::Object { options, .. } => options.get("filename").and_then(Value::as_str),
         }
+    }
+}
+
+impl Config {
+    /// The lookup algorithms offered, in the configured order (validated to contain `sha256`).
+    #[must_use]
+    pub fn algorithms(&self) -> Vec<crate::domain::lookup::Algorithm> {
+        self.lookup_algorithms.iter().filter_map(|name| crate::domain::lookup::Algorithm::parse(name)).collect()
     }
 }
 

@@ -21,8 +21,29 @@ pub fn validate(config: &Config) -> Vec<String> {
         }
         Some(_) => {}
     }
+    if let Err(found) =
+        crate::domain::trusted::TrustedServers::new(&config.trusted_servers_addresses, &config.trusted_servers)
+    {
+        problems.extend(found);
+    }
+    for name in &config.lookup_algorithms {
+        if crate::domain::lookup::Algorithm::parse(name).is_none() {
+            problems.push(format!("key `lookup_algorithms`: `{name}` is not `sha256` or `none`"));
+        }
+    }
+    if !config.lookup_algorithms.iter().any(|name| name == "sha256") {
+        problems.push("key `lookup_algorithms`: must contain `sha256`".to_owned());
+    }
+    for (key, expression) in [
+        ("pepperCron", &config.pepper_cron),
+        ("update_users_cron", &config.update_users_cron),
+        ("update_federated_identity_hashes_cron", &config.update_federated_identity_hashes_cron),
+    ] {
+        if let Err(error) = crate::jobs::parse_cron(expression) {
+            problems.push(format!("key `{key}`: `{expression}` is not a cron expression: {error}"));
+        }
+    }
     for (key, entries) in [
-        ("trusted_servers_addresses", &config.trusted_servers_addresses),
         ("trusted_proxies", &config.trusted_proxies),
         ("homeserver_allowed_networks", &config.homeserver_allowed_networks),
     ] {

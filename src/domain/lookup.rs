@@ -1,7 +1,66 @@
-//! Hashed lookups: peppers and hash parameters.
+//! Hashed lookups (`hash_details`, `lookup`), local 3PIDs and pepper rotation.
+//!
+//! A lookup hash is `base64url_unpadded(sha256("<address> <medium> <pepper>"))`. Local 3PIDs
+//! (bindings, directory users) have a hash for every live pepper: the current one, the
+//! previous one (still accepted), and a pending one while a rotation computes it. A rotation
+//! computes every hash for the new pepper before publishing it, then switches in one
+//! transaction; lookups keep answering throughout.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
 use super::{now_ms, random_secret};
-use crate::store::{Peppers, Store, StoreResult};
+use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::store::{LocalMatch, Peppers, Store, StoreResult};
+
+/// The algorithms a lookup may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Hashed addresses (always offered).
+    Sha256,
+    /// Plain `"<address> <medium>"` (offered only when configured).
+    None,
+}
+
+impl Algorithm {
+    /// Parses an algorithm name.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sha256" => Some(Self::Sha256),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+
+    /// The wire name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::None => "none",
+        }
+    }
+}
+
+/// Length of a sha256 lookup hash in unpadded base64.
+pub const SHA256_HASH_LENGTH: usize = 43;
+
+/// The lookup hash of a 3PID for a pepper.
+#[must_use]
+pub fn hash_3pid(address: &str, medium: &str, pepper: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(format!("{address} {medium} {pepper}").as_bytes()))
+}
+
+/// Whether `text` has the shape of a sha256 lookup hash.
+#[must_use]
+pub fn is_sha256_hash(text: &str) -> bool {
+    text.len() == SHA256_HASH_LENGTH && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
 
 /// Makes sure a current pepper exists, creating one from the CSPRNG on first start. With
 /// several instances starting together, exactly one pepper wins.
@@ -14,4 +73,240 @@ pub async fn ensure_pepper(store: &Store) -> StoreResult<Peppers> {
         tracing::info!("created the first lookup pepper");
     }
     store.peppers().await
+}
+
+/// The `hash_details` answer.
+pub async fn hash_details(store: &Store, algorithms: &[Algorithm]) -> ApiResult<Value> {
+    let peppers = store.peppers().await?;
+    let current = peppers.current.ok_or_else(|| ApiError::internal("no current pepper"))?;
+    let names: Vec<&str> = algorithms.iter().map(|algorithm| algorithm.name()).collect();
+    let mut body = json!({ "algorithms": names, "lookup_pepper": current });
+    if let Some(previous) = peppers.previous {
+        body["alt_lookup_peppers"] = json!([previous]);
+    }
+    Ok(body)
+}
+
+/// A `lookup` request, validated.
+#[derive(Debug, Clone)]
+pub struct LookupRequest {
+    /// The algorithm the addresses are encoded with.
+    pub algorithm: String,
+    /// The pepper they were hashed with.
+    pub pepper: String,
+    /// Hashes (sha256) or `"<address> <medium>"` (none).
+    pub addresses: Vec<String>,
+}
+
+/// Answers a lookup: own active 3PIDs in `mappings`, hashes pushed by other servers in
+/// `third_party_mappings`, and, when `with_inactive`, own inactive 3PIDs in `inactive_mappings`.
+pub async fn lookup(
+    store: &Store,
+    offered: &[Algorithm],
+    request: &LookupRequest,
+    with_inactive: bool,
+) -> ApiResult<Value> {
+    let algorithm =
+        Algorithm::parse(&request.algorithm).filter(|algorithm| offered.contains(algorithm)).ok_or_else(|| {
+            ApiError::new(ErrCode::InvalidParam, format!("Unsupported algorithm `{}`", request.algorithm))
+        })?;
+    let peppers = store.peppers().await?;
+    let current = peppers.current.clone().ok_or_else(|| ApiError::internal("no current pepper"))?;
+    if request.pepper != current && peppers.previous.as_deref() != Some(request.pepper.as_str()) {
+        return Err(ApiError::new(ErrCode::InvalidPepper, "Unknown or invalid pepper - has it been rotated?")
+            .with_field("algorithm", algorithm.name())
+            .with_field("lookup_pepper", current));
+    }
+
+    let addresses: Vec<String> = request.addresses.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let (mappings, inactive) = match algorithm {
+        Algorithm::Sha256 => split_local(store.find_local_hashes(&request.pepper, &addresses).await?),
+        Algorithm::None => {
+            // Matches come back under the normalised "<address> <medium>"; answer under the
+            // entries as the client sent them.
+            let mut sent_as: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+            for entry in &addresses {
+                if let Some((medium, address)) = parse_plain(entry) {
+                    sent_as.entry(format!("{address} {medium}")).or_default().push(entry);
+                }
+            }
+            let pairs: Vec<(String, String)> = addresses.iter().filter_map(|entry| parse_plain(entry)).collect();
+            let (mappings, inactive) = split_local(store.find_local_plain(&pairs).await?);
+            let rekey = |found: BTreeMap<String, String>| -> BTreeMap<String, String> {
+                found
+                    .into_iter()
+                    .flat_map(|(key, mxid)| {
+                        sent_as.get(&key).into_iter().flatten().map(move |entry| ((*entry).clone(), mxid.clone()))
+                    })
+                    .collect()
+            };
+            (rekey(mappings), rekey(inactive))
+        }
+    };
+
+    let remaining: Vec<String> = addresses
+        .into_iter()
+        .filter(|key| !(mappings.contains_key(key) || (with_inactive && inactive.contains_key(key))))
+        .collect();
+    let third_party = third_party_mappings(store, algorithm, &request.pepper, &remaining).await?;
+
+    let mut body = json!({ "mappings": mappings, "third_party_mappings": third_party });
+    if with_inactive {
+        body["inactive_mappings"] = json!(inactive);
+    }
+    Ok(body)
+}
+
+/// Splits matches into active and inactive maps. When several local 3PIDs share a hash, an
+/// explicit binding wins over a directory entry.
+fn split_local(mut local: Vec<LocalMatch>) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    local.sort_by_key(|found| found.source == "binding");
+    let mut mappings = BTreeMap::new();
+    let mut inactive = BTreeMap::new();
+    for found in local {
+        if found.active {
+            inactive.remove(&found.hash);
+            mappings.insert(found.hash, found.mxid);
+        } else if !mappings.contains_key(&found.hash) {
+            inactive.insert(found.hash, found.mxid);
+        }
+    }
+    (mappings, inactive)
+}
+
+/// `{"<server>": [hash, ...]}` for the addresses other servers pushed. For `none`, the
+/// plain entries are hashed with the request's pepper to find them, and given back as sent.
+async fn third_party_mappings(
+    store: &Store,
+    algorithm: Algorithm,
+    pepper: &str,
+    remaining: &[String],
+) -> ApiResult<Map<String, Value>> {
+    let mut by_server: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    if remaining.is_empty() {
+        return Ok(Map::new());
+    }
+    match algorithm {
+        Algorithm::Sha256 => {
+            for (hash, server) in store.find_pushed_hashes(pepper, remaining).await? {
+                by_server.entry(server).or_default().insert(hash);
+            }
+        }
+        Algorithm::None => {
+            let hashed: BTreeMap<String, &String> = remaining
+                .iter()
+                .filter_map(|entry| {
+                    parse_plain(entry).map(|(medium, address)| (hash_3pid(&address, &medium, pepper), entry))
+                })
+                .collect();
+            let hashes: Vec<String> = hashed.keys().cloned().collect();
+            for (hash, server) in store.find_pushed_hashes(pepper, &hashes).await? {
+                if let Some(entry) = hashed.get(&hash) {
+                    by_server.entry(server).or_default().insert((*entry).clone());
+                }
+            }
+        }
+    }
+    Ok(by_server.into_iter().map(|(server, hashes)| (server, json!(hashes))).collect())
+}
+
+/// Parses a `none` entry, `"<address> <medium>"`, into `(medium, normalised address)`.
+fn parse_plain(entry: &str) -> Option<(String, String)> {
+    let (address, medium) = entry.rsplit_once(' ')?;
+    let address = super::threepid::normalize(medium, address)?;
+    Some((medium.to_owned(), address))
+}
+
+/// Records a local 3PID and computes its hashes for every live pepper (pending included, so
+/// that a rotation running at the same time does not miss it).
+pub async fn add_local_threepid(
+    store: &Store,
+    medium: &str,
+    address: &str,
+    mxid: &str,
+    source: &str,
+    active: bool,
+) -> ApiResult<()> {
+    let address = super::threepid::normalize(medium, address)
+        .ok_or_else(|| ApiError::new(ErrCode::InvalidParam, format!("invalid {medium} address")))?;
+    let id = store.upsert_local_threepid(medium, &address, mxid, source, active, now_ms()).await?;
+    for (pepper, _) in store.all_peppers().await? {
+        store.insert_local_hashes(&pepper, &[(hash_3pid(&address, medium, &pepper), id)]).await?;
+    }
+    Ok(())
+}
+
+/// Local 3PIDs hashed per batch during a rotation.
+const ROTATION_BATCH: i64 = 20_000;
+
+/// Rotates the pepper: a new CSPRNG pepper, the hashes of every local 3PID computed for it,
+/// then one switch (new current, old current kept as previous, older data deleted). On
+/// failure nothing is published and the partial work is removed.
+pub async fn rotate_pepper(store: &Store) -> anyhow::Result<String> {
+    let pepper = random_secret(32);
+    store.insert_pending_pepper(&pepper, now_ms()).await?;
+    let computed = async {
+        let mut after = 0;
+        let mut hashed = 0_usize;
+        loop {
+            let batch = store.local_threepids_after(after, ROTATION_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.id;
+            let rows: Vec<(String, i64)> = batch
+                .iter()
+                .map(|threepid| (hash_3pid(&threepid.address, &threepid.medium, &pepper), threepid.id))
+                .collect();
+            store.insert_local_hashes(&pepper, &rows).await?;
+            hashed += rows.len();
+        }
+        store.activate_pepper(&pepper, now_ms()).await?;
+        Ok::<usize, crate::store::StoreError>(hashed)
+    }
+    .await;
+    match computed {
+        Ok(hashed) => Ok(format!("new pepper published, {hashed} local hashes computed")),
+        Err(error) => {
+            if let Err(cleanup) = store.discard_pending_pepper(&pepper).await {
+                tracing::warn!(%cleanup, "could not remove the unpublished pepper");
+            }
+            Err(error.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_test_vectors() {
+        assert_eq!(
+            hash_3pid("alice@example.com", "email", "matrixrocks"),
+            "4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc"
+        );
+        assert_eq!(hash_3pid("bob@example.com", "email", "matrixrocks"), "LJwSazmv46n0hlMlsb_iYxI0_HXEqy_yj6Jm636cdT8");
+        assert_eq!(hash_3pid("18005552067", "msisdn", "matrixrocks"), "nlo35_T5fzSGZzJApqu8lgIudJvmOQtDaHtr-I4rU7I");
+        assert!(is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc"));
+        assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZU="));
+        assert!(!is_sha256_hash("short"));
+    }
+
+    fn found(hash: &str, mxid: &str, active: bool, source: &str) -> LocalMatch {
+        LocalMatch { hash: hash.into(), mxid: mxid.into(), active, source: source.into() }
+    }
+
+    #[test]
+    fn bindings_win_over_directory_entries_and_active_over_inactive() {
+        let (mappings, inactive) = split_local(vec![
+            found("h1", "@dir:x", true, "directory"),
+            found("h1", "@bound:x", true, "binding"),
+            found("h2", "@old:x", false, "directory"),
+            found("h3", "@gone:x", false, "binding"),
+            found("h3", "@here:x", true, "directory"),
+        ]);
+        assert_eq!(mappings.get("h1").map(String::as_str), Some("@bound:x"));
+        assert_eq!(mappings.get("h3").map(String::as_str), Some("@here:x"));
+        assert_eq!(inactive.len(), 1);
+        assert_eq!(inactive.get("h2").map(String::as_str), Some("@old:x"));
+    }
 }

@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use super::AppState;
 use super::client_ip::ClientIp;
 use crate::domain::tokens;
+use crate::domain::trusted::TrustedCaller;
 use crate::error::{ApiError, ApiResult, ErrCode};
 
 /// A caller holding a valid access token; terms of service not checked. Used by `account`,
@@ -58,6 +59,57 @@ impl FromRequestParts<AppState> for UserWithTerms {
         }
         Ok(Self(user))
     }
+}
+
+/// A caller of `hash_details` and `lookup`: a trusted server (no token needed, not rate
+/// limited), or a user with a valid token who accepted the terms.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A trusted server.
+    TrustedServer(TrustedCaller),
+    /// A user.
+    User(User),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(server) = trusted_caller(parts, state).await? {
+            return Ok(Self::TrustedServer(server));
+        }
+        Ok(Self::User(UserWithTerms::from_request_parts(parts, state).await?.0))
+    }
+}
+
+/// A trusted server; anyone else (user tokens included) is 403 `M_FORBIDDEN`. For MSC4004
+/// pushes, which only trusted servers may make.
+#[derive(Debug, Clone)]
+pub struct TrustedServer(pub TrustedCaller);
+
+impl FromRequestParts<AppState> for TrustedServer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        trusted_caller(parts, state)
+            .await?
+            .map(Self)
+            .ok_or_else(|| ApiError::new(ErrCode::Forbidden, "Only trusted servers may push hashes (MSC4004)"))
+    }
+}
+
+/// The trusted server making this request, if it is one (by address, and/or by the secret it
+/// sends as a bearer token).
+async fn trusted_caller(parts: &mut Parts, state: &AppState) -> ApiResult<Option<TrustedCaller>> {
+    let ClientIp(address) = ClientIp::from_request_parts(parts, state).await?;
+    let bearer = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    Ok(state.trusted_servers.identify(address, bearer))
 }
 
 #[derive(serde::Deserialize)]

@@ -50,6 +50,10 @@ pub struct AppState {
     pub rate_limits: Arc<ratelimit::RateLimits>,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// Servers that may push hashes and look up without a token.
+    pub trusted_servers: Arc<crate::domain::trusted::TrustedServers>,
+    /// Lookup algorithms offered, in order.
+    pub algorithms: Arc<Vec<crate::domain::lookup::Algorithm>>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -67,6 +71,12 @@ pub fn router(state: AppState) -> Router {
         .route("/_matrix/identity/v2/account/logout", post(v2::account::logout))
         .route("/_matrix/identity/v2/terms", get(v2::terms::get_terms).post(v2::terms::accept_terms))
         .route("/_matrix/identity/v2/hash_details", get(v2::lookup::hash_details))
+        .route("/_matrix/identity/v2/lookup", post(v2::lookup::lookup))
+        .route(
+            "/_matrix/identity/v2/lookups",
+            post(v2::msc4004::push)
+                .layer(DefaultBodyLimit::max(usize::try_from(config.lookups_body_limit).unwrap_or(usize::MAX))),
+        )
         .route("/_matrix/identity/v2/pubkey/isvalid", get(v2::pubkey::is_valid))
         .route("/_matrix/identity/v2/pubkey/ephemeral/isvalid", get(v2::pubkey::ephemeral_is_valid))
         .route("/_matrix/identity/v2/pubkey/{key_id}", get(v2::pubkey::public_key))

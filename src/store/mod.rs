@@ -6,6 +6,7 @@
 //! the code against both drivers. Each engine has its own migrations tree under `migrations/`,
 //! embedded in the binary and applied at startup.
 
+mod hashes;
 mod keys;
 mod leases;
 mod peppers;
@@ -20,6 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::config::{Config, DatabaseEngine, SslSetting};
 
+pub use hashes::{LocalMatch, LocalThreepid, PushOutcome, PushSnapshot};
 pub use keys::{KeyPurpose, SigningKeyRecord};
 pub use leases::JobLease;
 pub use peppers::Peppers;

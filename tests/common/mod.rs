@@ -139,6 +139,11 @@ impl TestServer {
         Self::launch(self.config.clone(), Arc::clone(&self.dns), Arc::clone(&self.data_dir)).await
     }
 
+    /// The configuration this server runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)

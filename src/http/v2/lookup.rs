@@ -1,23 +1,58 @@
-//! Hashed lookups: `hash_details` (spec: `v2_lookup.yaml`, MSC4004 `alt_lookup_peppers`).
+//! Hashed lookups: `hash_details`, `lookup` (spec: `v2_lookup.yaml`, with MSC4004's
+//! `alt_lookup_peppers` and `third_party_mappings`).
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::error::{ApiError, ApiResult};
+use crate::domain::lookup::{self, LookupRequest};
+use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::http::AppState;
-use crate::http::auth::UserWithTerms;
+use crate::http::auth::Caller;
+use crate::http::extract::JsonBody;
 
 /// # `GET /_matrix/identity/v2/hash_details`
 ///
 /// The hash algorithms and the pepper to hash with; the previous pepper, still accepted, in
-/// `alt_lookup_peppers` (omitted when there is none).
-pub async fn hash_details(State(state): State<AppState>, _user: UserWithTerms) -> ApiResult<Json<Value>> {
-    let peppers = state.store.peppers().await?;
-    let current = peppers.current.ok_or_else(|| ApiError::internal("no current pepper"))?;
-    let mut body = json!({ "algorithms": ["sha256"], "lookup_pepper": current });
-    if let Some(previous) = peppers.previous {
-        body["alt_lookup_peppers"] = json!([previous]);
+/// `alt_lookup_peppers` (omitted when there is none). Trusted servers need no token.
+pub async fn hash_details(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+    Ok(Json(lookup::hash_details(&state.store, &state.algorithms).await?))
+}
+
+/// The body of `POST /lookup`, before its addresses are checked.
+#[derive(Debug, serde::Deserialize)]
+pub struct LookupBody {
+    /// `sha256`, or `none` when offered.
+    pub algorithm: String,
+    /// The current or previous pepper.
+    pub pepper: String,
+    /// The addresses (any JSON, checked to be strings here).
+    pub addresses: Vec<Value>,
+}
+
+/// # `POST /_matrix/identity/v2/lookup`
+///
+/// Own users in `mappings`; addresses known to other servers in `third_party_mappings`
+/// (`{"<server>": [hash, ...]}`); own inactive users in `inactive_mappings` when
+/// `additional_features` is on. Trusted servers need no token.
+pub async fn lookup(
+    State(state): State<AppState>,
+    _caller: Caller,
+    JsonBody(body): JsonBody<LookupBody>,
+) -> ApiResult<Json<Value>> {
+    let limit = usize::try_from(state.config.hashes_rate_limit).unwrap_or(usize::MAX);
+    if body.addresses.len() > limit {
+        return Err(ApiError::new(ErrCode::InvalidParam, format!("At most {limit} addresses per lookup")));
     }
-    Ok(Json(body))
+    let addresses = body
+        .addresses
+        .into_iter()
+        .map(|address| match address {
+            Value::String(text) => Ok(text),
+            _ => Err(ApiError::new(ErrCode::InvalidParam, "Every address must be a string")),
+        })
+        .collect::<ApiResult<Vec<String>>>()?;
+    let request = LookupRequest { algorithm: body.algorithm, pepper: body.pepper, addresses };
+    let answer = lookup::lookup(&state.store, &state.algorithms, &request, state.config.additional_features).await?;
+    Ok(Json(answer))
 }

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod lookup;
+pub mod msc4004;
 pub mod pubkey;
 pub mod status;
 pub mod terms;

@@ -1,0 +1,26 @@
+//! MSC4004, the unified view of identity services: `POST /lookups`, where trusted servers push
+//! the hashes of their users' 3PIDs.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use crate::domain::federation::{self, PushRequest};
+use crate::error::ApiResult;
+use crate::http::AppState;
+use crate::http::auth::TrustedServer;
+use crate::http::extract::JsonBody;
+
+/// # `POST /_matrix/identity/v2/lookups`
+///
+/// Stores a trusted server's complete set of hashes for one of our peppers, replacing its
+/// previous set for that pepper. Answers 201 with counts (`stored`, `added`, `removed`).
+pub async fn push(
+    State(state): State<AppState>,
+    TrustedServer(caller): TrustedServer,
+    JsonBody(request): JsonBody<PushRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let answer = federation::accept_push(&state.store, &caller, request).await?;
+    Ok((StatusCode::CREATED, Json(answer)))
+}

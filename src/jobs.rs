@@ -1,0 +1,152 @@
+//! Scheduled jobs: cron expressions as in the Node configuration (5 fields, or 6 with
+//! seconds first; UTC), run by every instance with `cron_service`, each occurrence taken by
+//! exactly one instance through a lease in the database.
+//!
+//! Jobs log their start, end, duration and errors. A failing or panicking job never stops
+//! the server; the next occurrence runs as planned.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+
+use crate::domain::{lookup, now_ms, random_secret};
+use crate::http::AppState;
+use crate::store::Store;
+
+/// How long a run may hold its lease before another instance may take the next occurrence
+/// (covers an instance that died mid-run).
+const LEASE: Duration = Duration::from_secs(30 * 60);
+
+/// Parses a cron expression the way the Node service's `node-cron` does.
+pub fn parse_cron(expression: &str) -> Result<Cron, String> {
+    CronParser::builder().seconds(Seconds::Optional).build().parse(expression.trim()).map_err(|error| error.to_string())
+}
+
+/// A job's body: returns a one-line summary for the log, or an error.
+pub type JobBody = Arc<dyn Fn(AppState) -> Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send>> + Send + Sync>;
+
+/// A scheduled job.
+#[derive(Clone)]
+pub struct Job {
+    /// Name, also the lease key.
+    pub name: &'static str,
+    /// When it runs.
+    pub schedule: Cron,
+    /// What it does.
+    pub body: JobBody,
+}
+
+/// The jobs of this configuration.
+pub fn jobs(state: &AppState) -> anyhow::Result<Vec<Job>> {
+    let rotation: JobBody =
+        Arc::new(|state: AppState| Box::pin(async move { lookup::rotate_pepper(&state.store).await }));
+    Ok(vec![Job {
+        name: "pepper-rotation",
+        schedule: parse_cron(&state.config.pepper_cron).map_err(anyhow::Error::msg)?,
+        body: rotation,
+    }])
+}
+
+/// What happened to one occurrence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Another instance runs (or ran) it.
+    Skipped,
+    /// This instance ran it; `Ok` holds the summary, `Err` the error.
+    Ran(Result<String, String>),
+}
+
+/// Runs `job`'s occurrence scheduled at `scheduled_ms` if this instance wins its lease.
+pub async fn run_occurrence(state: &AppState, instance: &str, job: &Job, scheduled_ms: i64) -> RunOutcome {
+    let store: &Store = &state.store;
+    let now = now_ms();
+    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+    match store.try_start_run(job.name, instance, scheduled_ms, now, now.saturating_add(lease_ms)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(job = job.name, "another instance runs this occurrence");
+            return RunOutcome::Skipped;
+        }
+        Err(error) => {
+            tracing::warn!(job = job.name, %error, "cannot take the job lease; skipping this occurrence");
+            return RunOutcome::Skipped;
+        }
+    }
+    tracing::info!(job = job.name, "job started");
+    let started = std::time::Instant::now();
+    // A separate task, so that a panic in the job is an error here, not a dead scheduler.
+    let result = match tokio::spawn((job.body)(state.clone())).await {
+        Ok(Ok(summary)) => Ok(summary),
+        Ok(Err(error)) => Err(format!("{error:#}")),
+        Err(panic) => Err(format!("job panicked: {panic}")),
+    };
+    let duration_ms = started.elapsed().as_millis();
+    let status = match &result {
+        Ok(summary) => {
+            tracing::info!(job = job.name, duration_ms, summary = %summary, "job finished");
+            "ok".to_owned()
+        }
+        Err(error) => {
+            tracing::error!(job = job.name, duration_ms, %error, "job failed");
+            format!("error: {error}")
+        }
+    };
+    if let Err(error) = store.finish_run(job.name, instance, now_ms(), &status).await {
+        tracing::warn!(job = job.name, %error, "cannot record the end of the job");
+    }
+    RunOutcome::Ran(result)
+}
+
+/// Starts every job of `state`'s configuration; each runs until its task is aborted.
+pub fn spawn(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let instance = random_secret(9);
+    let handles = jobs(state)?
+        .into_iter()
+        .map(|job| {
+            let state = state.clone();
+            let instance = instance.clone();
+            tokio::spawn(async move {
+                tracing::info!(job = job.name, schedule = %job.schedule.pattern, "job scheduled (UTC)");
+                loop {
+                    let Some(next) = next_occurrence(&job.schedule, Utc::now()) else {
+                        tracing::warn!(job = job.name, "the schedule has no next occurrence");
+                        return;
+                    };
+                    let wait = (next - Utc::now()).to_std().unwrap_or_default();
+                    tokio::time::sleep(wait).await;
+                    run_occurrence(&state, &instance, &job, next.timestamp_millis()).await;
+                }
+            })
+        })
+        .collect();
+    Ok(handles)
+}
+
+fn next_occurrence(schedule: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    schedule.find_next_occurrence(&after, false).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn five_and_six_field_expressions_are_accepted() {
+        let daily = parse_cron("0 0 * * *").unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        assert_eq!(next_occurrence(&daily, start), Some(Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap()));
+        let every_ten_seconds = parse_cron("*/10 * * * * *").unwrap();
+        assert_eq!(
+            next_occurrence(&every_ten_seconds, start),
+            Some(Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 10).unwrap())
+        );
+        assert!(parse_cron("every day").is_err());
+        assert!(parse_cron("61 * * * *").is_err());
+    }
+}

@@ -1,0 +1,348 @@
+//! Lookup data: local 3PIDs and their hashes per pepper, hashes pushed by trusted servers
+//! (MSC4004), and the pepper rotation that ties them together.
+//!
+//! Lists of values are passed in one parameter, a JSON array, read with `json_each` on SQLite
+//! and `jsonb_array_elements` on PostgreSQL: the SQL stays static and the binds are the same
+//! on both engines.
+
+use std::collections::HashSet;
+
+use super::{Pool, Store, StoreResult, on_pool};
+
+/// Rows written per statement in bulk writes.
+const CHUNK: usize = 20_000;
+
+/// A local 3PID whose hash matched.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LocalMatch {
+    /// The hash (or, for the `none` algorithm, unused).
+    pub hash: String,
+    /// The Matrix user.
+    pub mxid: String,
+    /// Inactive 3PIDs appear only in `inactive_mappings`.
+    pub active: bool,
+    /// `binding` or `directory`.
+    pub source: String,
+}
+
+/// A local 3PID, as the rotation reads them.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LocalThreepid {
+    /// Row id.
+    pub id: i64,
+    /// `email` or `msisdn`.
+    pub medium: String,
+    /// Normalised address.
+    pub address: String,
+}
+
+/// What is stored for one pushing server and pepper.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PushSnapshot {
+    /// The pushing server's key (`host:port`).
+    pub server: String,
+    /// Our pepper the hashes were computed with.
+    pub pepper: String,
+    /// Number of hashes.
+    pub hash_count: i64,
+    /// Digest of the sorted hashes, to recognise an identical re-push.
+    pub digest: String,
+    /// When the snapshot was accepted (ms).
+    pub received_at: i64,
+}
+
+/// How a push changed the stored snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Hashes added.
+    pub added: u64,
+    /// Hashes removed.
+    pub removed: u64,
+}
+
+/// Records the snapshot of a push.
+const UPSERT_SNAPSHOT: &str = "INSERT INTO push_snapshots (server, pepper, hash_count, digest, received_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (server, pepper) DO UPDATE SET \
+     hash_count = excluded.hash_count, digest = excluded.digest, received_at = excluded.received_at";
+
+fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+impl Store {
+    /// Picks the SQL of the engine in use, for statements whose dialects differ.
+    fn dialect(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => sqlite,
+            Pool::Postgres(_) => postgres,
+        }
+    }
+
+    /// Local 3PIDs whose hash for `pepper` is one of `hashes`.
+    pub async fn find_local_hashes(&self, pepper: &str, hashes: &[String]) -> StoreResult<Vec<LocalMatch>> {
+        let sql = self.dialect(
+            "SELECT h.hash, t.mxid, t.active, t.source FROM local_hashes h \
+             JOIN local_threepids t ON t.id = h.threepid_id \
+             WHERE h.pepper = $1 AND h.hash IN (SELECT value FROM json_each($2))",
+            "SELECT h.hash, t.mxid, t.active, t.source FROM local_hashes h \
+             JOIN local_threepids t ON t.id = h.threepid_id \
+             WHERE h.pepper = $1 AND h.hash IN (SELECT jsonb_array_elements_text($2::jsonb))",
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, LocalMatch>(sql)
+            .bind(pepper)
+            .bind(json_list(hashes))
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// Local 3PIDs by plain `(medium, address)`, for the `none` algorithm. `hash` holds
+    /// `"<address> <medium>"`.
+    pub async fn find_local_plain(&self, entries: &[(String, String)]) -> StoreResult<Vec<LocalMatch>> {
+        let keys: Vec<String> = entries.iter().map(|(medium, address)| format!("{address} {medium}")).collect();
+        let sql = self.dialect(
+            "SELECT address || ' ' || medium AS hash, mxid, active, source FROM local_threepids \
+             WHERE address || ' ' || medium IN (SELECT value FROM json_each($1))",
+            "SELECT address || ' ' || medium AS hash, mxid, active, source FROM local_threepids \
+             WHERE address || ' ' || medium IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, LocalMatch>(sql)
+            .bind(json_list(&keys))
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// `(hash, server)` pairs pushed for `pepper` among `hashes`, without duplicates.
+    pub async fn find_pushed_hashes(&self, pepper: &str, hashes: &[String]) -> StoreResult<Vec<(String, String)>> {
+        let sql = self.dialect(
+            "SELECT DISTINCT hash, server FROM pushed_hashes \
+             WHERE pepper = $1 AND hash IN (SELECT value FROM json_each($2)) ORDER BY server, hash",
+            "SELECT DISTINCT hash, server FROM pushed_hashes \
+             WHERE pepper = $1 AND hash IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY server, hash",
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, String)>(sql)
+            .bind(pepper)
+            .bind(json_list(hashes))
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// Creates or updates a local 3PID and returns its id.
+    pub async fn upsert_local_threepid(
+        &self,
+        medium: &str,
+        address: &str,
+        mxid: &str,
+        source: &str,
+        active: bool,
+        now: i64,
+    ) -> StoreResult<i64> {
+        let id = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(
+            "INSERT INTO local_threepids (medium, address, mxid, source, active, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (medium, address, source) DO UPDATE SET mxid = excluded.mxid, active = excluded.active, \
+             updated_at = excluded.updated_at RETURNING id",
+        )
+        .bind(medium)
+        .bind(address)
+        .bind(mxid)
+        .bind(source)
+        .bind(active)
+        .bind(now)
+        .fetch_one(pool)
+        .await)?;
+        Ok(id)
+    }
+
+    /// Stores `(hash, threepid id)` pairs for `pepper`; pairs already stored are kept.
+    pub async fn insert_local_hashes(&self, pepper: &str, rows: &[(String, i64)]) -> StoreResult<()> {
+        let sql = self.dialect(
+            "INSERT INTO local_hashes (pepper, hash, threepid_id) \
+             SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($2) \
+             WHERE 1 ON CONFLICT DO NOTHING",
+            "INSERT INTO local_hashes (pepper, hash, threepid_id) \
+             SELECT $1, e->>0, (e->>1)::bigint FROM jsonb_array_elements($2::jsonb) AS e ON CONFLICT DO NOTHING",
+        );
+        for chunk in rows.chunks(CHUNK) {
+            on_pool!(self, pool => sqlx::query(sql)
+                .bind(pepper)
+                .bind(json_list(chunk))
+                .execute(pool)
+                .await
+                .map(|_| ()))?;
+        }
+        Ok(())
+    }
+
+    /// Every pepper with its state (`pending`, `current`, `previous`).
+    pub async fn all_peppers(&self) -> StoreResult<Vec<(String, String)>> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, String)>(
+            "SELECT pepper, state FROM peppers ORDER BY created_at",
+        )
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows)
+    }
+
+    /// Records a new pepper whose hashes are being computed.
+    pub async fn insert_pending_pepper(&self, pepper: &str, now: i64) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query("INSERT INTO peppers (pepper, state, created_at) VALUES ($1, 'pending', $2)")
+            .bind(pepper)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Up to `limit` local 3PIDs with an id above `after`, in id order (for batched work).
+    pub async fn local_threepids_after(&self, after: i64, limit: i64) -> StoreResult<Vec<LocalThreepid>> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, LocalThreepid>(
+            "SELECT id, medium, address FROM local_threepids WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows)
+    }
+
+    /// Publishes the pending `pepper` in one transaction: it becomes current, the current one
+    /// previous, and hashes and pushed hashes of any other pepper are deleted.
+    pub async fn activate_pepper(&self, pepper: &str, now: i64) -> StoreResult<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM peppers WHERE state = 'previous'").execute(&mut *tx).await?;
+            sqlx::query("UPDATE peppers SET state = 'previous' WHERE state = 'current'").execute(&mut *tx).await?;
+            sqlx::query("UPDATE peppers SET state = 'current', activated_at = $2 WHERE pepper = $1 AND state = 'pending'")
+                .bind(pepper)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            for table in [
+                "DELETE FROM local_hashes WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
+                "DELETE FROM pushed_hashes WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
+                "DELETE FROM push_snapshots WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
+            ] {
+                sqlx::query(table).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// Forgets a pending pepper (a rotation that failed) and its hashes.
+    pub async fn discard_pending_pepper(&self, pepper: &str) -> StoreResult<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM local_hashes WHERE pepper = $1").bind(pepper).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM peppers WHERE pepper = $1 AND state = 'pending'").bind(pepper).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// The stored snapshot of `server` for `pepper`, if any.
+    pub async fn push_snapshot(&self, server: &str, pepper: &str) -> StoreResult<Option<PushSnapshot>> {
+        let snapshot = on_pool!(self, pool => sqlx::query_as::<_, PushSnapshot>(
+            "SELECT server, pepper, hash_count, digest, received_at FROM push_snapshots WHERE server = $1 AND pepper = $2",
+        )
+        .bind(server)
+        .bind(pepper)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(snapshot)
+    }
+
+    /// Every stored snapshot.
+    pub async fn push_snapshots(&self) -> StoreResult<Vec<PushSnapshot>> {
+        let snapshots = on_pool!(self, pool => sqlx::query_as::<_, PushSnapshot>(
+            "SELECT server, pepper, hash_count, digest, received_at FROM push_snapshots ORDER BY server, pepper",
+        )
+        .fetch_all(pool)
+        .await)?;
+        Ok(snapshots)
+    }
+
+    /// Replaces the hashes of `server` for `pepper` by `hashes` (sorted, without duplicates)
+    /// in one transaction, writing only the difference.
+    pub async fn replace_pushed_hashes(
+        &self,
+        server: &str,
+        pepper: &str,
+        hashes: &[String],
+        digest: &str,
+        now: i64,
+    ) -> StoreResult<PushOutcome> {
+        let delete = self.dialect(
+            "DELETE FROM pushed_hashes WHERE pepper = $1 AND server = $2 AND hash IN (SELECT value FROM json_each($3))",
+            "DELETE FROM pushed_hashes WHERE pepper = $1 AND server = $2 \
+             AND hash IN (SELECT jsonb_array_elements_text($3::jsonb))",
+        );
+        let insert = self.dialect(
+            "INSERT INTO pushed_hashes (pepper, hash, server) SELECT $1, value, $2 FROM json_each($3) \
+             WHERE 1 ON CONFLICT DO NOTHING",
+            "INSERT INTO pushed_hashes (pepper, hash, server) SELECT $1, h, $2 FROM jsonb_array_elements_text($3::jsonb) \
+             AS h ON CONFLICT DO NOTHING",
+        );
+        let count = i64::try_from(hashes.len()).unwrap_or(i64::MAX);
+        let outcome = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let existing: Vec<String> =
+                sqlx::query_scalar("SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2")
+                    .bind(server)
+                    .bind(pepper)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let (added, removed) = difference(&existing, hashes);
+            for (sql, list) in [(delete, &removed), (insert, &added)] {
+                for chunk in list.chunks(CHUNK) {
+                    sqlx::query(sql).bind(pepper).bind(server).bind(json_list(chunk)).execute(&mut *tx).await?;
+                }
+            }
+            sqlx::query(UPSERT_SNAPSHOT)
+                .bind(server)
+                .bind(pepper)
+                .bind(count)
+                .bind(digest)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(PushOutcome { added: added.len() as u64, removed: removed.len() as u64 })
+        })?;
+        Ok(outcome)
+    }
+
+    /// Number of local hashes per pepper.
+    pub async fn local_hash_counts(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, i64)>(
+            "SELECT pepper, COUNT(*) FROM local_hashes GROUP BY pepper ORDER BY pepper",
+        )
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows)
+    }
+
+    /// Number of local 3PIDs, active and inactive.
+    pub async fn local_threepid_counts(&self) -> StoreResult<(i64, i64)> {
+        let (active, inactive) = on_pool!(self, pool => sqlx::query_as::<_, (i64, i64)>(
+            "SELECT COALESCE(SUM(CASE WHEN active THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN active THEN 0 ELSE 1 END), 0) FROM local_threepids",
+        )
+        .fetch_one(pool)
+        .await)?;
+        Ok((active, inactive))
+    }
+}
+
+/// `(added, removed)`: what `new` has that `old` lacks, and the reverse.
+fn difference(old: &[String], new: &[String]) -> (Vec<String>, Vec<String>) {
+    let old_set: HashSet<&str> = old.iter().map(String::as_str).collect();
+    let new_set: HashSet<&str> = new.iter().map(String::as_str).collect();
+    let added = new.iter().filter(|hash| !old_set.contains(hash.as_str())).cloned().collect();
+    let removed = old.iter().filter(|hash| !new_set.contains(hash.as_str())).cloned().collect();
+    (added, removed)
+}

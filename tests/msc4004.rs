@@ -1,0 +1,320 @@
+//! MSC4004 pushes (`POST /lookups`) and `third_party_mappings`: who may push, snapshot
+//! semantics, validation, rotation, and a push of a million hashes.
+
+mod common;
+
+use common::{Response, TestServer};
+use federated_identity_service::Config;
+use federated_identity_service::domain::lookup::{hash_3pid, rotate_pepper};
+use federated_identity_service::domain::trusted::TrustedServerConfig;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PUSH: &str = "/_matrix/identity/v2/lookups";
+const SECRET: &str = "tom-example-shared-secret";
+
+fn trusting(addresses: &'static [&'static str]) -> impl FnOnce(&mut Config) {
+    move |config| config.trusted_servers_addresses = addresses.iter().map(|a| (*a).to_owned()).collect()
+}
+
+async fn current_pepper(server: &TestServer) -> String {
+    server.state.store.peppers().await.unwrap().current.unwrap()
+}
+
+fn push_body(server: &str, pepper: &str, hashes: &[String]) -> String {
+    json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { server: hashes } }).to_string()
+}
+
+fn hashes_of(addresses: &[&str], pepper: &str) -> Vec<String> {
+    addresses.iter().map(|address| hash_3pid(address, "email", pepper)).collect()
+}
+
+async fn push(server: &TestServer, body: &str) -> Response {
+    server.call(Method::POST, PUSH, Some(body)).await
+}
+
+/// A lookup as a trusted server (no token).
+async fn lookup(server: &TestServer, pepper: &str, hashes: &[String]) -> Value {
+    let body = json!({ "algorithm": "sha256", "pepper": pepper, "addresses": hashes }).to_string();
+    let response = server.call(Method::POST, "/_matrix/identity/v2/lookup", Some(&body)).await;
+    assert_eq!(response.status, 200, "{:?}", response.body);
+    response.body
+}
+
+#[tokio::test]
+async fn a_push_is_stored_and_appears_in_third_party_mappings() {
+    let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let pepper = current_pepper(&server).await;
+    let pushed = hashes_of(&["dave@tom.example", "erin@tom.example"], &pepper);
+    let response = push(&server, &push_body("tom.example:443", &pepper, &pushed)).await;
+    assert_eq!((response.status, response.body.clone()), (201, json!({ "stored": 2, "added": 2, "removed": 0 })));
+    response.assert_cors();
+
+    let unknown = hash_3pid("nobody@tom.example", "email", &pepper);
+    let answer = lookup(&server, &pepper, &[pushed[0].clone(), unknown]).await;
+    assert_eq!(answer, json!({ "mappings": {}, "third_party_mappings": { "tom.example:443": [pushed[0].clone()] } }));
+
+    // The same hash from two servers, asked twice in one lookup: each server once, no duplicate.
+    let response = push(&server, &push_body("other.example:8443", &pepper, &pushed[..1])).await;
+    assert_eq!(response.status, 201);
+    let answer = lookup(&server, &pepper, &[pushed[0].clone(), pushed[0].clone()]).await;
+    assert_eq!(
+        answer["third_party_mappings"],
+        json!({ "other.example:8443": [pushed[0].clone()], "tom.example:443": [pushed[0].clone()] })
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_push_from_an_ipv6_peer_is_accepted() {
+    let server = TestServer::start_with(|config| {
+        config.listen_address = "::1".parse().unwrap();
+        config.trusted_servers_addresses = vec!["::1/128".into()];
+    })
+    .await;
+    assert!(server.address.is_ipv6());
+    let pepper = current_pepper(&server).await;
+    let pushed = hashes_of(&["v6@tom.example"], &pepper);
+    let response = push(&server, &push_body("tom.example:443", &pepper, &pushed)).await;
+    assert_eq!(response.status, 201, "{:?}", response.body);
+    assert_eq!(lookup(&server, &pepper, &pushed).await["third_party_mappings"]["tom.example:443"], json!(pushed));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn re_pushes_replace_the_snapshot_and_are_idempotent() {
+    let server = TestServer::start_with(trusting(&["127.0.0.0/8"])).await;
+    let pepper = current_pepper(&server).await;
+    let all = hashes_of(&["a@t.example", "b@t.example", "c@t.example"], &pepper);
+    assert_eq!(push(&server, &push_body("t.example:443", &pepper, &all)).await.status, 201);
+
+    let again = push(&server, &push_body("t.example:443", &pepper, &all)).await;
+    assert_eq!((again.status, again.body), (201, json!({ "stored": 3, "added": 0, "removed": 0 })));
+    let snapshot = server.state.store.push_snapshot("t.example:443", &pepper).await.unwrap().unwrap();
+    assert_eq!(snapshot.hash_count, 3, "nothing stored twice");
+
+    // A smaller snapshot removes what is missing from it.
+    let smaller = push(&server, &push_body("t.example:443", &pepper, &all[..1])).await;
+    assert_eq!(smaller.body, json!({ "stored": 1, "added": 0, "removed": 2 }));
+    let answer = lookup(&server, &pepper, &all).await;
+    assert_eq!(answer["third_party_mappings"], json!({ "t.example:443": [all[0].clone()] }));
+
+    // An empty snapshot removes everything of that server for that pepper.
+    assert_eq!(push(&server, &push_body("t.example:443", &pepper, &[])).await.body["removed"], 1);
+    assert_eq!(lookup(&server, &pepper, &all).await["third_party_mappings"], json!({}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn only_trusted_callers_may_push() {
+    let server = TestServer::start_with(trusting(&["10.0.0.1", "2001:db8::/32"])).await;
+    let pepper = current_pepper(&server).await;
+    let body = push_body("tom.example:443", &pepper, &hashes_of(&["x@tom.example"], &pepper));
+
+    push(&server, &body).await.assert_error(403, "M_FORBIDDEN");
+    let token = server.token_for("@alice:example.org").await;
+    server.call_as(Some(&token), Method::POST, PUSH, Some(&body)).await.assert_error(403, "M_FORBIDDEN");
+    let forged = Response::from(
+        server
+            .client
+            .post(server.url(PUSH))
+            .header("x-forwarded-for", "10.0.0.1")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    forged.assert_error(403, "M_FORBIDDEN");
+    assert!(server.state.store.push_snapshots().await.unwrap().is_empty(), "nothing stored");
+    server.stop().await;
+
+    // Behind a trusted proxy, the forwarded address counts.
+    let proxied = TestServer::start_with(|config| {
+        config.trusted_servers_addresses = vec!["10.0.0.1".into()];
+        config.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let pepper = current_pepper(&proxied).await;
+    let body = push_body("tom.example:443", &pepper, &hashes_of(&["x@tom.example"], &pepper));
+    let through_proxy = Response::from(
+        proxied
+            .client
+            .post(proxied.url(PUSH))
+            .header("x-forwarded-for", "10.0.0.1")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(through_proxy.status, 201, "{:?}", through_proxy.body);
+    let spoofed_chain = Response::from(
+        proxied
+            .client
+            .post(proxied.url(PUSH))
+            .header("x-forwarded-for", "10.0.0.1, 203.0.113.9")
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    spoofed_chain.assert_error(403, "M_FORBIDDEN");
+    proxied.stop().await;
+}
+
+#[tokio::test]
+async fn named_servers_push_only_under_their_own_name() {
+    let server = TestServer::start_with(|config| {
+        config.trusted_servers =
+            vec![TrustedServerConfig { name: "tom.example:443".into(), networks: vec![], secret: SECRET.into() }];
+    })
+    .await;
+    let pepper = current_pepper(&server).await;
+    let hashes = hashes_of(&["x@tom.example"], &pepper);
+    let own =
+        server.call_as(Some(SECRET), Method::POST, PUSH, Some(&push_body("tom.example:443", &pepper, &hashes))).await;
+    assert_eq!(own.status, 201, "{:?}", own.body);
+    let other =
+        server.call_as(Some(SECRET), Method::POST, PUSH, Some(&push_body("evil.example:443", &pepper, &hashes))).await;
+    other.assert_error(403, "M_FORBIDDEN");
+    let wrong_secret = server
+        .call_as(
+            Some("not-the-secret-at-all"),
+            Method::POST,
+            PUSH,
+            Some(&push_body("tom.example:443", &pepper, &hashes)),
+        )
+        .await;
+    wrong_secret.assert_error(403, "M_FORBIDDEN");
+    // The secret also opens hash_details and lookup, as for the Node pusher by address.
+    let details = server.call_as(Some(SECRET), Method::GET, "/_matrix/identity/v2/hash_details", None).await;
+    assert_eq!(details.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_pushes_are_refused_and_change_nothing() {
+    let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let pepper = current_pepper(&server).await;
+    let good = hashes_of(&["x@t.example"], &pepper);
+    for (body, errcode) in [
+        (push_body("t.example:443", "not-our-pepper", &good), "M_INVALID_PEPPER"),
+        (json!({ "algorithm": "sha256", "pepper": pepper, "mappings": {} }).to_string(), "M_INVALID_PARAM"),
+        (
+            json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { "a.example": good, "b.example": good } })
+                .to_string(),
+            "M_INVALID_PARAM",
+        ),
+        (
+            json!({ "algorithm": "none", "pepper": pepper, "mappings": { "a.example": good } }).to_string(),
+            "M_INVALID_PARAM",
+        ),
+        (push_body("t.example:443", &pepper, &["too-short".to_owned()]), "M_INVALID_PARAM"),
+        (push_body("t.example:443", &pepper, &[format!("{}=", &good[0][..42])]), "M_INVALID_PARAM"),
+        (push_body("not a name", &pepper, &good), "M_INVALID_PARAM"),
+        (
+            json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { "a.example": [1, 2] } }).to_string(),
+            "M_BAD_JSON",
+        ),
+        (json!({ "algorithm": "sha256", "mappings": { "a.example": [] } }).to_string(), "M_MISSING_PARAMS"),
+        ("{".to_owned(), "M_NOT_JSON"),
+    ] {
+        push(&server, &body).await.assert_error(400, errcode);
+    }
+    let wrong_pepper = push(&server, &push_body("t.example:443", "nope", &good)).await;
+    assert_eq!(wrong_pepper.body["lookup_pepper"], pepper.as_str());
+    assert!(server.state.store.push_snapshots().await.unwrap().is_empty(), "nothing stored");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotation_drops_the_pushed_hashes_of_the_oldest_pepper() {
+    let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let first = current_pepper(&server).await;
+    let hashes = hashes_of(&["x@t.example"], &first);
+    assert_eq!(push(&server, &push_body("t.example:443", &first, &hashes)).await.status, 201);
+
+    rotate_pepper(&server.state.store).await.unwrap();
+    // The previous pepper still works, for lookups and pushes.
+    assert_eq!(lookup(&server, &first, &hashes).await["third_party_mappings"]["t.example:443"], json!(hashes));
+    assert_eq!(push(&server, &push_body("t.example:443", &first, &hashes)).await.status, 201);
+
+    rotate_pepper(&server.state.store).await.unwrap();
+    let body = json!({ "algorithm": "sha256", "pepper": first, "addresses": hashes }).to_string();
+    server.call(Method::POST, "/_matrix/identity/v2/lookup", Some(&body)).await.assert_error(400, "M_INVALID_PEPPER");
+    assert!(
+        server.state.store.push_snapshots().await.unwrap().iter().all(|snapshot| snapshot.pepper != first),
+        "snapshots of the oldest pepper are gone"
+    );
+    assert!(server.state.store.find_pushed_hashes(&first, &hashes).await.unwrap().is_empty(), "its hashes are gone");
+    // A push for a pepper that is no longer valid is refused.
+    push(&server, &push_body("t.example:443", &first, &hashes)).await.assert_error(400, "M_INVALID_PEPPER");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_push_of_a_million_hashes_succeeds() {
+    let server = TestServer::start_with(|config| {
+        config.trusted_servers_addresses = vec!["127.0.0.1".into()];
+        config.request_timeout = 300;
+    })
+    .await;
+    let pepper = current_pepper(&server).await;
+    let hashes: Vec<String> =
+        (0..1_000_000).map(|n| hash_3pid(&format!("user{n}@big.example"), "email", &pepper)).collect();
+    let body = push_body("big.example:443", &pepper, &hashes);
+    assert!(body.len() > 40_000_000, "{} bytes", body.len());
+    let started = std::time::Instant::now();
+    let response = push(&server, &body).await;
+    assert_eq!(response.status, 201, "{:?}", response.body);
+    assert_eq!(response.body["stored"], 1_000_000);
+    eprintln!("push of 1,000,000 hashes (debug build): {:?}", started.elapsed());
+    let answer = lookup(&server, &pepper, &hashes[500_000..500_010]).await;
+    assert_eq!(answer["third_party_mappings"]["big.example:443"].as_array().map(Vec::len), Some(10));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn inspect_reports_peppers_hashes_and_pushes() {
+    let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let pepper = current_pepper(&server).await;
+    federated_identity_service::domain::lookup::add_local_threepid(
+        &server.state.store,
+        "email",
+        "alice@example.com",
+        "@alice:example.org",
+        "binding",
+        true,
+    )
+    .await
+    .unwrap();
+    let hashes = hashes_of(&["a@t.example", "b@t.example"], &pepper);
+    assert_eq!(push(&server, &push_body("t.example:443", &pepper, &hashes)).await.status, 201);
+
+    let config = server.config();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_federated-identity-service"))
+        .env_clear()
+        .env("DATABASE_ENGINE", &config.database_engine)
+        .env(
+            "DATABASE_HOST",
+            if config.database_engine == "pg" {
+                config.database_host.clone()
+            } else {
+                config.sqlite_path().display().to_string()
+            },
+        )
+        .arg("inspect")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["peppers"]["current"], pepper.as_str());
+    assert_eq!(report["local_3pids"], json!({ "active": 1, "inactive": 0 }));
+    assert_eq!(report["local_hashes_per_pepper"][&pepper], 1);
+    assert_eq!(report["pushed_hashes"][0]["server"], "t.example:443");
+    assert_eq!(report["pushed_hashes"][0]["hashes"], 2);
+    assert!(report["pushed_hashes"][0]["last_push_ms"].as_i64().is_some_and(|ms| ms > 0));
+    server.stop().await;
+}
