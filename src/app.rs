@@ -68,7 +68,12 @@ impl App {
         let state = AppState {
             trusted_servers: Arc::new(trusted_servers),
             algorithms: Arc::new(config.algorithms()),
-            rate_limits: Arc::new(RateLimits::new(config.rate_limiting_window, config.rate_limiting_nb_requests)),
+            rate_limits: Arc::new(RateLimits::new(
+                config.rate_limiting_window,
+                config.rate_limiting_nb_requests,
+                config.validation_send_limit,
+            )),
+            notifier: Arc::new(crate::notify::Notifier::new(&config).map_err(anyhow::Error::msg)?),
             trusted_proxies: Arc::new(trusted_proxies(&config)),
             config: Arc::new(config),
             store,
@@ -145,8 +150,8 @@ fn trusted_proxies(config: &Config) -> Vec<ipnet::IpNet> {
     Vec::new()
 }
 
-/// Periodic clean-up every `database_vacuum_delay` seconds: expired tokens, idle rate-limit
-/// buckets. Idempotent, so every instance may run it.
+/// Periodic clean-up every `database_vacuum_delay` seconds: expired tokens, validation
+/// sessions and invitations, idle rate-limit buckets. Idempotent, so every instance may run it.
 async fn maintenance(state: AppState) {
     let period = Duration::from_secs(state.config.database_vacuum_delay.max(1));
     let mut ticker = tokio::time::interval(period);
@@ -156,6 +161,18 @@ async fn maintenance(state: AppState) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired access tokens deleted"),
             Err(error) => tracing::warn!(%error, "maintenance: cannot purge expired tokens"),
+        }
+        let session_lifetime = crate::domain::validation::seconds_to_ms(state.config.validation_session_lifetime);
+        match state.store.purge_sessions(now_ms().saturating_sub(session_lifetime)).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired validation sessions deleted"),
+            Err(error) => tracing::warn!(%error, "maintenance: cannot purge validation sessions"),
+        }
+        let invitation_lifetime = crate::domain::validation::seconds_to_ms(state.config.invitation_lifetime);
+        match crate::domain::invite::purge_expired(&state, invitation_lifetime).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired invitations deleted"),
+            Err(error) => tracing::warn!(%error, "maintenance: cannot purge invitations"),
         }
         state.rate_limits.forget_idle();
     }

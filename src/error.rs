@@ -50,6 +50,8 @@ pub enum ErrCode {
     EmailSendError,
     /// The validation SMS could not be sent.
     SendError,
+    /// The validation token is wrong.
+    TokenIncorrect,
     /// The 3PID is already bound to a Matrix user.
     ThreepidInUse,
     /// Too many requests.
@@ -85,6 +87,7 @@ impl ErrCode {
             Self::InvalidAddress => "M_INVALID_ADDRESS",
             Self::EmailSendError => "M_EMAIL_SEND_ERROR",
             Self::SendError => "M_SEND_ERROR",
+            Self::TokenIncorrect => "M_TOKEN_INCORRECT",
             Self::ThreepidInUse => "M_THREEPID_IN_USE",
             Self::LimitExceeded => "M_LIMIT_EXCEEDED",
             Self::Unavailable | Self::HomeserverFailed | Self::Unknown => "M_UNKNOWN",
@@ -108,6 +111,7 @@ impl ErrCode {
             | Self::SessionExpired
             | Self::InvalidEmail
             | Self::InvalidAddress
+            | Self::TokenIncorrect
             | Self::ThreepidInUse => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -156,6 +160,14 @@ impl ApiError {
         Self::new(ErrCode::Unknown, "Internal server error")
     }
 
+    /// Answers with 400 instead of the code's usual status (`M_UNRECOGNIZED` for an
+    /// unsupported value rather than an unknown endpoint).
+    #[must_use]
+    pub fn with_status_400(mut self) -> Self {
+        self.status = StatusCode::BAD_REQUEST;
+        self
+    }
+
     /// Adds a field next to `errcode` and `error` (e.g. `lookup_pepper`).
     #[must_use]
     pub fn with_field(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -167,6 +179,12 @@ impl ApiError {
     #[must_use]
     pub fn code(&self) -> ErrCode {
         self.code
+    }
+
+    /// The human-readable message.
+    #[must_use]
+    pub fn message(&self) -> String {
+        self.message.clone()
     }
 
     /// The HTTP status that will be sent.

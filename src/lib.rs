@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod matrix;
+pub mod notify;
 pub mod store;
 pub mod telemetry;
 

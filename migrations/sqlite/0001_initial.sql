@@ -99,6 +99,8 @@ CREATE TABLE validation_sessions (
     address TEXT NOT NULL,
     send_attempt BIGINT NOT NULL,
     token_hash TEXT NOT NULL,
+    token_sent_at BIGINT NOT NULL,
+    failed_attempts BIGINT NOT NULL DEFAULT 0,
     next_link TEXT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,

@@ -65,9 +65,8 @@ impl SigningKeys {
         if let Some(key) = store.long_term_keys().await?.into_iter().next() {
             return Self::from_record(&key);
         }
-        let der = Ed25519KeyPair::generate();
-        let keys = Self::from_der(&der, "0")?;
-        if store.insert_signing_key(&keys.record(&der)).await? {
+        let (keys, record) = Self::generate("0", "long_term")?;
+        if store.insert_signing_key(&record).await? {
             tracing::info!(key_id = %keys.key_id, "generated the long-term signing key");
             return Ok(keys);
         }
@@ -76,7 +75,18 @@ impl SigningKeys {
         Self::from_record(&key)
     }
 
-    fn from_record(record: &SigningKeyRecord) -> anyhow::Result<Self> {
+    /// A new key pair with this version (e.g. an ephemeral invitation key), and the record to
+    /// store it.
+    pub fn generate(version: &str, purpose: &str) -> anyhow::Result<(Self, SigningKeyRecord)> {
+        let der = Ed25519KeyPair::generate();
+        let keys = Self::from_der(&der, version)?;
+        let mut record = keys.record(&der);
+        purpose.clone_into(&mut record.purpose);
+        Ok((keys, record))
+    }
+
+    /// The key pair of a stored record.
+    pub fn from_record(record: &SigningKeyRecord) -> anyhow::Result<Self> {
         let der = LENIENT_BASE64.decode(&record.private_key)?;
         let version = record.key_id.strip_prefix("ed25519:").unwrap_or(&record.key_id);
         Self::from_der(&der, version)

@@ -2,14 +2,18 @@
 //! Handlers call these; these call the store and the adapters.
 
 pub mod account;
+pub mod binding;
 pub mod federation;
 pub mod inspect;
+pub mod invite;
 pub mod keys;
 pub mod lookup;
 pub mod terms;
 pub mod threepid;
 pub mod tokens;
 pub mod trusted;
+pub mod validation;
+pub mod xmatrix;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

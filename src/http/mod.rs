@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod extract;
 pub mod layers;
 pub mod ratelimit;
+pub mod v1;
 pub mod v2;
 
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub trusted_servers: Arc<crate::domain::trusted::TrustedServers>,
     /// Lookup algorithms offered, in order.
     pub algorithms: Arc<Vec<crate::domain::lookup::Algorithm>>,
+    /// E-mail and SMS delivery.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -63,7 +66,7 @@ pub fn router(state: AppState) -> Router {
     let config = Arc::clone(&state.config);
     let body_limit = usize::try_from(config.request_body_limit).unwrap_or(usize::MAX);
 
-    let api = Router::new()
+    let mut api = Router::new()
         .route("/_matrix/identity/versions", get(v2::status::versions))
         .route("/_matrix/identity/v2", get(v2::status::status))
         .route("/_matrix/identity/v2/account/register", post(v2::account::register))
@@ -77,9 +80,28 @@ pub fn router(state: AppState) -> Router {
             post(v2::msc4004::push)
                 .layer(DefaultBodyLimit::max(usize::try_from(config.lookups_body_limit).unwrap_or(usize::MAX))),
         )
+        .route("/_matrix/identity/v2/validate/email/requestToken", post(v2::validate::email_request_token))
+        .route(
+            "/_matrix/identity/v2/validate/email/submitToken",
+            get(v2::validate::submit_token_get).post(v2::validate::submit_token_post),
+        )
+        .route("/_matrix/identity/v2/validate/msisdn/requestToken", post(v2::validate::msisdn_request_token))
+        .route(
+            "/_matrix/identity/v2/validate/msisdn/submitToken",
+            get(v2::validate::submit_token_get).post(v2::validate::submit_token_post),
+        )
+        .route("/_matrix/identity/v2/3pid/getValidated3pid", get(v2::threepid::get_validated))
+        .route("/_matrix/identity/v2/3pid/bind", post(v2::threepid::bind))
+        .route("/_matrix/identity/v2/3pid/unbind", post(v2::threepid::unbind))
+        .route("/_matrix/identity/v2/store-invite", post(v2::invite::store_invite))
+        .route("/_matrix/identity/v2/sign-ed25519", post(v2::invite::sign_ed25519))
         .route("/_matrix/identity/v2/pubkey/isvalid", get(v2::pubkey::is_valid))
         .route("/_matrix/identity/v2/pubkey/ephemeral/isvalid", get(v2::pubkey::ephemeral_is_valid))
-        .route("/_matrix/identity/v2/pubkey/{key_id}", get(v2::pubkey::public_key))
+        .route("/_matrix/identity/v2/pubkey/{key_id}", get(v2::pubkey::public_key));
+    if config.enable_v1_api {
+        api = api.merge(v1::routes());
+    }
+    let api = api
         // A known path with a method it does not serve: a CORS pre-flight (OPTIONS) or a 405.
         .method_not_allowed_fallback(layers::preflight_or_method_not_allowed)
         .fallback(|| async { ApiError::unknown_endpoint().into_response() })

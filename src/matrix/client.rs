@@ -163,14 +163,25 @@ impl HomeserverClient {
 
     /// `GET` on a homeserver; returns the status and the body (at most [`RESPONSE_LIMIT`]).
     pub async fn get(&self, name: &ServerName, path_and_query: &str) -> Result<(u16, Vec<u8>), HomeserverError> {
+        self.request(reqwest::Method::GET, name, path_and_query, None).await
+    }
+
+    /// A request with an optional JSON body to a homeserver; returns the status and the body
+    /// (at most [`RESPONSE_LIMIT`]).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        name: &ServerName,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, Vec<u8>), HomeserverError> {
         let Destination { url_base, host_header, pinned } = self.resolve(name).await?;
         let client = self.http_client(pinned)?;
-        let response = client
-            .get(format!("{url_base}{path_and_query}"))
-            .header(HOST, host_header)
-            .send()
-            .await
-            .map_err(HomeserverError::from_transport)?;
+        let mut request = client.request(method, format!("{url_base}{path_and_query}")).header(HOST, host_header);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(HomeserverError::from_transport)?;
         let status = response.status().as_u16();
         Ok((status, read_capped(response).await?))
     }

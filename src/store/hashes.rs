@@ -156,6 +156,33 @@ impl Store {
         Ok(id)
     }
 
+    /// Removes the binding of a 3PID to `mxid` (and its hashes); returns whether there was one.
+    pub async fn delete_binding(&self, medium: &str, address: &str, mxid: &str) -> StoreResult<bool> {
+        let deleted = on_pool!(self, pool => sqlx::query(
+            "DELETE FROM local_threepids WHERE source = 'binding' AND medium = $1 AND address = $2 AND mxid = $3",
+        )
+        .bind(medium)
+        .bind(address)
+        .bind(mxid)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(deleted > 0)
+    }
+
+    /// The Matrix user a 3PID is actively associated with (binding first, then directory).
+    pub async fn associated_user(&self, medium: &str, address: &str) -> StoreResult<Option<String>> {
+        let mxid = on_pool!(self, pool => sqlx::query_scalar::<_, String>(
+            "SELECT mxid FROM local_threepids WHERE medium = $1 AND address = $2 AND active \
+             ORDER BY CASE source WHEN 'binding' THEN 0 ELSE 1 END LIMIT 1",
+        )
+        .bind(medium)
+        .bind(address)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(mxid)
+    }
+
     /// Stores `(hash, threepid id)` pairs for `pepper`; pairs already stored are kept.
     pub async fn insert_local_hashes(&self, pepper: &str, rows: &[(String, i64)]) -> StoreResult<()> {
         let sql = self.dialect(

@@ -7,9 +7,11 @@
 //! embedded in the binary and applied at startup.
 
 mod hashes;
+mod invitations;
 mod keys;
 mod leases;
 mod peppers;
+mod sessions;
 mod terms;
 mod tokens;
 
@@ -22,9 +24,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::config::{Config, DatabaseEngine, SslSetting};
 
 pub use hashes::{LocalMatch, LocalThreepid, PushOutcome, PushSnapshot};
+pub use invitations::InvitationRecord;
 pub use keys::{KeyPurpose, SigningKeyRecord};
 pub use leases::JobLease;
 pub use peppers::Peppers;
+pub use sessions::ValidationSession;
 pub use tokens::AccessTokenRecord;
 
 /// A storage failure. Handlers turn it into a 500 whose cause is only logged.

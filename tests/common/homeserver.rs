@@ -58,6 +58,10 @@ pub struct Behaviour {
     pub well_known: HashMap<String, Value>,
     /// Delay before answering userinfo.
     pub delay: Option<Duration>,
+    /// Body of `/_matrix/key/v2/server`; 404 when absent.
+    pub server_keys: Option<Value>,
+    /// Status answered to `POST 3pid/onbind` (200 when unset); `PUT` is always 200.
+    pub onbind_post_status: Option<u16>,
 }
 
 /// One request the stand-in received.
@@ -66,6 +70,8 @@ pub struct Seen {
     pub path: String,
     pub host: String,
     pub access_token: Option<String>,
+    /// The JSON body, for `onbind`.
+    pub body: Option<Value>,
 }
 
 #[derive(Clone)]
@@ -93,6 +99,8 @@ impl StandIn {
         let router = axum::Router::new()
             .route("/_matrix/federation/v1/openid/userinfo", get(userinfo))
             .route("/.well-known/matrix/server", get(well_known))
+            .route("/_matrix/key/v2/server", get(server_keys))
+            .route("/_matrix/federation/v1/3pid/onbind", axum::routing::post(onbind_post).put(onbind_put))
             .with_state(shared);
         let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
             pki.cert_pem.clone().into_bytes(),
@@ -127,7 +135,7 @@ struct TokenQuery {
 
 fn record(shared: &Shared, path: &str, headers: &HeaderMap, access_token: Option<String>) {
     let host = host(headers).to_owned();
-    shared.seen.lock().unwrap().push(Seen { path: path.to_owned(), host, access_token });
+    shared.seen.lock().unwrap().push(Seen { path: path.to_owned(), host, access_token, body: None });
 }
 
 fn host(headers: &HeaderMap) -> &str {
@@ -153,6 +161,34 @@ async fn well_known(State(shared): State<Shared>, headers: HeaderMap) -> Respons
         Some(body) => Json(body.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+async fn server_keys(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    record(&shared, "server-keys", &headers, None);
+    match &shared.behaviour.server_keys {
+        Some(keys) => Json(keys.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn record_body(shared: &Shared, path: &str, headers: &HeaderMap, body: Value) {
+    shared.seen.lock().unwrap().push(Seen {
+        path: path.to_owned(),
+        host: host(headers).to_owned(),
+        access_token: None,
+        body: Some(body),
+    });
+}
+
+async fn onbind_post(State(shared): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    record_body(&shared, "onbind-post", &headers, body);
+    let status = StatusCode::from_u16(shared.behaviour.onbind_post_status.unwrap_or(200)).unwrap();
+    (status, Json(json!({}))).into_response()
+}
+
+async fn onbind_put(State(shared): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    record_body(&shared, "onbind-put", &headers, body);
+    Json(json!({})).into_response()
 }
 
 /// DNS answers chosen by the test.

@@ -1,0 +1,100 @@
+//! Associations: `3pid/bind` publishes a validated 3PID for the caller's own Matrix ID and
+//! answers a signed association; `3pid/unbind` removes it, proven either by the validation
+//! session or by the homeserver of the user (X-Matrix signature).
+
+use serde_json::{Value, json};
+
+use super::validation::validated_session;
+use super::{invite, lookup, now_ms};
+use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::http::AppState;
+
+/// How long a signed association is declared valid (100 years, as other identity servers).
+const ASSOCIATION_LIFETIME_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Binds the 3PID of a validated session to `mxid`, which must be the caller's own ID. A
+/// previous binding of the 3PID is replaced. Pending invitations for the 3PID are then
+/// delivered to the user's homeserver in the background.
+pub async fn bind(state: &AppState, caller: &str, sid: &str, client_secret: &str, mxid: &str) -> ApiResult<Value> {
+    if mxid != caller {
+        return Err(ApiError::new(ErrCode::Forbidden, "You may only bind 3PIDs to your own Matrix ID"));
+    }
+    let session = validated_session(state, sid, client_secret).await?;
+    lookup::add_local_threepid(&state.store, &session.medium, &session.address, mxid, "binding", true).await?;
+    let now = now_ms();
+    let association = json!({
+        "address": session.address,
+        "medium": session.medium,
+        "mxid": mxid,
+        "not_before": now,
+        "not_after": now.saturating_add(ASSOCIATION_LIFETIME_MS),
+        "ts": now,
+    });
+    let signed = state.keys.sign_json(&state.config.server_name, association).map_err(ApiError::internal)?;
+    tracing::info!(medium = %session.medium, "3PID bound");
+    invite::deliver_pending_in_background(state.clone(), session.medium, session.address, mxid.to_owned());
+    Ok(signed)
+}
+
+/// The 3PID of an unbind request.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Threepid {
+    /// `email` or `msisdn`.
+    pub medium: String,
+    /// The address.
+    pub address: String,
+}
+
+/// An unbind request.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct UnbindRequest {
+    /// The Matrix user to unbind from.
+    pub mxid: String,
+    /// The 3PID.
+    pub threepid: Threepid,
+    /// Session proving ownership of the 3PID (first way of the spec).
+    #[serde(default)]
+    pub sid: Option<String>,
+    /// Secret of that session.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+}
+
+/// Who proved the right to unbind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnbindProof {
+    /// A homeserver, by X-Matrix signature: the user must be one of its users.
+    Homeserver(String),
+    /// A user with a validation session for the 3PID.
+    Session,
+}
+
+/// Removes the binding of the request's 3PID to its `mxid`.
+pub async fn unbind(state: &AppState, request: &UnbindRequest, proof: UnbindProof) -> ApiResult<Value> {
+    let address = super::threepid::normalize(&request.threepid.medium, &request.threepid.address).ok_or_else(|| {
+        ApiError::new(ErrCode::InvalidParam, "threepid is not a valid e-mail address or phone number")
+    })?;
+    match proof {
+        UnbindProof::Homeserver(origin) => {
+            let server = request.mxid.rsplit_once(':').map(|(_, server)| server);
+            if !server.is_some_and(|server| server.eq_ignore_ascii_case(&origin)) {
+                return Err(ApiError::new(ErrCode::Forbidden, "The homeserver may only unbind its own users"));
+            }
+        }
+        UnbindProof::Session => {
+            let (Some(sid), Some(secret)) = (&request.sid, &request.client_secret) else {
+                return Err(ApiError::new(
+                    ErrCode::MissingParams,
+                    "sid and client_secret, or an X-Matrix signature, are required",
+                ));
+            };
+            let session = validated_session(state, sid, secret).await?;
+            if session.medium != request.threepid.medium || session.address != address {
+                return Err(ApiError::new(ErrCode::Forbidden, "The session does not prove ownership of this 3PID"));
+            }
+        }
+    }
+    let removed = state.store.delete_binding(&request.threepid.medium, &address, &request.mxid).await?;
+    tracing::info!(medium = %request.threepid.medium, removed, "3PID unbind");
+    Ok(json!({}))
+}

@@ -1,0 +1,273 @@
+//! Third-party invitations: `store-invite` keeps an invitation for a 3PID and tells the
+//! invitee; `sign-ed25519` signs its acceptance; after the invitee binds the 3PID, the
+//! pending invitations go to their homeserver with `3pid/onbind`.
+//!
+//! Each invitation gets an ephemeral ed25519 key, reported valid by
+//! `pubkey/ephemeral/isvalid` until the invitation expires. Its private key never leaves the
+//! server.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::keys::SigningKeys;
+use super::validation::{normalize_email, normalize_msisdn};
+use super::{now_ms, random_secret};
+use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::http::AppState;
+use crate::matrix::ServerName;
+use crate::notify::templates;
+use crate::store::InvitationRecord;
+
+/// Where the `key_validity_url`s of an answer point: the v2 or the v1 API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    /// `/_matrix/identity/v2`.
+    V2,
+    /// `/_matrix/identity/api/v1`.
+    V1,
+}
+
+impl ApiVersion {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::V2 => "/_matrix/identity/v2",
+            Self::V1 => "/_matrix/identity/api/v1",
+        }
+    }
+}
+
+fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    body.get(name).and_then(Value::as_str).filter(|value| !value.is_empty())
+}
+
+/// Stores an invitation from `caller` (who must be its `sender`) and notifies the invitee.
+pub async fn store_invite(
+    state: &AppState,
+    caller: &str,
+    body: Map<String, Value>,
+    version: ApiVersion,
+) -> ApiResult<Value> {
+    let missing: Vec<&str> =
+        ["medium", "room_id", "sender"].into_iter().filter(|name| field(&body, name).is_none()).collect();
+    let raw_address = field(&body, "address").or_else(|| field(&body, "phone"));
+    if !missing.is_empty() || raw_address.is_none() {
+        let mut missing = missing;
+        if raw_address.is_none() {
+            missing.push("address");
+        }
+        return Err(ApiError::new(ErrCode::MissingParams, format!("Missing parameters: {}", missing.join(", "))));
+    }
+    let (medium, room_id, sender) = (
+        field(&body, "medium").unwrap_or_default(),
+        field(&body, "room_id").unwrap_or_default(),
+        field(&body, "sender").unwrap_or_default(),
+    );
+    if sender != caller {
+        return Err(ApiError::new(ErrCode::Forbidden, "The sender must be the authenticated user"));
+    }
+    let raw_address = raw_address.unwrap_or_default();
+    let address = match medium {
+        "email" => normalize_email(raw_address)?,
+        "msisdn" => normalize_msisdn(None, &format!("+{}", raw_address.trim_start_matches('+')))?,
+        _ => return Err(ApiError::new(ErrCode::Unrecognized, "This medium is not supported").with_status_400()),
+    };
+    if let Some(mxid) = state.store.associated_user(medium, &address).await? {
+        return Err(ApiError::new(
+            ErrCode::ThreepidInUse,
+            "The third party identifier is already in use by another user",
+        )
+        .with_field("mxid", mxid));
+    }
+
+    let token = random_secret(24);
+    let (ephemeral, key_record) =
+        SigningKeys::generate(&format!("e{:016x}", rand::random::<u64>()), "ephemeral").map_err(ApiError::internal)?;
+    state.store.insert_signing_key(&key_record).await?;
+    let invitation = InvitationRecord {
+        token: token.clone(),
+        medium: medium.to_owned(),
+        address: address.clone(),
+        room_id: room_id.to_owned(),
+        sender: sender.to_owned(),
+        ephemeral_key_id: Some(key_record.key_id.clone()),
+        request: Value::Object(body.clone()).to_string(),
+        created_at: now_ms(),
+    };
+    state.store.insert_invitation(&invitation).await?;
+    if let Err(error) = notify_invitee(state, &invitation, &body).await {
+        state.store.delete_invitations(std::slice::from_ref(&token)).await?;
+        return Err(error);
+    }
+    tracing::info!(medium, "invitation stored and sent");
+
+    let base = state.notifier.public_url(version.prefix());
+    Ok(json!({
+        "token": token,
+        "public_key": state.keys.public_key(),
+        "public_keys": [
+            { "public_key": state.keys.public_key(), "key_validity_url": format!("{base}/pubkey/isvalid") },
+            { "public_key": ephemeral.public_key(), "key_validity_url": format!("{base}/pubkey/ephemeral/isvalid") },
+        ],
+        "display_name": redact(medium, &address),
+    }))
+}
+
+/// Sends the invitation e-mail or SMS. Every string field of the request is available as a
+/// placeholder named after it (HTML-escaped), plus `inviter_name`, `room_avatar`, `link`,
+/// `token`.
+async fn notify_invitee(state: &AppState, invitation: &InvitationRecord, body: &Map<String, Value>) -> ApiResult<()> {
+    let escaped: Vec<(String, String)> = body
+        .iter()
+        .filter_map(|(key, value)| value.as_str().map(|text| (key.clone(), templates::html_escape(text))))
+        .collect();
+    let get = |name: &str| escaped.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+    let inviter = get("sender_display_name").unwrap_or_else(|| templates::html_escape(&invitation.sender));
+    let target = field(body, "room_alias").unwrap_or(&invitation.room_id);
+    let link = match field(body, "invitation_link") {
+        Some(link) => link.to_owned(),
+        None => format!("https://{}/#/{}", state.config.invitation_server_name, target),
+    };
+    let room_avatar = get("room_avatar_url").unwrap_or_default();
+    let mut values: Vec<(&str, &str)> = escaped.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+    values.extend([
+        ("inviter_name", inviter.as_str()),
+        ("room_avatar", room_avatar.as_str()),
+        ("link", link.as_str()),
+        ("invitation_link", link.as_str()),
+        ("token", invitation.token.as_str()),
+    ]);
+    let notifier = &state.notifier;
+    if invitation.medium == "email" {
+        notifier.send_mail(&templates::MAIL_INVITATION, &invitation.address, &values).await.map_err(|error| {
+            tracing::warn!(%error, "cannot send the invitation email");
+            ApiError::new(ErrCode::EmailSendError, "The invitation email could not be sent")
+        })
+    } else {
+        notifier.send_sms(&templates::SMS_INVITATION, &invitation.address, &values).await.map_err(|error| {
+            tracing::warn!(%error, "cannot send the invitation SMS");
+            ApiError::new(ErrCode::SendError, "The invitation SMS could not be sent")
+        })
+    }
+}
+
+/// A redacted form of an address that does not reveal it: `al...@ex...` for e-mail, the
+/// last four digits hidden for phone numbers.
+#[must_use]
+pub fn redact(medium: &str, address: &str) -> String {
+    fn head(text: &str) -> String {
+        let keep = text.chars().count().div_ceil(3).min(3);
+        format!("{}...", text.chars().take(keep).collect::<String>())
+    }
+    match (medium, address.split_once('@')) {
+        ("email", Some((local, domain))) => format!("{}@{}", head(local), head(domain)),
+        _ => {
+            let visible = address.len().saturating_sub(4);
+            format!("{}****", &address[..visible])
+        }
+    }
+}
+
+/// `sign-ed25519`: signs `{mxid, sender, token}` with the invitation's ephemeral key.
+pub async fn sign_invitation(state: &AppState, mxid: &str, token: &str) -> ApiResult<Value> {
+    let invitation = state
+        .store
+        .invitation(token)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrCode::Unrecognized, "No such invitation"))?;
+    let key_id = invitation.ephemeral_key_id.clone().unwrap_or_default();
+    let record = state
+        .store
+        .signing_key(&key_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrCode::Unrecognized, "The invitation has expired"))?;
+    let keys = SigningKeys::from_record(&record).map_err(ApiError::internal)?;
+    keys.sign_json(&state.config.server_name, json!({ "mxid": mxid, "sender": invitation.sender, "token": token }))
+        .map_err(ApiError::internal)
+}
+
+/// Delays between delivery attempts of `3pid/onbind`.
+const ONBIND_RETRIES: [Duration; 4] =
+    [Duration::ZERO, Duration::from_secs(2), Duration::from_secs(10), Duration::from_secs(60)];
+
+/// Delivers the pending invitations of a 3PID just bound to `mxid`, in the background.
+pub fn deliver_pending_in_background(state: AppState, medium: String, address: String, mxid: String) {
+    tokio::spawn(async move {
+        if let Err(error) = deliver_pending(&state, &medium, &address, &mxid).await {
+            tracing::warn!(%error, "pending invitations not delivered; they stay until the next bind or expiry");
+        }
+    });
+}
+
+/// `3pid/onbind` to the user's homeserver (POST, as Synapse serves it; PUT, as the spec says,
+/// when POST is 405), with retries; delivered invitations are then removed.
+pub async fn deliver_pending(state: &AppState, medium: &str, address: &str, mxid: &str) -> Result<(), String> {
+    let invitations = state.store.invitations_for(medium, address).await.map_err(|error| error.to_string())?;
+    if invitations.is_empty() {
+        return Ok(());
+    }
+    let server = mxid
+        .split_once(':')
+        .and_then(|(_, server)| ServerName::parse(server))
+        .ok_or_else(|| format!("`{mxid}` has no valid server name"))?;
+    let mut invites = Vec::new();
+    for invitation in &invitations {
+        let signed = state
+            .keys
+            .sign_json(
+                &state.config.server_name,
+                json!({ "mxid": mxid, "sender": invitation.sender, "token": invitation.token }),
+            )
+            .map_err(|error| format!("cannot sign: {error}"))?;
+        invites.push(json!({
+            "medium": medium,
+            "address": address,
+            "mxid": mxid,
+            "room_id": invitation.room_id,
+            "sender": invitation.sender,
+            "signed": signed,
+        }));
+    }
+    let body = json!({ "medium": medium, "address": address, "mxid": mxid, "invites": invites });
+    let path = "/_matrix/federation/v1/3pid/onbind";
+    let mut last_error = String::new();
+    for delay in ONBIND_RETRIES {
+        tokio::time::sleep(delay).await;
+        let mut outcome = state.homeserver.request(reqwest::Method::POST, &server, path, Some(&body)).await;
+        if matches!(outcome, Ok((405, _))) {
+            outcome = state.homeserver.request(reqwest::Method::PUT, &server, path, Some(&body)).await;
+        }
+        match outcome {
+            Ok((status, _)) if (200..300).contains(&status) => {
+                let tokens: Vec<String> = invitations.iter().map(|invitation| invitation.token.clone()).collect();
+                state.store.delete_invitations(&tokens).await.map_err(|error| error.to_string())?;
+                tracing::info!(%server, count = tokens.len(), "pending invitations delivered");
+                return Ok(());
+            }
+            Ok((status, _)) if (400..500).contains(&status) && status != 429 => {
+                return Err(format!("{server} refused the invitations: HTTP {status}"));
+            }
+            Ok((status, _)) => last_error = format!("HTTP {status}"),
+            Err(error) => last_error = error.to_string(),
+        }
+        tracing::debug!(%server, %last_error, "onbind attempt failed");
+    }
+    Err(format!("{server}: {last_error}"))
+}
+
+/// Deletes invitations (and their ephemeral keys) older than `lifetime_ms`.
+pub async fn purge_expired(state: &AppState, lifetime_ms: i64) -> crate::store::StoreResult<u64> {
+    state.store.purge_invitations(now_ms().saturating_sub(lifetime_ms)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redaction_hides_most_of_the_address() {
+        assert_eq!(redact("email", "alice@example.org"), "al...@ex...");
+        assert_eq!(redact("email", "b@c.de"), "b...@c...");
+        assert_eq!(redact("msisdn", "33612345678"), "3361234****");
+    }
+}

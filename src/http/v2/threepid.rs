@@ -1,0 +1,109 @@
+//! Associations: `3pid/getValidated3pid`, `3pid/bind`, `3pid/unbind`
+//! (spec: `v2_associations.yaml`).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::header::{AUTHORIZATION, HOST};
+use serde_json::{Value, json};
+
+use crate::domain::binding::{self, UnbindProof, UnbindRequest};
+use crate::domain::validation::validated_session;
+use crate::domain::xmatrix;
+use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::http::AppState;
+use crate::http::auth::UserWithTerms;
+use crate::http::extract::{JsonBody, QueryParams, parse_json};
+
+/// `sid` and `client_secret` of a validation session.
+#[derive(Debug, serde::Deserialize)]
+pub struct SessionQuery {
+    /// The session id.
+    pub sid: String,
+    /// The session's secret.
+    pub client_secret: String,
+}
+
+/// # `GET /_matrix/identity/v2/3pid/getValidated3pid`
+///
+/// The validated 3PID of a session: `{"medium", "address", "validated_at"}`.
+pub async fn get_validated(
+    State(state): State<AppState>,
+    _user: UserWithTerms,
+    QueryParams(query): QueryParams<SessionQuery>,
+) -> ApiResult<Json<Value>> {
+    let session = validated_session(&state, &query.sid, &query.client_secret).await?;
+    Ok(Json(json!({
+        "medium": session.medium,
+        "address": session.address,
+        "validated_at": session.validated_at,
+    })))
+}
+
+/// The body of `3pid/bind`.
+#[derive(Debug, serde::Deserialize)]
+pub struct BindBody {
+    /// The session id.
+    pub sid: String,
+    /// The session's secret.
+    pub client_secret: String,
+    /// The Matrix ID to bind to: the caller's own.
+    pub mxid: String,
+}
+
+/// # `POST /_matrix/identity/v2/3pid/bind`
+///
+/// Binds the session's 3PID to the caller's Matrix ID; answers the signed association.
+pub async fn bind(
+    State(state): State<AppState>,
+    UserWithTerms(user): UserWithTerms,
+    JsonBody(body): JsonBody<BindBody>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(binding::bind(&state, &user.user_id, &body.sid, &body.client_secret, &body.mxid).await?))
+}
+
+/// # `POST /_matrix/identity/v2/3pid/unbind`
+///
+/// Removes a binding, proven either by an `X-Matrix` signature of the user's homeserver, or
+/// by an access token with the `sid`/`client_secret` of a session that validated the 3PID.
+pub async fn unbind(State(state): State<AppState>, request: Request) -> ApiResult<Json<Value>> {
+    let (mut parts, body) = request.into_parts();
+    let signature =
+        parts.headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(xmatrix::parse_header);
+    let uri = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+    let host = parts.headers.get(HOST).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let proof = match &signature {
+        Some(_) => None,
+        None => Some(UserWithTerms::from_request_parts(&mut parts, &state).await?),
+    };
+    let bytes = Bytes::from_request(Request::from_parts(parts, body), &state)
+        .await
+        .map_err(|_| ApiError::new(ErrCode::TooLarge, "The request body is too large"))?;
+    let content: Value = parse_json(&bytes)?;
+    let request: UnbindRequest = serde_json::from_value(content.clone())
+        .map_err(|error| ApiError::new(ErrCode::BadJson, format!("The request body has the wrong shape: {error}")))?;
+    let proof = match (signature, proof) {
+        (Some(signature), _) => {
+            let names = our_names(&state, host.as_deref());
+            let origin = xmatrix::verify(&state.homeserver, &signature, "POST", &uri, &content, &names).await?;
+            UnbindProof::Homeserver(origin)
+        }
+        (None, _) => UnbindProof::Session,
+    };
+    Ok(Json(binding::unbind(&state, &request, proof).await?))
+}
+
+/// The names a homeserver may have used for this service when signing: the `Host` it
+/// connected to, the host of `base_url`, and `server_name`.
+fn our_names(state: &AppState, host: Option<&str>) -> Vec<String> {
+    let mut names: Vec<String> = host.map(str::to_owned).into_iter().collect();
+    if let Ok(url) = reqwest::Url::parse(&state.config.base_url)
+        && let Some(base_host) = url.host_str()
+    {
+        names.push(url.port().map_or_else(|| base_host.to_owned(), |port| format!("{base_host}:{port}")));
+        names.push(base_host.to_owned());
+    }
+    names.push(state.config.server_name.clone());
+    names.dedup();
+    names
+}

@@ -1,0 +1,1 @@
+__inviter_name__ invited you to a Matrix room: __link__

@@ -1,0 +1,1 @@
+Your Matrix validation code is __token__
