@@ -156,7 +156,7 @@ async fn notify_invitee(state: &AppState, invitation: &InvitationRecord, body: &
 #[must_use]
 pub fn redact(medium: &str, address: &str) -> String {
     fn head(text: &str) -> String {
-        let keep = text.chars().count().div_ceil(3).min(3);
+        let keep = text.chars().count().div_ceil(4).min(3);
         format!("{}...", text.chars().take(keep).collect::<String>())
     }
     match (medium, address.split_once('@')) {
@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn redaction_hides_most_of_the_address() {
-        assert_eq!(redact("email", "alice@example.org"), "al...@ex...");
+        assert_eq!(redact("email", "alice@example.org"), "al...@exa...");
         assert_eq!(redact("email", "b@c.de"), "b...@c...");
         assert_eq!(redact("msisdn", "33612345678"), "3361234****");
     }
