@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against real services, from nothing installed but the Rust
 # toolchain:
-#   1. installs PostgreSQL and OpenLDAP (slapd) from Debian packages when they are missing;
+#   1. installs PostgreSQL, OpenLDAP (slapd) and Chromium from Debian packages when missing;
 #   2. starts a throw-away PostgreSQL cluster and slapd on loopback, on free ports;
 #   3. runs `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, and the tests,
 #      once with SQLite and once with PostgreSQL as the service's database;
@@ -18,6 +18,7 @@ missing=()
 [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || missing+=(postgresql)
 command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || missing+=(slapd)
 command -v ldapwhoami >/dev/null 2>&1 || missing+=(ldap-utils)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then echo "need root to install ${missing[*]}" >&2; exit 1; fi

@@ -114,22 +114,22 @@ pub async fn store_invite(
 }
 
 /// Sends the invitation e-mail or SMS. Every string field of the request is available as a
-/// placeholder named after it (HTML-escaped), plus `inviter_name`, `room_avatar`, `link`,
-/// `token`.
+/// placeholder named after it, plus `inviter_name`, `room_avatar`, `link`, `token` (HTML parts
+/// of a mail get them HTML-escaped).
 async fn notify_invitee(state: &AppState, invitation: &InvitationRecord, body: &Map<String, Value>) -> ApiResult<()> {
-    let escaped: Vec<(String, String)> = body
-        .iter()
-        .filter_map(|(key, value)| value.as_str().map(|text| (key.clone(), templates::html_escape(text))))
-        .collect();
-    let get = |name: &str| escaped.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
-    let inviter = get("sender_display_name").unwrap_or_else(|| templates::html_escape(&invitation.sender));
+    let fields: Vec<(String, String)> =
+        body.iter().filter_map(|(key, value)| value.as_str().map(|text| (key.clone(), text.to_owned()))).collect();
+    let get = |name: &str| {
+        fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone()).filter(|v| !v.is_empty())
+    };
+    let inviter = get("sender_display_name").unwrap_or_else(|| invitation.sender.clone());
     let target = field(body, "room_alias").unwrap_or(&invitation.room_id);
     let link = match field(body, "invitation_link") {
         Some(link) => link.to_owned(),
         None => format!("https://{}/#/{}", state.config.invitation_server_name, target),
     };
     let room_avatar = get("room_avatar_url").unwrap_or_default();
-    let mut values: Vec<(&str, &str)> = escaped.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+    let mut values: Vec<(&str, &str)> = fields.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
     values.extend([
         ("inviter_name", inviter.as_str()),
         ("room_avatar", room_avatar.as_str()),

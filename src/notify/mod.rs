@@ -77,7 +77,7 @@ impl Notifier {
             ("messageid", message_id.as_str()),
             ("multipart_boundary", boundary.as_str()),
         ]);
-        templates::render(text, &all)
+        templates::render_message(text, &all)
     }
 
     /// Renders `template` and sends it by SMS to `digits` (E.164 without `+`).

@@ -82,6 +82,24 @@ pub fn render(template: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
+/// Renders a raw message: values are inserted as they are in headers and text parts, and
+/// HTML-escaped inside `text/html` parts (a part is HTML from its `Content-Type: text/html`
+/// line to the next `Content-Type` line).
+#[must_use]
+pub fn render_message(template: &str, values: &[(&str, &str)]) -> String {
+    let escaped: Vec<(&str, String)> = values.iter().map(|(key, value)| (*key, html_escape(value))).collect();
+    let escaped: Vec<(&str, &str)> = escaped.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let mut html = false;
+    let mut out = String::with_capacity(template.len() + 256);
+    for line in template.split_inclusive('\n') {
+        if line.get(..13).is_some_and(|start| start.eq_ignore_ascii_case("content-type:")) {
+            html = line.to_ascii_lowercase().contains("text/html");
+        }
+        out.push_str(&render(line, if html { &escaped } else { values }));
+    }
+    out
+}
+
 /// Escapes text for an HTML context.
 #[must_use]
 pub fn html_escape(text: &str) -> String {
@@ -126,5 +144,10 @@ mod tests {
         }
         assert!(html_escape("<b>\"x\" & 'y'</b>").starts_with("&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;"));
         assert_eq!(crlf("a\nb\r\nc"), "a\r\nb\r\nc");
+        let message = "Subject: __x__\nContent-Type: text/plain\n\n__x__\nContent-Type: text/html\n\n<p>__x__</p>\n";
+        assert_eq!(
+            render_message(message, &[("x", "A & <B>")]),
+            "Subject: A & <B>\nContent-Type: text/plain\n\nA & <B>\nContent-Type: text/html\n\n<p>A &amp; &lt;B&gt;</p>\n"
+        );
     }
 }
