@@ -496,3 +496,32 @@ async fn phone_numbers_are_validated_by_sms() {
         .assert_error(400, "M_INVALID_ADDRESS");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn mail_goes_through_starttls_when_required() {
+    let pki = Pki::self_signed(&["127.0.0.1", "localhost"]);
+    let smtp = SmtpCapture::start_with_starttls(&pki.cert_pem, &pki.key_pem);
+    let server = TestServer::start_with(|config| {
+        with_smtp(&smtp)(config);
+        config.smtp_starttls = "required".into();
+        config.smtp_verify_certificate = false;
+    })
+    .await;
+    let alice = server.token_for("@alice:example.org").await;
+    let response = request_token(&server, &alice, "tls@example.org", "tls_s", json!(1)).await;
+    assert_eq!(response.status, 200, "{:?}", response.body);
+    assert_eq!(smtp.wait_for(1).await.len(), 1);
+    server.stop().await;
+
+    // Without STARTTLS on offer, "required" refuses to send in clear.
+    let plain = SmtpCapture::start();
+    let server = TestServer::start_with(|config| {
+        with_smtp(&plain)(config);
+        config.smtp_starttls = "required".into();
+    })
+    .await;
+    let alice = server.token_for("@alice:example.org").await;
+    request_token(&server, &alice, "tls@example.org", "tls_s", json!(1)).await.assert_error(500, "M_EMAIL_SEND_ERROR");
+    assert!(plain.mails().is_empty());
+    server.stop().await;
+}

@@ -92,6 +92,12 @@ pub fn validate(config: &Config) -> Vec<String> {
     if let Err(problem) = crate::domain::terms::Terms::load(&config.policies) {
         problems.push(format!("key `policies`: {problem}"));
     }
+    if !matches!(config.smtp_starttls.as_str(), "opportunistic" | "required" | "never") {
+        problems.push(format!(
+            "key `smtp_starttls`: `{}` is not `opportunistic`, `required` or `never`",
+            config.smtp_starttls
+        ));
+    }
     validate_logging(config, &mut problems);
     problems
 }

@@ -79,12 +79,33 @@ pub struct SmtpCapture {
 impl SmtpCapture {
     /// Starts the server in a thread of its own.
     pub fn start() -> Self {
+        Self::start_with_tls(None)
+    }
+
+    /// Starts a server that offers STARTTLS with this PEM certificate and key.
+    pub fn start_with_starttls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with_tls(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with_tls(tls: Option<(&str, &str)>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let handler = Capture::default();
         let mails = Arc::clone(&handler.mails);
         let mut server = Server::new(handler);
         server.with_name("smtp.test").with_tcp_listener(listener);
+        if let Some((cert, key)) = tls {
+            let dir = tempfile::tempdir().unwrap().keep();
+            let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+            std::fs::write(&cert_path, cert).unwrap();
+            std::fs::write(&key_path, key).unwrap();
+            server
+                .with_ssl(mailin_embedded::SslConfig::SelfSigned {
+                    cert_path: cert_path.display().to_string(),
+                    key_path: key_path.display().to_string(),
+                })
+                .unwrap();
+        }
         std::thread::spawn(move || {
             let _ = server.serve();
         });
