@@ -114,6 +114,12 @@ LDIF
 echo "slapd on 127.0.0.1:$LDAP_PORT"
 
 # --- 3. checks and tests ---------------------------------------------------------------------
+# With arguments, run only `cargo test <arguments>` against these services (for development).
+if [ $# -gt 0 ]; then
+  log "cargo test $*"
+  cargo test "$@"
+  exit
+fi
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

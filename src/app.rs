@@ -65,7 +65,17 @@ impl App {
                  a trusted address may push under any name; declare trusted_servers by name to bind them"
             );
         }
+        let directory = crate::directory::from_config(&config).map_err(anyhow::Error::msg)?.map(Arc::from);
+        let synapse = crate::directory::synapse::SynapseDatabase::from_config(&config).map_err(anyhow::Error::msg)?;
+        if directory.is_some() && synapse.is_none() && !config.directory_publish_all {
+            tracing::warn!(
+                "a user directory without matrix_database_host: directory users are kept unpublished \
+                 (inactive) unless directory_publish_all is on"
+            );
+        }
         let state = AppState {
+            directory,
+            synapse,
             trusted_servers: Arc::new(trusted_servers),
             algorithms: Arc::new(config.algorithms()),
             rate_limits: Arc::new(RateLimits::new(

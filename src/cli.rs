@@ -37,6 +37,9 @@ pub enum Command {
     /// Print the state kept in the database: peppers, local 3PIDs and hashes, hashes pushed
     /// per server and pepper with the time of the last push, scheduled job runs.
     Inspect,
+    /// Rotate the lookup pepper now (as the `pepperCron` job does; running instances see the
+    /// new pepper at once).
+    RotatePepper,
     /// Exit 0 when a running instance answers its status endpoint (for container health
     /// checks).
     Healthcheck {
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Serve => runtime.block_on(serve(&sources)),
         Command::CheckConfig => check_config(&sources),
         Command::Inspect => runtime.block_on(inspect(&sources)),
+        Command::RotatePepper => runtime.block_on(rotate_pepper(&sources)),
         Command::Healthcheck { url, timeout } => runtime.block_on(healthcheck(&sources, url, timeout)),
     }
 }
@@ -188,6 +192,27 @@ pub fn masked(config: &Config) -> Value {
     let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
     mask(&mut value);
     value
+}
+
+async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {
+    let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
+    let store = match crate::store::Store::connect(&loaded.config).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("cannot open the database: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::domain::lookup::rotate_pepper(&store).await {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("rotation failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn inspect(sources: &ConfigSources) -> ExitCode {

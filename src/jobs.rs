@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
-use crate::domain::{lookup, now_ms, random_secret};
+use crate::domain::{directory, lookup, now_ms, pusher, random_secret};
 use crate::http::AppState;
 use crate::store::Store;
 
@@ -41,15 +41,42 @@ pub struct Job {
     pub body: JobBody,
 }
 
-/// The jobs of this configuration.
+/// The jobs of this configuration: pepper rotation always; directory sync with a user
+/// directory; pushes with federated identity services to push to.
 pub fn jobs(state: &AppState) -> anyhow::Result<Vec<Job>> {
+    let config = &state.config;
     let rotation: JobBody =
         Arc::new(|state: AppState| Box::pin(async move { lookup::rotate_pepper(&state.store).await }));
-    Ok(vec![Job {
+    let mut jobs = vec![Job {
         name: "pepper-rotation",
-        schedule: parse_cron(&state.config.pepper_cron).map_err(anyhow::Error::msg)?,
+        schedule: parse_cron(&config.pepper_cron).map_err(anyhow::Error::msg)?,
         body: rotation,
-    }])
+    }];
+    if state.directory.is_some() {
+        let sync: JobBody = Arc::new(|state: AppState| {
+            Box::pin(async move {
+                let summary = directory::sync(&state).await?;
+                Ok(format!(
+                    "{} users: {} added, {} removed, {} changed, {} skipped",
+                    summary.users, summary.added, summary.removed, summary.changed, summary.skipped
+                ))
+            })
+        });
+        jobs.push(Job {
+            name: "directory-sync",
+            schedule: parse_cron(&config.update_users_cron).map_err(anyhow::Error::msg)?,
+            body: sync,
+        });
+    }
+    if !config.federated_identity_services.is_empty() {
+        let push: JobBody = Arc::new(|state: AppState| Box::pin(async move { pusher::push_all(&state).await }));
+        jobs.push(Job {
+            name: "federation-push",
+            schedule: parse_cron(&config.update_federated_identity_hashes_cron).map_err(anyhow::Error::msg)?,
+            body: push,
+        });
+    }
+    Ok(jobs)
 }
 
 /// What happened to one occurrence.
@@ -112,6 +139,11 @@ pub fn spawn(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>
             let instance = instance.clone();
             tokio::spawn(async move {
                 tracing::info!(job = job.name, schedule = %job.schedule.pattern, "job scheduled (UTC)");
+                if job.name != "pepper-rotation" {
+                    // Directory sync and pushes also run once at startup, so that a new
+                    // instance does not wait for the first occurrence.
+                    run_occurrence(&state, &instance, &job, now_ms()).await;
+                }
                 loop {
                     let Some(next) = next_occurrence(&job.schedule, Utc::now()) else {
                         tracing::warn!(job = job.name, "the schedule has no next occurrence");

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod http;

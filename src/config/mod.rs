@@ -90,7 +90,7 @@ pub struct Config {
     // --- lookups and federation
     pub hashes_rate_limit: u64,
     pub lookup_algorithms: Vec<String>,
-    pub federated_identity_services: Vec<String>,
+    pub federated_identity_services: Vec<crate::domain::pusher::PushTarget>,
     pub update_federated_identity_hashes_cron: String,
 
     // --- jobs
@@ -116,6 +116,13 @@ pub struct Config {
     pub ldap_user: String,
     pub ldap_password: String,
     pub ldap_uid_field: String,
+    pub ldap_mail_field: String,
+    pub ldap_mobile_field: String,
+    pub ldap_starttls: bool,
+    pub ldap_verify_certificate: bool,
+    pub userdb_query: String,
+    pub directory_publish_all: bool,
+    pub phone_default_region: String,
     pub ldapts_opts: Value,
     pub ldapjs_opts: Value,
 
@@ -211,6 +218,13 @@ impl Default for Config {
             ldap_user: String::new(),
             ldap_password: String::new(),
             ldap_uid_field: "uid".to_owned(),
+            ldap_mail_field: "mail".to_owned(),
+            ldap_mobile_field: "mobile".to_owned(),
+            ldap_starttls: false,
+            ldap_verify_certificate: true,
+            userdb_query: "SELECT uid, mail, mobile FROM users".to_owned(),
+            directory_publish_all: false,
+            phone_default_region: String::new(),
             ldapts_opts: Value::Object(serde_json::Map::new()),
             ldapjs_opts: Value::Object(serde_json::Map::new()),
             matrix_database_engine: String::new(),

@@ -98,6 +98,22 @@ pub fn validate(config: &Config) -> Vec<String> {
             config.smtp_starttls
         ));
     }
+    if let Err(problem) = crate::directory::from_config(config) {
+        problems.push(format!("user directory: {problem}"));
+    }
+    if let Err(problem) = crate::directory::synapse::SynapseDatabase::from_config(config) {
+        problems.push(format!("Synapse database: {problem}"));
+    }
+    if !config.federated_identity_services.is_empty() && crate::domain::pusher::push_key(&config.base_url).is_err() {
+        problems.push(
+            "key `base_url`: required to push to `federated_identity_services` (it names this server)".to_owned(),
+        );
+    }
+    if !config.phone_default_region.is_empty()
+        && config.phone_default_region.to_ascii_uppercase().parse::<phonenumber::country::Id>().is_err()
+    {
+        problems.push(format!("key `phone_default_region`: `{}` is not a country code", config.phone_default_region));
+    }
     validate_logging(config, &mut problems);
     problems
 }

@@ -37,7 +37,23 @@ pub async fn report(store: &Store) -> StoreResult<Value> {
             })
         })
         .collect();
+    let pushes: Vec<Value> = store
+        .push_statuses()
+        .await?
+        .into_iter()
+        .map(|status| {
+            json!({
+                "target": status.target,
+                "pepper": status.pepper,
+                "hashes_sent": status.hashes_sent,
+                "last_success_ms": status.last_success_at,
+                "last_error": status.last_error,
+                "last_error_ms": status.last_error_at,
+            })
+        })
+        .collect();
     Ok(json!({
+        "pushes_to_federated_services": pushes,
         "peppers": { "current": peppers.current, "previous": peppers.previous },
         "local_3pids": { "active": active, "inactive": inactive },
         "local_hashes_per_pepper": local_hashes,

@@ -57,6 +57,10 @@ pub struct AppState {
     pub algorithms: Arc<Vec<crate::domain::lookup::Algorithm>>,
     /// E-mail and SMS delivery.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// The user directory, if any.
+    pub directory: Option<Arc<dyn crate::directory::Directory>>,
+    /// The Synapse database, if configured.
+    pub synapse: Option<crate::directory::synapse::SynapseDatabase>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

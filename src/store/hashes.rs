@@ -71,7 +71,7 @@ fn json_list<T: serde::Serialize>(items: &[T]) -> String {
 
 impl Store {
     /// Picks the SQL of the engine in use, for statements whose dialects differ.
-    fn dialect(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+    pub(super) fn dialect(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => sqlite,
             Pool::Postgres(_) => postgres,

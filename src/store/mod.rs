@@ -6,6 +6,7 @@
 //! the code against both drivers. Each engine has its own migrations tree under `migrations/`,
 //! embedded in the binary and applied at startup.
 
+mod directory;
 mod hashes;
 mod invitations;
 mod keys;
@@ -23,6 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::config::{Config, DatabaseEngine, SslSetting};
 
+pub use directory::{DirectoryThreepid, NewThreepid, PushStatus};
 pub use hashes::{LocalMatch, LocalThreepid, PushOutcome, PushSnapshot};
 pub use invitations::InvitationRecord;
 pub use keys::{KeyPurpose, SigningKeyRecord};
@@ -168,27 +170,62 @@ async fn lock_file(path: &std::path::Path) -> StoreResult<std::fs::File> {
         .map_err(cannot)
 }
 
-/// Builds PostgreSQL options from the Node keys: `database_host` as `host[:port]` (or a full
-/// `postgres://` URL), `database_name`, `database_user`, `database_password`, `database_ssl`.
+/// The connection settings of a database as the Node keys give them (`*_host`, `*_name`,
+/// `*_user`, `*_password`, `*_ssl`), for the service's own database, the SQL user directory
+/// and the Synapse database alike.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionKeys<'a> {
+    /// `host[:port]`, a `postgres://` URL, or (SQLite) a file path.
+    pub host: &'a str,
+    /// Database name.
+    pub name: &'a str,
+    /// User.
+    pub user: &'a str,
+    /// Password.
+    pub password: &'a str,
+    /// TLS setting.
+    pub ssl: &'a SslSetting,
+}
+
+impl<'a> ConnectionKeys<'a> {
+    /// The keys of the service's own database.
+    #[must_use]
+    pub fn of_database(config: &'a Config) -> Self {
+        Self {
+            host: &config.database_host,
+            name: &config.database_name,
+            user: &config.database_user,
+            password: &config.database_password,
+            ssl: &config.database_ssl,
+        }
+    }
+}
+
 fn postgres_options(config: &Config) -> StoreResult<PgConnectOptions> {
-    let host = config.database_host.trim();
+    pg_options(&ConnectionKeys::of_database(config))
+}
+
+/// PostgreSQL options from the Node keys: `host[:port]` (or a full `postgres://` URL), name,
+/// user, password, TLS.
+pub fn pg_options(keys: &ConnectionKeys<'_>) -> StoreResult<PgConnectOptions> {
+    let host = keys.host.trim();
     let mut options = if host.contains("://") {
         PgConnectOptions::from_str(host)?
     } else {
         let (name, port) = split_host_port(host)?;
         let mut options = PgConnectOptions::new().host(if name.is_empty() { "localhost" } else { name }).port(port);
-        if !config.database_name.is_empty() {
-            options = options.database(&config.database_name);
+        if !keys.name.is_empty() {
+            options = options.database(keys.name);
         }
-        if !config.database_user.is_empty() {
-            options = options.username(&config.database_user);
+        if !keys.user.is_empty() {
+            options = options.username(keys.user);
         }
-        if !config.database_password.is_empty() {
-            options = options.password(&config.database_password);
+        if !keys.password.is_empty() {
+            options = options.password(keys.password);
         }
         options
     };
-    options = match &config.database_ssl {
+    options = match keys.ssl {
         SslSetting::Enabled(false) if !host.contains("://") => options.ssl_mode(PgSslMode::Disable),
         SslSetting::Enabled(false) => options,
         SslSetting::Enabled(true) => options.ssl_mode(PgSslMode::VerifyFull),

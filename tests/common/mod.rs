@@ -7,6 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod homeserver;
+pub mod ldap;
 pub mod messages;
 
 use std::net::SocketAddr;

@@ -1,0 +1,109 @@
+//! Directory sync (`update_users_cron`): the users of the directory become local 3PIDs, found
+//! by `lookup` as `@<uid>:<server_name>` and pushed to federated services.
+//!
+//! The sync compares the directory with what is stored and writes only the difference: new
+//! addresses are added (and hashed for every live pepper), removed ones deleted, a changed
+//! owner or state updated. An address whose owner changed is "removed and added". Invalid
+//! entries and addresses claimed by two users are skipped with a warning; they never stop the
+//! job. A user is published (active) when they have an active Matrix account in the Synapse
+//! database, or, without a Synapse database, when `directory_publish_all` is on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::lookup::hash_3pid;
+use super::now_ms;
+use super::validation::{normalize_email, normalize_msisdn};
+use crate::http::AppState;
+use crate::store::NewThreepid;
+
+/// What a sync did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncSummary {
+    /// Users read from the directory.
+    pub users: usize,
+    /// 3PIDs added.
+    pub added: usize,
+    /// 3PIDs removed.
+    pub removed: usize,
+    /// 3PIDs whose user or state changed.
+    pub changed: usize,
+    /// Entries skipped (invalid, duplicate).
+    pub skipped: usize,
+}
+
+/// Reads the directory and applies the difference.
+pub async fn sync(state: &AppState) -> anyhow::Result<SyncSummary> {
+    let Some(directory) = &state.directory else { return Ok(SyncSummary::default()) };
+    let users = directory.users().await.map_err(anyhow::Error::msg)?;
+    let matrix_users = match &state.synapse {
+        Some(synapse) => Some(synapse.active_localparts(&state.config.server_name).await.map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let server_name = &state.config.server_name;
+    let region = Some(state.config.phone_default_region.as_str()).filter(|region| !region.is_empty());
+    let mut summary = SyncSummary { users: users.len(), ..SyncSummary::default() };
+    let mut wanted: BTreeMap<(String, String), (String, bool)> = BTreeMap::new();
+    for user in users {
+        let localpart = user.uid.trim().to_lowercase();
+        let mxid = format!("@{localpart}:{server_name}");
+        if localpart.is_empty() || ruma::UserId::parse(mxid.as_str()).is_err() {
+            tracing::warn!(uid = %user.uid, "directory user skipped: the uid is not a valid Matrix localpart");
+            summary.skipped += 1;
+            continue;
+        }
+        let active = matrix_users.as_ref().map_or(state.config.directory_publish_all, |set| set.contains(&localpart));
+        let mails = user.mails.iter().map(|mail| ("email", normalize_email(mail).ok(), mail));
+        let phones = user.mobiles.iter().map(|mobile| ("msisdn", normalize_msisdn(region, mobile).ok(), mobile));
+        for (medium, address, raw) in mails.chain(phones) {
+            let Some(address) = address else {
+                tracing::warn!(uid = %user.uid, medium, value = %raw, "directory entry skipped: invalid address");
+                summary.skipped += 1;
+                continue;
+            };
+            match wanted.get(&(medium.to_owned(), address.clone())) {
+                Some((owner, _)) if *owner != mxid => {
+                    tracing::warn!(%owner, duplicate = %mxid, medium, "directory entry skipped: address of two users");
+                    summary.skipped += 1;
+                }
+                Some(_) => {}
+                None => {
+                    wanted.insert((medium.to_owned(), address), (mxid.clone(), active));
+                }
+            }
+        }
+    }
+
+    let now = now_ms();
+    let stored = state.store.directory_threepids().await?;
+    let mut removed = Vec::new();
+    let mut seen = BTreeSet::new();
+    for row in stored {
+        let key = (row.medium.clone(), row.address.clone());
+        match wanted.get(&key) {
+            None => removed.push(row.id),
+            Some((mxid, active)) => {
+                if *mxid != row.mxid || *active != row.active {
+                    state.store.update_threepid(row.id, mxid, *active, now).await?;
+                    summary.changed += 1;
+                }
+                seen.insert(key);
+            }
+        }
+    }
+    state.store.delete_threepids(&removed).await?;
+    summary.removed = removed.len();
+
+    let new: Vec<NewThreepid> = wanted
+        .into_iter()
+        .filter(|(key, _)| !seen.contains(key))
+        .map(|((medium, address), (mxid, active))| NewThreepid { medium, address, mxid, active })
+        .collect();
+    let inserted = state.store.insert_directory_threepids(&new, now).await?;
+    summary.added = inserted.len();
+    for (pepper, _) in state.store.all_peppers().await? {
+        let hashes: Vec<(String, i64)> =
+            inserted.iter().map(|row| (hash_3pid(&row.address, &row.medium, &pepper), row.id)).collect();
+        state.store.insert_local_hashes(&pepper, &hashes).await?;
+    }
+    Ok(summary)
+}

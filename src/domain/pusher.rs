@@ -1,0 +1,249 @@
+//! The pushing side of MSC4004 (`federated_identity_services`,
+//! `update_federated_identity_hashes_cron`): for each federated service, read its peppers from
+//! `hash_details`, hash our active local 3PIDs with each, and push one snapshot per pepper to
+//! its `POST /lookups`, under our `host:port` (from `base_url`, as the Node pusher does).
+//!
+//! A snapshot identical to the last one the target accepted is not sent again. Bodies over
+//! 1 MiB are gzip-compressed (sent plain again if the target answers 415). Each push is
+//! retried with a backoff; a failing target never blocks the others. The outcome per target
+//! and pepper is kept for `inspect`.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::lookup::hash_3pid;
+use super::now_ms;
+use crate::http::AppState;
+
+/// A federated identity service to push to: `host[:port]` (HTTPS), a full URL, or an object
+/// with a shared secret sent as a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PushTarget {
+    /// `host[:port]` or `https://host[:port]`.
+    Name(String),
+    /// With the secret the target knows this server by.
+    Detailed {
+        /// `host[:port]` or URL.
+        server: String,
+        /// Sent as `Authorization: Bearer <secret>`.
+        #[serde(default)]
+        secret: String,
+    },
+}
+
+impl PushTarget {
+    /// The target as configured (its name in logs and statuses).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Name(server) | Self::Detailed { server, .. } => server,
+        }
+    }
+
+    fn secret(&self) -> Option<&str> {
+        match self {
+            Self::Detailed { secret, .. } if !secret.is_empty() => Some(secret),
+            _ => None,
+        }
+    }
+
+    /// The base URL: the entry if it has a scheme, else `https://<entry>`.
+    #[must_use]
+    pub fn base_url(&self) -> String {
+        let name = self.name().trim_end_matches('/');
+        if name.contains("://") { name.to_owned() } else { format!("https://{name}") }
+    }
+}
+
+/// Bodies larger than this are compressed.
+const COMPRESS_ABOVE: usize = 1024 * 1024;
+/// Delays between attempts of one push.
+const RETRIES: [Duration; 3] = [Duration::ZERO, Duration::from_secs(2), Duration::from_secs(10)];
+
+/// The key this server pushes under: `host:port` of `base_url` (port 443 when absent).
+pub fn push_key(base_url: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(base_url).map_err(|_| anyhow::anyhow!("base_url must be set to push hashes"))?;
+    let host = url.host_str().ok_or_else(|| anyhow::anyhow!("base_url has no host"))?;
+    Ok(format!("{host}:{}", url.port_or_known_default().unwrap_or(443)))
+}
+
+/// Pushes to every target; returns a summary, or an error naming the targets that failed.
+pub async fn push_all(state: &AppState) -> anyhow::Result<String> {
+    let targets = state.config.federated_identity_services.clone();
+    if targets.is_empty() {
+        return Ok("no federated identity service configured".to_owned());
+    }
+    let key = push_key(&state.config.base_url)?;
+    let threepids = std::sync::Arc::new(state.store.active_threepids().await?);
+    let mut tasks = tokio::task::JoinSet::new();
+    for target in targets {
+        let (state, key, threepids) = (state.clone(), key.clone(), std::sync::Arc::clone(&threepids));
+        tasks.spawn(async move {
+            let outcome = push_target(&state, &target, &key, &threepids).await;
+            (target.name().to_owned(), outcome)
+        });
+    }
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((target, Ok(summary))) => done.push(format!("{target}: {summary}")),
+            Ok((target, Err(error))) => {
+                tracing::warn!(%target, %error, "push failed");
+                failed.push(format!("{target}: {error:#}"));
+            }
+            Err(panic) => failed.push(format!("push task failed: {panic}")),
+        }
+    }
+    if failed.is_empty() {
+        Ok(done.join("; "))
+    } else {
+        Err(anyhow::anyhow!("{} (succeeded: {})", failed.join("; "), done.join("; ")))
+    }
+}
+
+async fn push_target(
+    state: &AppState,
+    target: &PushTarget,
+    key: &str,
+    threepids: &[(String, String)],
+) -> anyhow::Result<String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let base = target.base_url();
+    let mut request = client.get(format!("{base}/_matrix/identity/v2/hash_details"));
+    if let Some(secret) = target.secret() {
+        request = request.bearer_auth(secret);
+    }
+    let response = request.send().await?;
+    if !response.status().is_success() {
+        anyhow::bail!("hash_details answered HTTP {}", response.status());
+    }
+    let details: Value = response.json().await?;
+    if !details["algorithms"].as_array().is_some_and(|list| list.iter().any(|a| a == "sha256")) {
+        anyhow::bail!("the target does not offer sha256");
+    }
+    let mut peppers: Vec<String> = details["lookup_pepper"].as_str().map(str::to_owned).into_iter().collect();
+    peppers.extend(
+        details["alt_lookup_peppers"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned),
+    );
+    peppers.retain(|pepper| !pepper.is_empty());
+    peppers.dedup();
+    if peppers.is_empty() {
+        anyhow::bail!("hash_details has no pepper");
+    }
+    state.store.forget_push_statuses(target.name(), &peppers).await?;
+
+    let mut summary = Vec::new();
+    for pepper in &peppers {
+        let mut hashes: Vec<String> =
+            threepids.iter().map(|(medium, address)| hash_3pid(address, medium, pepper)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let digest = digest(&hashes);
+        let last = state.store.push_status(target.name(), pepper).await?;
+        if last
+            .as_ref()
+            .is_some_and(|status| status.digest.as_deref() == Some(digest.as_str()) && status.last_success_at.is_some())
+        {
+            summary.push(format!("{} hashes unchanged", hashes.len()));
+            continue;
+        }
+        let body = json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { key: hashes } });
+        match send_with_retries(&client, &base, target.secret(), &body).await {
+            Ok(()) => {
+                let count = i64::try_from(hashes.len()).unwrap_or(i64::MAX);
+                state.store.record_push_success(target.name(), pepper, &digest, count, now_ms()).await?;
+                tracing::info!(target = target.name(), hashes = hashes.len(), "hashes pushed");
+                summary.push(format!("{} hashes pushed", hashes.len()));
+            }
+            Err(error) => {
+                state.store.record_push_failure(target.name(), pepper, &format!("{error:#}"), now_ms()).await?;
+                return Err(error);
+            }
+        }
+    }
+    Ok(summary.join(", "))
+}
+
+async fn send_with_retries(
+    client: &reqwest::Client,
+    base: &str,
+    secret: Option<&str>,
+    body: &Value,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_vec(body)?;
+    let compressed = if json.len() > COMPRESS_ABOVE { Some(gzip(&json)?) } else { None };
+    let url = format!("{base}/_matrix/identity/v2/lookups");
+    let mut last_error = anyhow::anyhow!("not sent");
+    for delay in RETRIES {
+        tokio::time::sleep(delay).await;
+        let mut outcome =
+            post(client, &url, secret, compressed.as_deref().map_or(&json, |bytes| bytes), compressed.is_some()).await;
+        if compressed.is_some() && matches!(outcome, Ok(415)) {
+            outcome = post(client, &url, secret, &json, false).await;
+        }
+        match outcome {
+            Ok(status) if (200..300).contains(&status) => return Ok(()),
+            Ok(status) if (400..500).contains(&status) && status != 429 => {
+                anyhow::bail!("the target refused the push: HTTP {status}");
+            }
+            Ok(status) => last_error = anyhow::anyhow!("HTTP {status}"),
+            Err(error) => last_error = error.into(),
+        }
+    }
+    Err(last_error)
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    secret: Option<&str>,
+    body: &[u8],
+    gzipped: bool,
+) -> Result<u16, reqwest::Error> {
+    let mut request = client.post(url).header("content-type", "application/json").body(body.to_vec());
+    if gzipped {
+        request = request.header("content-encoding", "gzip");
+    }
+    if let Some(secret) = secret {
+        request = request.bearer_auth(secret);
+    }
+    Ok(request.send().await?.status().as_u16())
+}
+
+fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes)?;
+    encoder.finish()
+}
+
+fn digest(sorted: &[String]) -> String {
+    let mut digest = Sha256::new();
+    for hash in sorted {
+        digest.update(hash.as_bytes());
+        digest.update(b"\n");
+    }
+    URL_SAFE_NO_PAD.encode(digest.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_push_key_is_host_and_port_of_base_url() {
+        assert_eq!(push_key("https://tom.example.com/").unwrap(), "tom.example.com:443");
+        assert_eq!(push_key("https://tom.example.com:8443").unwrap(), "tom.example.com:8443");
+        assert_eq!(push_key("http://127.0.0.1:8090").unwrap(), "127.0.0.1:8090");
+        assert!(push_key("").is_err());
+        assert_eq!(PushTarget::Name("fed.example.org".into()).base_url(), "https://fed.example.org");
+        assert_eq!(PushTarget::Name("http://127.0.0.1:1/".into()).base_url(), "http://127.0.0.1:1");
+    }
+}
