@@ -318,3 +318,43 @@ async fn inspect_reports_peppers_hashes_and_pushes() {
     assert!(report["pushed_hashes"][0]["last_push_ms"].as_i64().is_some_and(|ms| ms > 0));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn compressed_pushes_are_accepted_and_limited_after_decompression() {
+    use std::io::Write as _;
+    let server = TestServer::start_with(|config| {
+        config.trusted_servers_addresses = vec!["127.0.0.1".into()];
+        config.lookups_body_limit = 10_000;
+    })
+    .await;
+    let pepper = current_pepper(&server).await;
+    let gzip = |text: &str| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(text.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    };
+    let send = |body: Vec<u8>| {
+        let server = &server;
+        async move {
+            Response::from(
+                server
+                    .client
+                    .post(server.url(PUSH))
+                    .header("content-encoding", "gzip")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let small = push_body("t.example:443", &pepper, &hashes_of(&["a@t.example"], &pepper));
+    let accepted = send(gzip(&small)).await;
+    assert_eq!(accepted.status, 201, "{:?}", accepted.body);
+    // 40 kB of JSON that compresses to almost nothing: refused once decompressed past the limit.
+    let big = push_body("t.example:443", &pepper, &vec![hashes_of(&["a@t.example"], &pepper)[0].clone(); 1_000]);
+    assert!(big.len() > 40_000 && gzip(&big).len() < 10_000);
+    send(gzip(&big)).await.assert_error(413, "M_TOO_LARGE");
+    server.stop().await;
+}

@@ -98,11 +98,16 @@ pub fn validate(config: &Config) -> Vec<String> {
             config.smtp_starttls
         ));
     }
-    if let Err(problem) = crate::directory::from_config(config) {
-        problems.push(format!("user directory: {problem}"));
+    if config.userdb_engine == "ldap" && config.ldap_uri.is_empty() {
+        problems.push("key `ldap_uri`: required when `userdb_engine` is `ldap`".to_owned());
     }
-    if let Err(problem) = crate::directory::synapse::SynapseDatabase::from_config(config) {
-        problems.push(format!("Synapse database: {problem}"));
+    if !config.matrix_database_host.is_empty()
+        && !matches!(config.matrix_database_engine.as_str(), "" | "pg" | "sqlite")
+    {
+        problems.push(format!(
+            "key `matrix_database_engine`: `{}` is not supported (use `pg` or `sqlite`)",
+            config.matrix_database_engine
+        ));
     }
     if !config.federated_identity_services.is_empty() && crate::domain::pusher::push_key(&config.base_url).is_err() {
         problems.push(

@@ -186,28 +186,29 @@ async fn send_with_retries(
         tokio::time::sleep(delay).await;
         let mut outcome =
             post(client, &url, secret, compressed.as_deref().map_or(&json, |bytes| bytes), compressed.is_some()).await;
-        if compressed.is_some() && matches!(outcome, Ok(415)) {
+        if compressed.is_some() && matches!(outcome, Ok((415, _))) {
             outcome = post(client, &url, secret, &json, false).await;
         }
         match outcome {
-            Ok(status) if (200..300).contains(&status) => return Ok(()),
-            Ok(status) if (400..500).contains(&status) && status != 429 => {
-                anyhow::bail!("the target refused the push: HTTP {status}");
+            Ok((status, _)) if (200..300).contains(&status) => return Ok(()),
+            Ok((status, answer)) if (400..500).contains(&status) && status != 429 => {
+                anyhow::bail!("the target refused the push: HTTP {status} {answer}");
             }
-            Ok(status) => last_error = anyhow::anyhow!("HTTP {status}"),
+            Ok((status, answer)) => last_error = anyhow::anyhow!("HTTP {status} {answer}"),
             Err(error) => last_error = error.into(),
         }
     }
     Err(last_error)
 }
 
+/// Sends one push; returns the status and the start of the answer (for error messages).
 async fn post(
     client: &reqwest::Client,
     url: &str,
     secret: Option<&str>,
     body: &[u8],
     gzipped: bool,
-) -> Result<u16, reqwest::Error> {
+) -> Result<(u16, String), reqwest::Error> {
     let mut request = client.post(url).header("content-type", "application/json").body(body.to_vec());
     if gzipped {
         request = request.header("content-encoding", "gzip");
@@ -215,7 +216,10 @@ async fn post(
     if let Some(secret) = secret {
         request = request.bearer_auth(secret);
     }
-    Ok(request.send().await?.status().as_u16())
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let answer: String = response.text().await.unwrap_or_default().chars().take(300).collect();
+    Ok((status, answer))
 }
 
 fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -81,8 +81,13 @@ pub fn router(state: AppState) -> Router {
         .route("/_matrix/identity/v2/lookup", post(v2::lookup::lookup))
         .route(
             "/_matrix/identity/v2/lookups",
-            post(v2::msc4004::push)
-                .layer(DefaultBodyLimit::max(usize::try_from(config.lookups_body_limit).unwrap_or(usize::MAX))),
+            post(v2::msc4004::push).layer(
+                ServiceBuilder::new()
+                    // Pushes may come gzip-compressed; the limit applies to the decompressed body.
+                    .layer(tower_http::decompression::RequestDecompressionLayer::new())
+                    .map_request(|request: Request<_>| request.map(axum::body::Body::new))
+                    .layer(DefaultBodyLimit::max(usize::try_from(config.lookups_body_limit).unwrap_or(usize::MAX))),
+            ),
         )
         .route("/_matrix/identity/v2/validate/email/requestToken", post(v2::validate::email_request_token))
         .route(

@@ -101,6 +101,15 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
         };
         let options = options.busy_timeout(Duration::from_secs(10)).foreign_keys(true);
+        // Processes starting together on one file take turns through an advisory file lock:
+        // switching a new file to WAL needs it alone, and sqlx does not lock SQLite migrations.
+        let _lock = if in_memory { None } else { Some(lock_file(&path.with_extension("migration-lock")).await?) };
+        if !in_memory {
+            // One connection first, so that the journal mode is switched before the pool opens
+            // several connections at once (which would race for it and fail with "locked").
+            sqlx::Connection::close(<sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await?)
+                .await?;
+        }
         // An in-memory database exists once per connection, so it must have only one.
         let max_connections = if in_memory { 1 } else { 8 };
         let pool = SqlitePoolOptions::new()
@@ -111,9 +120,6 @@ impl Store {
             .connect_with(options)
             .await?;
         let store = Self { pool: Pool::Sqlite(pool) };
-        // sqlx does not lock SQLite migrations; processes starting together on one file take
-        // turns through an advisory file lock.
-        let _lock = if in_memory { None } else { Some(lock_file(&path.with_extension("migration-lock")).await?) };
         store.migrate().await?;
         Ok(store)
     }

@@ -57,12 +57,14 @@ pub async fn fresh_postgres_database() -> String {
 }
 
 /// A configuration for a test server: loopback, port 0, a temporary data directory, a fresh
-/// database of the chosen engine, and rate limits out of the way.
+/// database of the chosen engine, rate limits out of the way, no scheduled jobs.
 pub async fn test_config(data_dir: &TempDir, backend: Backend) -> Config {
     let mut config = Config {
         listen_port: 0,
         data_dir: data_dir.path().to_path_buf(),
         rate_limiting_nb_requests: 1_000_000,
+        // Jobs run only where a test asks for them, so that their timing cannot interfere.
+        cron_service: false,
         ..Config::default()
     };
     if backend == Backend::Postgres {
