@@ -115,10 +115,28 @@ impl App {
             tracing::info!("cron_service is off: this instance runs no scheduled jobs");
             Vec::new()
         };
-        tracing::info!("listening on http://{address}");
-        let served = axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = if self.state.config.tls_certificate.is_empty() {
+            tracing::info!("listening on http://{address}");
+            axum::serve(listener, service).with_graceful_shutdown(shutdown).await.map_err(anyhow::Error::from)
+        } else {
+            let tls =
+                crate::tls::Tls::load(&self.state.config.tls_certificate, &self.state.config.tls_private_key).await?;
+            let watcher =
+                tokio::spawn(tls.clone().watch(Duration::from_secs(self.state.config.tls_reload_interval.max(1))));
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                // In-flight requests get this long to finish.
+                stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+            });
+            tracing::info!("listening on https://{address}");
+            let served =
+                axum_server::from_tcp_rustls(listener.into_std()?, tls.config())?.handle(handle).serve(service).await;
+            watcher.abort();
+            served.map_err(anyhow::Error::from)
+        };
         maintenance.abort();
         jobs.iter().for_each(tokio::task::JoinHandle::abort);
         self.state.store.close().await;

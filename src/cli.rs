@@ -246,10 +246,17 @@ async fn healthcheck(sources: &ConfigSources, url: Option<String>, timeout: u64)
                 IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
                 ip => ip,
             };
-            format!("http://{}", SocketAddr::new(host, loaded.config.listen_port))
+            let scheme = if loaded.config.tls_certificate.is_empty() { "http" } else { "https" };
+            format!("{scheme}://{}", SocketAddr::new(host, loaded.config.listen_port))
         }
     };
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(timeout)).build() {
+    // A liveness probe of a local instance: its certificate is for its public name, not for the
+    // loopback address, so it is not verified.
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(timeout))
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+    {
         Ok(client) => client,
         Err(error) => {
             eprintln!("cannot build an HTTP client: {error}");

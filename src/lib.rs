@@ -18,6 +18,7 @@ pub mod matrix;
 pub mod notify;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::App;
 pub use config::Config;

@@ -56,6 +56,9 @@ pub struct Config {
     pub request_body_limit: u64,
     pub lookups_body_limit: u64,
     pub request_timeout: u64,
+    pub tls_certificate: String,
+    pub tls_private_key: String,
+    pub tls_reload_interval: u64,
 
     // --- identity of this server
     pub base_url: String,
@@ -175,6 +178,9 @@ impl Default for Config {
             request_body_limit: 100 * 1024,
             lookups_body_limit: 64 * 1024 * 1024,
             request_timeout: 30,
+            tls_certificate: String::new(),
+            tls_private_key: String::new(),
+            tls_reload_interval: 60,
             base_url: String::new(),
             server_name: "localhost".to_owned(),
             is_federated_identity_service: true,

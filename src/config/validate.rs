@@ -119,6 +119,19 @@ pub fn validate(config: &Config) -> Vec<String> {
     {
         problems.push(format!("key `phone_default_region`: `{}` is not a country code", config.phone_default_region));
     }
+    match (config.tls_certificate.is_empty(), config.tls_private_key.is_empty()) {
+        (true, true) => {}
+        (false, false) => {
+            for (key, path) in
+                [("tls_certificate", &config.tls_certificate), ("tls_private_key", &config.tls_private_key)]
+            {
+                if !std::path::Path::new(path).is_file() {
+                    problems.push(format!("key `{key}`: no such file `{path}`"));
+                }
+            }
+        }
+        _ => problems.push("keys `tls_certificate` and `tls_private_key`: give both, or neither".to_owned()),
+    }
     validate_logging(config, &mut problems);
     problems
 }
