@@ -2,7 +2,8 @@
 # Runs the whole test suite against real services, from nothing installed but the Rust
 # toolchain:
 #   1. installs PostgreSQL, OpenLDAP (slapd) and Chromium from Debian packages when missing;
-#   2. starts a throw-away PostgreSQL cluster and slapd on loopback, on free ports;
+#   2. starts a throw-away PostgreSQL cluster and slapd on loopback, on free ports, and installs
+#      Synapse (PyPI, pinned) into a virtualenv under target/ for the end-to-end test;
 #   3. runs `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, and the tests,
 #      once with SQLite and once with PostgreSQL as the service's database;
 #   4. stops what it started.
@@ -112,6 +113,17 @@ o: Example
 dc: example
 LDIF
 echo "slapd on 127.0.0.1:$LDAP_PORT"
+
+# --- 2c. Synapse (PyPI, pinned) for the end-to-end test ------------------------------------------
+SYNAPSE_VERSION=1.163.2
+SYNAPSE_VENV="$PWD/target/e2e/synapse-$SYNAPSE_VERSION"
+if ! "$SYNAPSE_VENV/bin/python" -c "import synapse" >/dev/null 2>&1; then
+  log "installing matrix-synapse $SYNAPSE_VERSION into $SYNAPSE_VENV"
+  rm -rf "$SYNAPSE_VENV"
+  python3 -m venv "$SYNAPSE_VENV"
+  "$SYNAPSE_VENV/bin/pip" install -q --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION"
+fi
+export FIS_TEST_SYNAPSE_PYTHON="$SYNAPSE_VENV/bin/python"
 
 # --- 3. checks and tests ---------------------------------------------------------------------
 # With arguments, run only `cargo test <arguments>` against these services (for development).

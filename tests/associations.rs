@@ -371,7 +371,8 @@ fn x_matrix(origin: &str, key: &ruma::signatures::Ed25519KeyPair, destination_is
         .as_str()
         .unwrap()
         .to_owned();
-    format!("X-Matrix origin={origin},key=\"ed25519:k1\",sig=\"{sig}\"")
+    // Synapse repeats the signed `destination_is` as `destination` in the header.
+    format!("X-Matrix origin={origin},key=\"ed25519:k1\",sig=\"{sig}\",destination=\"{destination_is}\"")
 }
 
 #[tokio::test]

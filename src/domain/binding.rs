@@ -76,7 +76,8 @@ pub async fn unbind(state: &AppState, request: &UnbindRequest, proof: UnbindProo
     })?;
     match proof {
         UnbindProof::Homeserver(origin) => {
-            let server = request.mxid.rsplit_once(':').map(|(_, server)| server);
+            // A localpart has no colon; the server name may (a port, an IPv6 address).
+            let server = request.mxid.split_once(':').map(|(_, server)| server);
             if !server.is_some_and(|server| server.eq_ignore_ascii_case(&origin)) {
                 return Err(ApiError::new(ErrCode::Forbidden, "The homeserver may only unbind its own users"));
             }

@@ -3,8 +3,8 @@
 //!
 //! The signed object is `{"method", "uri", "origin", "destination_is" | "destination",
 //! "content"}`. Synapse signs `destination_is` with the identity server's name as the client
-//! gave it, which the header does not carry: the `Host` of the request, the host of
-//! `base_url` and `server_name` are tried. The origin's keys come from
+//! gave it, and repeats that name as `destination` in the header. When the header has no
+//! destination, the `Host` of the request, the host of `base_url` and `server_name` are tried. The origin's keys come from
 //! `https://<origin>/_matrix/key/v2/server`, fetched through the guarded homeserver client.
 
 use std::collections::BTreeMap;
@@ -77,10 +77,13 @@ pub async fn verify(
     let public_key = Base64::parse(public_key).map_err(|_| refused("malformed key"))?;
     let key_map = BTreeMap::from([(header.origin.clone(), BTreeMap::from([(header.key.clone(), public_key)]))]);
 
-    let destinations: Vec<(&str, &str)> = match &header.destination {
-        Some(destination) => vec![("destination", destination.as_str())],
-        None => our_names.iter().map(|name| ("destination_is", name.as_str())).collect(),
+    // The destination is in the header when the sender named one (Synapse names there the
+    // value it signed as `destination_is`); otherwise it is one of our names.
+    let values: Vec<&str> = match &header.destination {
+        Some(destination) => vec![destination.as_str()],
+        None => our_names.iter().map(String::as_str).collect(),
     };
+    let destinations = values.iter().flat_map(|value| [("destination_is", *value), ("destination", *value)]);
     for (field, destination) in destinations {
         let mut signed = json!({ "method": method, "uri": uri, "origin": header.origin, field: destination });
         if !content.is_null() {

@@ -73,10 +73,14 @@ impl Mailer {
     }
 }
 
-/// `smtp_sender`, or `no-reply@<server_name>`; a `Name <address>` form keeps the address.
+/// `smtp_sender`, or `no-reply@<host of server_name>`; a `Name <address>` form keeps the
+/// address.
 fn sender_address(config: &Config) -> String {
     let sender = if config.smtp_sender.is_empty() {
-        format!("no-reply@{}", config.server_name)
+        // The server name may carry a port, which an address cannot.
+        let host = crate::matrix::ServerName::parse(&config.server_name)
+            .map_or_else(|| config.server_name.clone(), |name| name.host_text());
+        format!("no-reply@{host}")
     } else {
         config.smtp_sender.clone()
     };

@@ -78,6 +78,14 @@ impl Store {
         }
     }
 
+    /// The statement opening a transaction that will write. On SQLite, `BEGIN IMMEDIATE`
+    /// takes the write lock at once (waiting for it under the busy timeout): a deferred
+    /// transaction that reads first and writes later fails at once with "database is locked"
+    /// when another connection wrote in between.
+    pub(super) fn write_transaction(&self) -> &'static str {
+        self.dialect("BEGIN IMMEDIATE", "BEGIN")
+    }
+
     /// Local 3PIDs whose hash for `pepper` is one of `hashes`.
     pub async fn find_local_hashes(&self, pepper: &str, hashes: &[String]) -> StoreResult<Vec<LocalMatch>> {
         let sql = self.dialect(
@@ -240,7 +248,7 @@ impl Store {
     /// previous, and hashes and pushed hashes of any other pepper are deleted.
     pub async fn activate_pepper(&self, pepper: &str, now: i64) -> StoreResult<()> {
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.write_transaction()).await?;
             sqlx::query("DELETE FROM peppers WHERE state = 'previous'").execute(&mut *tx).await?;
             sqlx::query("UPDATE peppers SET state = 'previous' WHERE state = 'current'").execute(&mut *tx).await?;
             sqlx::query("UPDATE peppers SET state = 'current', activated_at = $2 WHERE pepper = $1 AND state = 'pending'")
@@ -263,7 +271,7 @@ impl Store {
     /// Forgets a pending pepper (a rotation that failed) and its hashes.
     pub async fn discard_pending_pepper(&self, pepper: &str) -> StoreResult<()> {
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.write_transaction()).await?;
             sqlx::query("DELETE FROM local_hashes WHERE pepper = $1").bind(pepper).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM peppers WHERE pepper = $1 AND state = 'pending'").bind(pepper).execute(&mut *tx).await?;
             tx.commit().await
@@ -316,7 +324,7 @@ impl Store {
         );
         let count = i64::try_from(hashes.len()).unwrap_or(i64::MAX);
         let outcome = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.write_transaction()).await?;
             let existing: Vec<String> =
                 sqlx::query_scalar("SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2")
                     .bind(server)

@@ -85,7 +85,7 @@ impl Store {
     /// invitations.
     pub async fn purge_invitations(&self, before: i64) -> StoreResult<u64> {
         let deleted = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.write_transaction()).await?;
             sqlx::query("DELETE FROM signing_keys WHERE purpose = 'ephemeral' AND created_at < $1")
                 .bind(before)
                 .execute(&mut *tx)
