@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against real services, from nothing installed but the Rust
 # toolchain:
-#   1. installs PostgreSQL, OpenLDAP (slapd) and Chromium from Debian packages when missing;
+#   1. installs PostgreSQL, OpenLDAP (slapd), Chromium (and Python, Node.js) from Debian
+#      packages when missing;
 #   2. starts a throw-away PostgreSQL cluster and slapd on loopback, on free ports, and installs
-#      Synapse (PyPI, pinned) into a virtualenv under target/ for the end-to-end test;
+#      Synapse (PyPI, pinned) and matrix-js-sdk (npm, pinned) under target/e2e for the
+#      end-to-end tests;
 #   3. runs `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, and the tests,
 #      once with SQLite and once with PostgreSQL as the service's database;
 #   4. stops what it started.
@@ -20,6 +22,8 @@ missing=()
 command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || missing+=(slapd)
 command -v ldapwhoami >/dev/null 2>&1 || missing+=(ldap-utils)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then echo "need root to install ${missing[*]}" >&2; exit 1; fi
@@ -124,6 +128,17 @@ if ! "$SYNAPSE_VENV/bin/python" -c "import synapse" >/dev/null 2>&1; then
   "$SYNAPSE_VENV/bin/pip" install -q --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION"
 fi
 export FIS_TEST_SYNAPSE_PYTHON="$SYNAPSE_VENV/bin/python"
+
+# --- 2d. matrix-js-sdk (npm, pinned by tests/js/package-lock.json) for the client test -----------
+JS_SDK_DIR="$PWD/target/e2e/js-sdk"
+if ! cmp -s tests/js/package-lock.json "$JS_SDK_DIR/package-lock.json" \
+   || [ ! -d "$JS_SDK_DIR/node_modules/matrix-js-sdk" ]; then
+  log "installing matrix-js-sdk into $JS_SDK_DIR"
+  rm -rf "$JS_SDK_DIR" && mkdir -p "$JS_SDK_DIR"
+  cp tests/js/package.json tests/js/package-lock.json "$JS_SDK_DIR/"
+  (cd "$JS_SDK_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+export FIS_TEST_JS_SDK_DIR="$JS_SDK_DIR"
 
 # --- 3. checks and tests ---------------------------------------------------------------------
 # With arguments, run only `cargo test <arguments>` against these services (for development).
