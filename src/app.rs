@@ -73,7 +73,9 @@ impl App {
                  (inactive) unless directory_publish_all is on"
             );
         }
+        let index = Arc::new(crate::domain::index::LookupIndex::load(&store).await?);
         let state = AppState {
+            index,
             directory,
             synapse,
             trusted_servers: Arc::new(trusted_servers),
@@ -109,6 +111,8 @@ impl App {
     ) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
         let maintenance = tokio::spawn(maintenance(self.state.clone()));
+        let follower =
+            tokio::spawn(crate::domain::index::follow(Arc::clone(&self.state.index), self.state.store.clone()));
         let jobs = if self.state.config.cron_service {
             crate::jobs::spawn(&self.state)?
         } else {
@@ -138,6 +142,7 @@ impl App {
             served.map_err(anyhow::Error::from)
         };
         maintenance.abort();
+        follower.abort();
         jobs.iter().for_each(tokio::task::JoinHandle::abort);
         self.state.store.close().await;
         served?;
@@ -201,6 +206,9 @@ async fn maintenance(state: AppState) {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired invitations deleted"),
             Err(error) => tracing::warn!(%error, "maintenance: cannot purge invitations"),
+        }
+        if let Err(error) = state.store.purge_lookup_changes(now_ms().saturating_sub(3_600_000)).await {
+            tracing::warn!(%error, "maintenance: cannot purge the lookup change log");
         }
         state.rate_limits.forget_idle();
     }

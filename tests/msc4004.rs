@@ -358,3 +358,38 @@ async fn compressed_pushes_are_accepted_and_limited_after_decompression() {
     send(gzip(&big)).await.assert_error(413, "M_TOO_LARGE");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_push_or_a_rotation_on_one_instance_is_seen_by_another() {
+    let a = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let b = a.twin().await;
+    let first = current_pepper(&a).await;
+    let hashes = hashes_of(&["x@t.example"], &first);
+    assert_eq!(push(&a, &push_body("t.example:443", &first, &hashes)).await.status, 201);
+    let started = std::time::Instant::now();
+    loop {
+        let answer = lookup(&b, &first, &hashes).await;
+        if answer["third_party_mappings"]["t.example:443"] == json!(hashes) {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "B does not see A's push: {answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    rotate_pepper(&a.state.store).await.unwrap();
+    let second = current_pepper(&a).await;
+    let started = std::time::Instant::now();
+    loop {
+        let details = b.call(Method::GET, "/_matrix/identity/v2/hash_details", None).await.body;
+        if details["lookup_pepper"] == second.as_str() {
+            assert_eq!(details["alt_lookup_peppers"], json!([first]));
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "B does not see A's rotation: {details}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The push made with the old pepper still answers, now as the previous pepper's.
+    assert_eq!(lookup(&b, &first, &hashes).await["third_party_mappings"]["t.example:443"], json!(hashes));
+    b.stop().await;
+    a.stop().await;
+}

@@ -145,3 +145,14 @@ CREATE TABLE federation_push_status (
     last_error_at BIGINT,
     PRIMARY KEY (target, pepper)
 );
+
+-- Changes that lookups must see, in order. Every instance keeps the lookup data in memory and
+-- applies the changes made by the others (kinds: 'push' of server/pepper, 'rotation',
+-- 'local' for the local 3PIDs).
+CREATE TABLE lookup_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    server TEXT,
+    pepper TEXT,
+    created_at BIGINT NOT NULL
+);

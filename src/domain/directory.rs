@@ -105,5 +105,8 @@ pub async fn sync(state: &AppState) -> anyhow::Result<SyncSummary> {
             inserted.iter().map(|row| (hash_3pid(&row.address, &row.medium, &pepper), row.id)).collect();
         state.store.insert_local_hashes(&pepper, &hashes).await?;
     }
+    if summary.added + summary.removed + summary.changed > 0 {
+        state.store.record_lookup_change("local", None, None, now).await?;
+    }
     Ok(summary)
 }

@@ -75,9 +75,14 @@ pub async fn ensure_pepper(store: &Store) -> StoreResult<Peppers> {
     store.peppers().await
 }
 
-/// The `hash_details` answer.
-pub async fn hash_details(store: &Store, algorithms: &[Algorithm]) -> ApiResult<Value> {
-    let peppers = store.peppers().await?;
+/// The `hash_details` answer, from the in-memory index.
+pub async fn hash_details(
+    store: &Store,
+    index: &super::index::LookupIndex,
+    algorithms: &[Algorithm],
+) -> ApiResult<Value> {
+    index.ensure_fresh(store).await?;
+    let peppers = index.peppers();
     let current = peppers.current.ok_or_else(|| ApiError::internal("no current pepper"))?;
     let names: Vec<&str> = algorithms.iter().map(|algorithm| algorithm.name()).collect();
     let mut body = json!({ "algorithms": names, "lookup_pepper": current });
@@ -100,8 +105,10 @@ pub struct LookupRequest {
 
 /// Answers a lookup: own active 3PIDs in `mappings`, hashes pushed by other servers in
 /// `third_party_mappings`, and, when `with_inactive`, own inactive 3PIDs in `inactive_mappings`.
+/// `sha256` lookups are answered from the in-memory index; `none` from the database.
 pub async fn lookup(
     store: &Store,
+    index: &super::index::LookupIndex,
     offered: &[Algorithm],
     request: &LookupRequest,
     with_inactive: bool,
@@ -110,7 +117,11 @@ pub async fn lookup(
         Algorithm::parse(&request.algorithm).filter(|algorithm| offered.contains(algorithm)).ok_or_else(|| {
             ApiError::new(ErrCode::InvalidParam, format!("Unsupported algorithm `{}`", request.algorithm))
         })?;
-    let peppers = store.peppers().await?;
+    index.ensure_fresh(store).await?;
+    if algorithm == Algorithm::Sha256 {
+        return index.lookup_sha256(&request.pepper, &request.addresses, with_inactive);
+    }
+    let peppers = index.peppers();
     let current = peppers.current.clone().ok_or_else(|| ApiError::internal("no current pepper"))?;
     if request.pepper != current && peppers.previous.as_deref() != Some(request.pepper.as_str()) {
         return Err(ApiError::new(ErrCode::InvalidPepper, "Unknown or invalid pepper - has it been rotated?")
@@ -229,10 +240,12 @@ pub async fn add_local_threepid(
 ) -> ApiResult<()> {
     let address = super::threepid::normalize(medium, address)
         .ok_or_else(|| ApiError::new(ErrCode::InvalidParam, format!("invalid {medium} address")))?;
-    let id = store.upsert_local_threepid(medium, &address, mxid, source, active, now_ms()).await?;
+    let now = now_ms();
+    let id = store.upsert_local_threepid(medium, &address, mxid, source, active, now).await?;
     for (pepper, _) in store.all_peppers().await? {
         store.insert_local_hashes(&pepper, &[(hash_3pid(&address, medium, &pepper), id)]).await?;
     }
+    store.record_lookup_change("local", None, None, now).await?;
     Ok(())
 }
 

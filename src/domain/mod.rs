@@ -5,6 +5,7 @@ pub mod account;
 pub mod binding;
 pub mod directory;
 pub mod federation;
+pub mod index;
 pub mod inspect;
 pub mod invite;
 pub mod keys;

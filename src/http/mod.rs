@@ -61,6 +61,8 @@ pub struct AppState {
     pub directory: Option<Arc<dyn crate::directory::Directory>>,
     /// The Synapse database, if configured.
     pub synapse: Option<crate::directory::synapse::SynapseDatabase>,
+    /// The lookup data in memory.
+    pub index: Arc<crate::domain::index::LookupIndex>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

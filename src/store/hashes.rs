@@ -256,6 +256,10 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("INSERT INTO lookup_changes (kind, created_at) VALUES ('rotation', $1)")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             for table in [
                 "DELETE FROM local_hashes WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
                 "DELETE FROM pushed_hashes WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
@@ -265,6 +269,7 @@ impl Store {
             }
             tx.commit().await
         })?;
+        self.note_local_write();
         Ok(())
     }
 
@@ -345,9 +350,16 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("INSERT INTO lookup_changes (kind, server, pepper, created_at) VALUES ('push', $1, $2, $3)")
+                .bind(server)
+                .bind(pepper)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(PushOutcome { added: added.len() as u64, removed: removed.len() as u64 })
         })?;
+        self.note_local_write();
         Ok(outcome)
     }
 

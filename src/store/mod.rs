@@ -6,6 +6,7 @@
 //! the code against both drivers. Each engine has its own migrations tree under `migrations/`,
 //! embedded in the binary and applied at startup.
 
+mod changes;
 mod directory;
 mod hashes;
 mod invitations;
@@ -24,6 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::config::{Config, DatabaseEngine, SslSetting};
 
+pub use changes::{LocalRow, LookupChange, PushedRow};
 pub use directory::{DirectoryThreepid, NewThreepid, PushStatus};
 pub use hashes::{LocalMatch, LocalThreepid, PushOutcome, PushSnapshot};
 pub use invitations::InvitationRecord;
@@ -71,6 +73,9 @@ use on_pool;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Counts the lookup changes this process made, so that its lookup index can catch up
+    /// at once (other processes' changes are polled).
+    local_writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -119,7 +124,7 @@ impl Store {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        let store = Self { pool: Pool::Sqlite(pool) };
+        let store = Self { pool: Pool::Sqlite(pool), local_writes: std::sync::Arc::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -131,7 +136,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        let store = Self { pool: Pool::Postgres(pool) };
+        let store = Self { pool: Pool::Postgres(pool), local_writes: std::sync::Arc::default() };
         // sqlx serialises PostgreSQL migrations with an advisory lock.
         store.migrate().await?;
         Ok(store)
@@ -152,6 +157,16 @@ impl Store {
             Pool::Sqlite(_) => DatabaseEngine::Sqlite,
             Pool::Postgres(_) => DatabaseEngine::Postgres,
         }
+    }
+
+    /// How many lookup changes this process has made.
+    #[must_use]
+    pub fn local_writes(&self) -> u64 {
+        self.local_writes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn note_local_write(&self) {
+        self.local_writes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Checks that the database answers.

@@ -16,7 +16,7 @@ use crate::http::extract::JsonBody;
 /// The hash algorithms and the pepper to hash with; the previous pepper, still accepted, in
 /// `alt_lookup_peppers` (omitted when there is none). Trusted servers need no token.
 pub async fn hash_details(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
-    Ok(Json(lookup::hash_details(&state.store, &state.algorithms).await?))
+    Ok(Json(lookup::hash_details(&state.store, &state.index, &state.algorithms).await?))
 }
 
 /// The body of `POST /lookup`, before its addresses are checked.
@@ -53,6 +53,8 @@ pub async fn lookup(
         })
         .collect::<ApiResult<Vec<String>>>()?;
     let request = LookupRequest { algorithm: body.algorithm, pepper: body.pepper, addresses };
-    let answer = lookup::lookup(&state.store, &state.algorithms, &request, state.config.additional_features).await?;
+    let answer =
+        lookup::lookup(&state.store, &state.index, &state.algorithms, &request, state.config.additional_features)
+            .await?;
     Ok(Json(answer))
 }

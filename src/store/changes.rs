@@ -1,0 +1,136 @@
+//! The log of changes that lookups must see, so that every instance can update the lookup data
+//! it keeps in memory (see `domain::index`).
+
+use super::{Store, StoreResult, on_pool};
+
+/// One logged change.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LookupChange {
+    /// Order of the change.
+    pub seq: i64,
+    /// `push`, `rotation` or `local`.
+    pub kind: String,
+    /// The pushing server, for `push`.
+    pub server: Option<String>,
+    /// The pepper, for `push`.
+    pub pepper: Option<String>,
+}
+
+/// A pushed hash as the index loads it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PushedRow {
+    /// Our pepper it was computed with.
+    pub pepper: String,
+    /// The hash.
+    pub hash: String,
+    /// The server that pushed it.
+    pub server: String,
+}
+
+/// A local hash as the index loads it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LocalRow {
+    /// The pepper.
+    pub pepper: String,
+    /// The hash.
+    pub hash: String,
+    /// The user.
+    pub mxid: String,
+    /// Published or not.
+    pub active: bool,
+    /// `binding` or `directory`.
+    pub source: String,
+}
+
+impl Store {
+    /// Logs a change (`push` with its server and pepper, `rotation`, `local`).
+    pub async fn record_lookup_change(
+        &self,
+        kind: &str,
+        server: Option<&str>,
+        pepper: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO lookup_changes (kind, server, pepper, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(kind)
+        .bind(server)
+        .bind(pepper)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        self.note_local_write();
+        Ok(())
+    }
+
+    /// The sequence numbers of the first and the last change kept (0 when none).
+    pub async fn lookup_change_bounds(&self) -> StoreResult<(i64, i64)> {
+        let bounds = on_pool!(self, pool => sqlx::query_as::<_, (i64, i64)>(
+            "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM lookup_changes",
+        )
+        .fetch_one(pool)
+        .await)?;
+        Ok(bounds)
+    }
+
+    /// Changes after `seq`, in order.
+    pub async fn lookup_changes_after(&self, seq: i64) -> StoreResult<Vec<LookupChange>> {
+        let changes = on_pool!(self, pool => sqlx::query_as::<_, LookupChange>(
+            "SELECT seq, kind, server, pepper FROM lookup_changes WHERE seq > $1 ORDER BY seq",
+        )
+        .bind(seq)
+        .fetch_all(pool)
+        .await)?;
+        Ok(changes)
+    }
+
+    /// Forgets changes logged before `before` (every instance has applied them by then).
+    pub async fn purge_lookup_changes(&self, before: i64) -> StoreResult<u64> {
+        let deleted = on_pool!(self, pool => sqlx::query(
+            "DELETE FROM lookup_changes WHERE created_at < $1 AND seq < (SELECT MAX(seq) FROM lookup_changes)",
+        )
+        .bind(before)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(deleted)
+    }
+
+    /// Every local hash of these peppers, with its user.
+    pub async fn local_rows(&self, peppers: &[String]) -> StoreResult<Vec<LocalRow>> {
+        let sql = self.dialect(
+            "SELECT h.pepper, h.hash, t.mxid, t.active, t.source FROM local_hashes h \
+             JOIN local_threepids t ON t.id = h.threepid_id WHERE h.pepper IN (SELECT value FROM json_each($1))",
+            "SELECT h.pepper, h.hash, t.mxid, t.active, t.source FROM local_hashes h \
+             JOIN local_threepids t ON t.id = h.threepid_id WHERE h.pepper IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        );
+        let json = serde_json::to_string(peppers).unwrap_or_else(|_| "[]".to_owned());
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, LocalRow>(sql).bind(json).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+
+    /// Every pushed hash of these peppers.
+    pub async fn pushed_rows(&self, peppers: &[String]) -> StoreResult<Vec<PushedRow>> {
+        let sql = self.dialect(
+            "SELECT pepper, hash, server FROM pushed_hashes WHERE pepper IN (SELECT value FROM json_each($1))",
+            "SELECT pepper, hash, server FROM pushed_hashes WHERE pepper IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        );
+        let json = serde_json::to_string(peppers).unwrap_or_else(|_| "[]".to_owned());
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, PushedRow>(sql).bind(json).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+
+    /// The hashes of one snapshot.
+    pub async fn snapshot_hashes(&self, server: &str, pepper: &str) -> StoreResult<Vec<String>> {
+        let hashes = on_pool!(self, pool => sqlx::query_scalar::<_, String>(
+            "SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2",
+        )
+        .bind(server)
+        .bind(pepper)
+        .fetch_all(pool)
+        .await)?;
+        Ok(hashes)
+    }
+}
