@@ -37,6 +37,9 @@ pub enum Command {
     /// Print the state kept in the database: peppers, local 3PIDs and hashes, hashes pushed
     /// per server and pepper with the time of the last push, scheduled job runs.
     Inspect,
+    /// Read the user directory and apply the difference now (as the `update_users_cron` job
+    /// does); prints what changed.
+    SyncDirectory,
     /// Rotate the lookup pepper now (as the `pepperCron` job does; running instances see the
     /// new pepper at once).
     RotatePepper,
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::CheckConfig => check_config(&sources),
         Command::Inspect => runtime.block_on(inspect(&sources)),
         Command::RotatePepper => runtime.block_on(rotate_pepper(&sources)),
+        Command::SyncDirectory => runtime.block_on(sync_directory(&sources)),
         Command::Healthcheck { url, timeout } => runtime.block_on(healthcheck(&sources, url, timeout)),
     }
 }
@@ -192,6 +196,37 @@ pub fn masked(config: &Config) -> Value {
     let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
     mask(&mut value);
     value
+}
+
+async fn sync_directory(sources: &ConfigSources) -> ExitCode {
+    let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
+    if loaded.config.userdb_engine.is_empty() {
+        eprintln!("no user directory is configured (userdb_engine)");
+        return ExitCode::from(2);
+    }
+    let app = match App::build(loaded.config).await {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("cannot start: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = std::time::Instant::now();
+    match crate::domain::directory::sync(app.state()).await {
+        Ok(summary) => {
+            let report = serde_json::json!({
+                "users": summary.users, "added": summary.added, "removed": summary.removed,
+                "changed": summary.changed, "skipped": summary.skipped,
+                "seconds": started.elapsed().as_secs_f64(),
+            });
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("directory sync failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {

@@ -24,8 +24,88 @@ use crate::store::{Peppers, Store, StoreResult};
 /// How often the change log of other instances is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// A hash decoded to its 32 bytes, with the slot of its pepper (0 current, 1 previous).
-type Key = (u8, [u8; 32]);
+/// A hash decoded to its 32 bytes.
+type Hash = [u8; 32];
+
+/// Hashes are SHA-256 outputs, uniformly spread: their first eight bytes are a good hash-table
+/// hash already (the keys stored are computed by us or pushed by trusted servers).
+#[derive(Debug, Default, Clone, Copy)]
+struct HashPrefix(u64);
+
+impl std::hash::Hasher for HashPrefix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // A `[u8; 32]` is hashed as its length, then its bytes: keep the first eight bytes.
+        if bytes.len() >= 8 {
+            self.0 = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+        }
+    }
+}
+
+type FastMap<V> = HashMap<Hash, V, std::hash::BuildHasherDefault<HashPrefix>>;
+
+/// Marks a hash known to several servers or users (see the overflow maps).
+const SEVERAL: u32 = u32::MAX;
+
+/// What is known of a hash for one pepper: one owner inline (a server id, or a local 3PID
+/// id), or `SEVERAL` with the list in an overflow map. Most hashes have one owner, so one
+/// `u32` per hash keeps a million pushed hashes in about 80 MB.
+#[derive(Debug, Default)]
+struct Table {
+    single: FastMap<u32>,
+    several: FastMap<Vec<u32>>,
+}
+
+impl Table {
+    fn insert(&mut self, hash: Hash, owner: u32) {
+        match self.single.get_mut(&hash) {
+            None => {
+                self.single.insert(hash, owner);
+            }
+            Some(existing) if *existing == SEVERAL => {
+                let owners = self.several.entry(hash).or_default();
+                if !owners.contains(&owner) {
+                    owners.push(owner);
+                }
+            }
+            Some(existing) if *existing != owner => {
+                let first = *existing;
+                *existing = SEVERAL;
+                self.several.insert(hash, vec![first, owner]);
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn owners(&self, hash: &Hash) -> &[u32] {
+        match self.single.get(hash) {
+            None => &[],
+            Some(owner) if *owner == SEVERAL => self.several.get(hash).map_or(&[], Vec::as_slice),
+            Some(owner) => std::slice::from_ref(owner),
+        }
+    }
+
+    /// Removes `owner` from every hash (a snapshot being replaced).
+    fn remove_owner(&mut self, owner: u32) {
+        self.single.retain(|_, existing| *existing != owner);
+        self.several.retain(|hash, owners| {
+            owners.retain(|existing| *existing != owner);
+            if owners.len() > 1 {
+                return true;
+            }
+            if let (Some(last), Some(slot)) = (owners.first(), self.single.get_mut(hash)) {
+                *slot = *last;
+            } else {
+                self.single.remove(hash);
+            }
+            false
+        });
+        self.single.shrink_to_fit();
+    }
+}
 
 /// A local 3PID behind a hash.
 #[derive(Debug, Clone)]
@@ -40,16 +120,17 @@ struct Data {
     /// Last change applied.
     seq: i64,
     peppers: Peppers,
-    local: HashMap<Key, Vec<LocalHit>>,
-    pushed: HashMap<Key, Vec<u32>>,
+    /// Per pepper slot (0 current, 1 previous): hash -> indexes into `local_hits`.
+    local: [Table; 2],
+    local_hits: Vec<LocalHit>,
+    /// Per pepper slot: hash -> server ids.
+    pushed: [Table; 2],
     servers: Vec<Arc<str>>,
     server_ids: HashMap<Arc<str>, u32>,
-    /// The hashes of each snapshot (server id, slot), to replace it.
-    snapshots: HashMap<(u32, u8), Vec<[u8; 32]>>,
 }
 
 impl Data {
-    fn slot(&self, pepper: &str) -> Option<u8> {
+    fn slot(&self, pepper: &str) -> Option<usize> {
         if self.peppers.current.as_deref() == Some(pepper) {
             Some(0)
         } else if self.peppers.previous.as_deref() == Some(pepper) {
@@ -67,34 +148,24 @@ impl Data {
         if let Some(id) = self.server_ids.get(server) {
             return *id;
         }
-        let id = u32::try_from(self.servers.len()).unwrap_or(u32::MAX);
+        let id = u32::try_from(self.servers.len()).unwrap_or(SEVERAL - 1);
         let name: Arc<str> = Arc::from(server);
         self.servers.push(Arc::clone(&name));
         self.server_ids.insert(name, id);
         id
     }
 
-    fn replace_snapshot(&mut self, server: &str, slot: u8, hashes: Vec<[u8; 32]>) {
+    fn replace_snapshot(&mut self, server: &str, slot: usize, hashes: &[Hash]) {
         let id = self.server_id(server);
-        for old in self.snapshots.remove(&(id, slot)).unwrap_or_default() {
-            if let Some(servers) = self.pushed.get_mut(&(slot, old)) {
-                servers.retain(|server| *server != id);
-                if servers.is_empty() {
-                    self.pushed.remove(&(slot, old));
-                }
-            }
+        let table = &mut self.pushed[slot];
+        table.remove_owner(id);
+        for hash in hashes {
+            table.insert(*hash, id);
         }
-        for hash in &hashes {
-            let servers = self.pushed.entry((slot, *hash)).or_default();
-            if !servers.contains(&id) {
-                servers.push(id);
-            }
-        }
-        self.snapshots.insert((id, slot), hashes);
     }
 }
 
-fn decode(hash: &str) -> Option<[u8; 32]> {
+fn decode(hash: &str) -> Option<Hash> {
     let mut out = [0_u8; 32];
     (hash.len() == 43 && URL_SAFE_NO_PAD.decode_slice(hash, &mut out).ok() == Some(32)).then_some(out)
 }
@@ -157,9 +228,9 @@ impl LookupIndex {
                 .collect();
             for (server, pepper) in snapshots {
                 let Some(slot) = self.read().slot(&pepper) else { continue };
-                let hashes: Vec<[u8; 32]> =
-                    store.snapshot_hashes(&server, &pepper).await?.iter().filter_map(|hash| decode(hash)).collect();
-                self.write().replace_snapshot(&server, slot, hashes);
+                let mut hashes = Vec::new();
+                store.for_each_snapshot_hash(&server, &pepper, |hash| hashes.extend(decode(hash))).await?;
+                self.write().replace_snapshot(&server, slot, &hashes);
             }
             self.write().seq = seq;
         }
@@ -171,16 +242,17 @@ impl LookupIndex {
         let peppers = store.peppers().await?;
         let mut data = Data { seq, peppers, ..Data::default() };
         let list = data.pepper_list();
-        let mut by_snapshot: HashMap<(String, u8), Vec<[u8; 32]>> = HashMap::new();
-        for row in store.pushed_rows(&list).await? {
-            if let (Some(slot), Some(hash)) = (data.slot(&row.pepper), decode(&row.hash)) {
-                by_snapshot.entry((row.server, slot)).or_default().push(hash);
-            }
-        }
-        for ((server, slot), hashes) in by_snapshot {
-            data.replace_snapshot(&server, slot, hashes);
-        }
-        data.local = local_part(store, &data).await?;
+        store
+            .for_each_pushed_row(&list, |row| {
+                if let (Some(slot), Some(hash)) = (data.slot(&row.pepper), decode(&row.hash)) {
+                    let id = data.server_id(&row.server);
+                    data.pushed[slot].insert(hash, id);
+                }
+            })
+            .await?;
+        let (local, hits) = local_part(store, &data).await?;
+        data.local = local;
+        data.local_hits = hits;
         *self.write() = data;
         Ok(())
     }
@@ -193,8 +265,10 @@ impl LookupIndex {
             return Ok(());
         }
         let probe = Data { peppers, ..Data::default() };
-        let local = local_part(store, &probe).await?;
-        self.write().local = local;
+        let (local, hits) = local_part(store, &probe).await?;
+        let mut data = self.write();
+        data.local = local;
+        data.local_hits = hits;
         Ok(())
     }
 
@@ -227,21 +301,22 @@ impl LookupIndex {
         let mut third_party: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
         for address in addresses {
             let Some(hash) = decode(address) else { continue };
-            let key = (slot, hash);
-            if let Some(hits) = data.local.get(&key) {
-                let best = hits.iter().max_by_key(|hit| (hit.active, hit.binding));
-                if let Some(hit) = best {
-                    if hit.active {
-                        mappings.insert(address.clone(), Value::from(hit.mxid.as_ref()));
-                        continue;
-                    }
-                    if with_inactive {
-                        inactive.insert(address.clone(), Value::from(hit.mxid.as_ref()));
-                        continue;
-                    }
+            let best = data.local[slot]
+                .owners(&hash)
+                .iter()
+                .filter_map(|index| data.local_hits.get(*index as usize))
+                .max_by_key(|hit| (hit.active, hit.binding));
+            if let Some(hit) = best {
+                if hit.active {
+                    mappings.insert(address.clone(), Value::from(hit.mxid.as_ref()));
+                    continue;
+                }
+                if with_inactive {
+                    inactive.insert(address.clone(), Value::from(hit.mxid.as_ref()));
+                    continue;
                 }
             }
-            for server in data.pushed.get(&key).into_iter().flatten() {
+            for server in data.pushed[slot].owners(&hash) {
                 third_party.entry(*server).or_default().insert(address.as_str());
             }
         }
@@ -257,20 +332,21 @@ impl LookupIndex {
     }
 }
 
-/// Loads the local hashes of the index's peppers.
-async fn local_part(store: &Store, data: &Data) -> StoreResult<HashMap<Key, Vec<LocalHit>>> {
-    let mut local: HashMap<Key, Vec<LocalHit>> = HashMap::new();
+/// Loads the local hashes of the index's peppers: the tables and the 3PIDs they point to.
+async fn local_part(store: &Store, data: &Data) -> StoreResult<([Table; 2], Vec<LocalHit>)> {
+    let mut tables: [Table; 2] = Default::default();
+    let mut hits = Vec::new();
     let mut users: HashMap<String, Arc<str>> = HashMap::new();
-    for row in store.local_rows(&data.pepper_list()).await? {
-        let (Some(slot), Some(hash)) = (data.slot(&row.pepper), decode(&row.hash)) else { continue };
-        let mxid = Arc::clone(users.entry(row.mxid.clone()).or_insert_with(|| Arc::from(row.mxid.as_str())));
-        local.entry((slot, hash)).or_default().push(LocalHit {
-            mxid,
-            active: row.active,
-            binding: row.source == "binding",
-        });
-    }
-    Ok(local)
+    store
+        .for_each_local_row(&data.pepper_list(), |row| {
+            let (Some(slot), Some(hash)) = (data.slot(&row.pepper), decode(&row.hash)) else { return };
+            let mxid = Arc::clone(users.entry(row.mxid.clone()).or_insert_with(|| Arc::from(row.mxid.as_str())));
+            let index = u32::try_from(hits.len()).unwrap_or(SEVERAL - 1);
+            hits.push(LocalHit { mxid, active: row.active, binding: row.source == "binding" });
+            tables[slot].insert(hash, index);
+        })
+        .await?;
+    Ok((tables, hits))
 }
 
 /// Applies other instances' changes every [`POLL_INTERVAL`], until aborted.
@@ -281,5 +357,43 @@ pub async fn follow(index: Arc<LookupIndex>, store: Store) {
         if let Err(error) = index.refresh(&store).await {
             tracing::warn!(%error, "cannot refresh the lookup index");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(byte: u8) -> Hash {
+        [byte; 32]
+    }
+
+    #[test]
+    fn a_table_keeps_one_or_several_owners_per_hash() {
+        let mut table = Table::default();
+        table.insert(hash(1), 7);
+        table.insert(hash(1), 7);
+        assert_eq!(table.owners(&hash(1)), &[7]);
+        table.insert(hash(1), 8);
+        table.insert(hash(2), 8);
+        assert_eq!(table.owners(&hash(1)), &[7, 8]);
+        table.insert(hash(1), 9);
+        assert_eq!(table.owners(&hash(1)), &[7, 8, 9]);
+        table.remove_owner(8);
+        assert_eq!(table.owners(&hash(1)), &[7, 9]);
+        assert!(table.owners(&hash(2)).is_empty());
+        table.remove_owner(7);
+        assert_eq!(table.owners(&hash(1)), &[9], "back to a single owner");
+        table.remove_owner(9);
+        assert!(table.owners(&hash(1)).is_empty());
+        assert!(table.owners(&hash(3)).is_empty());
+    }
+
+    #[test]
+    fn only_well_formed_hashes_decode() {
+        assert!(decode("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc").is_some());
+        assert!(decode("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZU").is_none());
+        assert!(decode("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZU=").is_none());
+        assert!(decode("").is_none());
     }
 }

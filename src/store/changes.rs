@@ -1,6 +1,8 @@
 //! The log of changes that lookups must see, so that every instance can update the lookup data
 //! it keeps in memory (see `domain::index`).
 
+use futures_util::TryStreamExt as _;
+
 use super::{Store, StoreResult, on_pool};
 
 /// One logged change.
@@ -98,8 +100,8 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Every local hash of these peppers, with its user.
-    pub async fn local_rows(&self, peppers: &[String]) -> StoreResult<Vec<LocalRow>> {
+    /// Calls `each` with every local hash of these peppers and its user, streaming.
+    pub async fn for_each_local_row(&self, peppers: &[String], mut each: impl FnMut(LocalRow)) -> StoreResult<()> {
         let sql = self.dialect(
             "SELECT h.pepper, h.hash, t.mxid, t.active, t.source FROM local_hashes h \
              JOIN local_threepids t ON t.id = h.threepid_id WHERE h.pepper IN (SELECT value FROM json_each($1))",
@@ -107,30 +109,51 @@ impl Store {
              JOIN local_threepids t ON t.id = h.threepid_id WHERE h.pepper IN (SELECT jsonb_array_elements_text($1::jsonb))",
         );
         let json = serde_json::to_string(peppers).unwrap_or_else(|_| "[]".to_owned());
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, LocalRow>(sql).bind(json).fetch_all(pool).await)?;
-        Ok(rows)
+        on_pool!(self, pool => {
+            let mut rows = sqlx::query_as::<_, LocalRow>(sql).bind(json).fetch(pool);
+            while let Some(row) = rows.try_next().await? {
+                each(row);
+            }
+            Ok::<(), sqlx::Error>(())
+        })?;
+        Ok(())
     }
 
-    /// Every pushed hash of these peppers.
-    pub async fn pushed_rows(&self, peppers: &[String]) -> StoreResult<Vec<PushedRow>> {
+    /// Calls `each` with every pushed hash of these peppers, streaming (a million rows do not
+    /// sit in memory at once).
+    pub async fn for_each_pushed_row(&self, peppers: &[String], mut each: impl FnMut(PushedRow)) -> StoreResult<()> {
         let sql = self.dialect(
             "SELECT pepper, hash, server FROM pushed_hashes WHERE pepper IN (SELECT value FROM json_each($1))",
             "SELECT pepper, hash, server FROM pushed_hashes WHERE pepper IN (SELECT jsonb_array_elements_text($1::jsonb))",
         );
         let json = serde_json::to_string(peppers).unwrap_or_else(|_| "[]".to_owned());
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, PushedRow>(sql).bind(json).fetch_all(pool).await)?;
-        Ok(rows)
+        on_pool!(self, pool => {
+            let mut rows = sqlx::query_as::<_, PushedRow>(sql).bind(json).fetch(pool);
+            while let Some(row) = rows.try_next().await? {
+                each(row);
+            }
+            Ok::<(), sqlx::Error>(())
+        })?;
+        Ok(())
     }
 
-    /// The hashes of one snapshot.
-    pub async fn snapshot_hashes(&self, server: &str, pepper: &str) -> StoreResult<Vec<String>> {
-        let hashes = on_pool!(self, pool => sqlx::query_scalar::<_, String>(
-            "SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2",
-        )
-        .bind(server)
-        .bind(pepper)
-        .fetch_all(pool)
-        .await)?;
-        Ok(hashes)
+    /// Calls `each` with every hash of one snapshot, streaming.
+    pub async fn for_each_snapshot_hash(
+        &self,
+        server: &str,
+        pepper: &str,
+        mut each: impl FnMut(&str),
+    ) -> StoreResult<()> {
+        on_pool!(self, pool => {
+            let mut rows = sqlx::query_scalar::<_, String>("SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2")
+                .bind(server)
+                .bind(pepper)
+                .fetch(pool);
+            while let Some(hash) = rows.try_next().await? {
+                each(&hash);
+            }
+            Ok::<(), sqlx::Error>(())
+        })?;
+        Ok(())
     }
 }

@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""Benchmarks of federated-identity-service: lookup, push, rotation, startup/idle, directory sync.
+
+Starts the release binary on loopback with SQLite and/or PostgreSQL, loads the data, drives it
+with `oha` (the load generator runs on the same machine), and prints a Markdown summary; the raw
+figures go to bench/results/. Run it through scripts/bench.sh, which builds the binary, installs
+the tools and starts PostgreSQL and slapd. Standard library only.
+"""
+
+import argparse
+import base64
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import platform
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "target", "release", "federated-identity-service")
+OHA = os.environ.get("OHA", os.path.join(ROOT, "target", "bench-tools", "bin", "oha"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def lookup_hash(address, medium, pepper):
+    digest = hashlib.sha256(f"{address} {medium} {pepper}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_database():
+    """A fresh database on the PostgreSQL that scripts/services.sh started."""
+    admin = os.environ["FIS_TEST_POSTGRES_URL"]
+    name = f"fis_bench_{random.getrandbits(48):012x}"
+    parsed = urllib.parse.urlparse(admin)
+    subprocess.run(
+        ["psql", admin, "-q", "-c", f"CREATE DATABASE {name}"], check=True, stdout=subprocess.DEVNULL
+    )
+    return parsed._replace(path=f"/{name}").geturl()
+
+
+class Server:
+    """One service process with its own data."""
+
+    def __init__(self, engine, work, **config):
+        self.work = work
+        self.port = free_port()
+        self.config = {
+            "listen_port": self.port,
+            "data_dir": os.path.join(work, "data"),
+            "server_name": "bench.example",
+            "base_url": f"http://127.0.0.1:{self.port}",
+            "trusted_servers_addresses": ["127.0.0.1"],
+            "cron_service": False,
+            "rate_limiting_nb_requests": 1_000_000_000,
+            "hashes_rate_limit": 1000,
+            "lookups_body_limit": 128 * 1024 * 1024,
+            "request_timeout": 600,
+            "logging": {"log_level": "warn"},
+        }
+        if engine == "postgres":
+            self.config.update({"database_engine": "pg", "database_host": postgres_database()})
+        self.config.update(config)
+        self.config_path = os.path.join(work, "config.json")
+        with open(self.config_path, "w") as file:
+            json.dump(self.config, file)
+        self.process = None
+
+    def cli(self, *args):
+        started = time.perf_counter()
+        output = subprocess.run([BINARY, "--config", self.config_path, *args], check=True, capture_output=True, text=True)
+        return time.perf_counter() - started, output.stdout
+
+    def start(self):
+        """Starts the process; returns the seconds until it answered its first request."""
+        log = open(os.path.join(self.work, "server.log"), "w")
+        started = time.perf_counter()
+        self.process = subprocess.Popen([BINARY, "--config", self.config_path], stderr=log, stdout=log)
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                connection.request("GET", "/_matrix/identity/versions")
+                if connection.getresponse().status == 200:
+                    return time.perf_counter() - started
+            except OSError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError(open(os.path.join(self.work, "server.log")).read())
+            if time.perf_counter() - started > 120:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.0005)
+
+    def stop(self):
+        if self.process:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+            self.process = None
+
+    def status(self, field):
+        with open(f"/proc/{self.process.pid}/status") as file:
+            for line in file:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # MiB
+        return None
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.process.pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def call(self, method, path, body=None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        payload = json.dumps(body).encode() if body is not None else None
+        connection.request(method, path, body=payload, headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, (json.loads(data) if data else None)
+
+    def pepper(self):
+        return self.call("GET", "/_matrix/identity/v2/hash_details")[1]["lookup_pepper"]
+
+    def push(self, server, pepper, hashes):
+        started = time.perf_counter()
+        status, body = self.call(
+            "POST", "/_matrix/identity/v2/lookups", {"algorithm": "sha256", "pepper": pepper, "mappings": {server: hashes}}
+        )
+        if status != 201:
+            raise RuntimeError(f"push answered {status}: {body}")
+        return time.perf_counter() - started, body
+
+
+def oha(server, body, seconds, connections, rate=None):
+    """Drives POST /lookup with `body`; returns oha's JSON summary."""
+    body_path = os.path.join(server.work, "lookup.json")
+    with open(body_path, "w") as file:
+        json.dump(body, file)
+    command = [
+        OHA, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(connections),
+        "-m", "POST", "-T", "application/json", "-D", body_path,
+        f"http://127.0.0.1:{server.port}/_matrix/identity/v2/lookup",
+    ]
+    if rate:
+        command[1:1] = ["-q", str(rate)]
+    cpu_before, started = server.cpu_seconds(), time.perf_counter()
+    output = subprocess.run(command, check=True, capture_output=True, text=True)
+    cpu = (server.cpu_seconds() - cpu_before) / (time.perf_counter() - started)
+    result = json.loads(output.stdout)
+    statuses = result.get("statusCodeDistribution", {})
+    summary = result["summary"]
+    latency = result["latencyPercentiles"]
+    return {
+        "requests_per_second": round(summary["requestsPerSec"], 1),
+        "hashes_per_second": round(summary["requestsPerSec"] * len(body["addresses"])),
+        "p50_ms": round(latency["p50"] * 1000, 2),
+        "p99_ms": round(latency["p99"] * 1000, 2),
+        "max_ms": round(summary["slowest"] * 1000, 2),
+        "non_200": sum(count for code, count in statuses.items() if code != "200"),
+        # Requests still in flight when the run ends are counted by oha as "aborted due to
+        # deadline"; they are not errors of the service.
+        "errors": sum(n for kind, n in result.get("errorDistribution", {}).items() if "deadline" not in kind),
+        "server_cpu_cores": round(cpu, 2),
+        "server_rss_mib": round(server.status("VmRSS"), 1),
+        "server_peak_rss_mib": round(server.status("VmHWM"), 1),
+    }
+
+
+def sql_directory(path, users, prefix="user"):
+    """A SQLite users table with `users` users, one e-mail each."""
+    if os.path.exists(path):
+        os.remove(path)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE users (uid TEXT, mail TEXT, mobile TEXT)")
+    db.executemany("INSERT INTO users VALUES (?, ?, NULL)", ((f"{prefix}{n}", f"{prefix}{n}@bench.example") for n in range(users)))
+    db.commit()
+    db.close()
+
+
+def scenario_startup(engine, work):
+    server = Server(engine, work)
+    first = server.start()
+    time.sleep(2)
+    idle = server.status("VmRSS")
+    server.stop()
+    again = server.start()  # a start on an existing database
+    server.stop()
+    return {"first_start_s": round(first, 3), "restart_s": round(again, 3), "idle_rss_mib": round(idle, 1)}
+
+
+def scenario_push(engine, work):
+    server = Server(engine, work)
+    server.start()
+    pepper = server.pepper()
+    hashes = [lookup_hash(f"user{n}@org.example", "email", pepper) for n in range(1_000_000)]
+    first, _ = server.push("org.example:443", pepper, hashes)
+    identical, _ = server.push("org.example:443", pepper, hashes)
+    changed = hashes[10_000:] + [lookup_hash(f"new{n}@org.example", "email", pepper) for n in range(10_000)]
+    one_percent, answer = server.push("org.example:443", pepper, changed)
+    peak = server.status("VmHWM")
+    server.stop()
+    return {
+        "first_push_s": round(first, 2), "identical_repush_s": round(identical, 2),
+        "one_percent_changed_s": round(one_percent, 2), "changed_answer": answer, "peak_rss_mib": round(peak, 1),
+    }
+
+
+def lookup_data(server, pepper, own):
+    """100 servers x 10,000 pushed hashes; returns a body of 100 addresses, half known."""
+    pushed = []
+    for s in range(100):
+        hashes = [lookup_hash(f"u{n}@org{s}.example", "email", pepper) for n in range(10_000)]
+        server.push(f"org{s}.example:443", pepper, hashes)
+        pushed.append(hashes[0])
+    local = [lookup_hash(f"user{n}@bench.example", "email", pepper) for n in range(0, own, own // 25)][:25]
+    unknown = [lookup_hash(f"nobody{n}@nowhere.example", "email", pepper) for n in range(50)]
+    return {"algorithm": "sha256", "pepper": pepper, "addresses": local + pushed[:25] + unknown}
+
+
+def scenario_lookup(engine, work, seconds):
+    directory = os.path.join(work, "users.db")
+    sql_directory(directory, 100_000)
+    server = Server(engine, work, userdb_engine="sqlite", userdb_host=directory, directory_publish_all=True)
+    sync_seconds, _ = server.cli("sync-directory")
+    server.start()
+    pepper = server.pepper()
+    body = lookup_data(server, pepper, 100_000)
+    status, answer = server.call("POST", "/_matrix/identity/v2/lookup", body)
+    known = len(answer["mappings"]) + sum(len(h) for h in answer["third_party_mappings"].values())
+    full = oha(server, body, seconds, connections=64)
+    half = oha(server, body, seconds, connections=64, rate=int(full["requests_per_second"] / 2))
+    server.stop()
+    return {"known_addresses_per_request": known, "own_3pids": 100_000, "pushed_hashes": 1_000_000,
+            "full_load": full, "half_load": half, "loading_100k_own_3pids_s": round(sync_seconds, 2)}
+
+
+def scenario_rotation(engine, work, seconds):
+    directory = os.path.join(work, "users.db")
+    sql_directory(directory, 1_000_000)
+    server = Server(engine, work, userdb_engine="sqlite", userdb_host=directory, directory_publish_all=True)
+    sync_seconds, _ = server.cli("sync-directory")
+    server.start()
+    pepper = server.pepper()
+    body = {"algorithm": "sha256", "pepper": pepper,
+            "addresses": [lookup_hash(f"user{n}@bench.example", "email", pepper) for n in range(0, 1_000_000, 10_000)]}
+    body_path = os.path.join(work, "rotation-lookup.json")
+    with open(body_path, "w") as file:
+        json.dump(body, file)
+    load = subprocess.Popen(
+        [OHA, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", "16", "-q", "1000",
+         "-m", "POST", "-T", "application/json", "-D", body_path,
+         f"http://127.0.0.1:{server.port}/_matrix/identity/v2/lookup"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    time.sleep(2)
+    rotation, _ = server.cli("rotate-pepper")
+    output, _ = load.communicate()
+    result = json.loads(output)
+    peak = server.status("VmHWM")
+    server.stop()
+    statuses = result.get("statusCodeDistribution", {})
+    return {
+        "local_3pids": 1_000_000, "loading_1m_own_3pids_s": round(sync_seconds, 2), "rotation_s": round(rotation, 2),
+        "lookups_during": {"requests_per_second": round(result["summary"]["requestsPerSec"], 1),
+                           "p99_ms": round(result["latencyPercentiles"]["p99"] * 1000, 2),
+                           "max_ms": round(result["summary"]["slowest"] * 1000, 2),
+                           "non_200": sum(c for code, c in statuses.items() if code != "200")},
+        "peak_rss_mib": round(peak, 1),
+    }
+
+
+def scenario_directory(engine, work, users):
+    url, base = os.environ["FIS_TEST_LDAP_URL"], os.environ["FIS_TEST_LDAP_BASE"]
+    admin, password = os.environ["FIS_TEST_LDAP_ADMIN_DN"], os.environ["FIS_TEST_LDAP_ADMIN_PASSWORD"]
+    ou = f"bench{random.getrandbits(32):08x}"
+    branch = f"ou={ou},{base}"
+    ldif = [f"dn: {branch}\nobjectClass: organizationalUnit\nou: {ou}\n"]
+    for n in range(users):
+        ldif.append(f"dn: uid=u{n},{branch}\nobjectClass: inetOrgPerson\nuid: u{n}\ncn: u{n}\nsn: u{n}\nmail: u{n}@ldap.example\n")
+    started = time.perf_counter()
+    subprocess.run(["ldapadd", "-x", "-H", url, "-D", admin, "-w", password], input="\n".join(ldif), text=True,
+                   check=True, stdout=subprocess.DEVNULL)
+    loading = time.perf_counter() - started
+    server = Server(engine, work, userdb_engine="ldap", ldap_uri=url, ldap_base=branch, ldap_user=admin,
+                    ldap_password=password, ldap_filter="(objectClass=inetOrgPerson)", directory_publish_all=True)
+    first_s, first = server.cli("sync-directory")
+    changes = "".join(
+        f"dn: uid=u{n},{branch}\nchangetype: modify\nreplace: mail\nmail: changed{n}@ldap.example\n\n"
+        for n in range(0, users, 100)
+    )
+    subprocess.run(["ldapmodify", "-x", "-H", url, "-D", admin, "-w", password], input=changes, text=True,
+                   check=True, stdout=subprocess.DEVNULL)
+    second_s, second = server.cli("sync-directory")
+    return {"users": users, "ldapadd_s": round(loading, 1), "first_sync_s": round(first_s, 2), "first": json.loads(first),
+            "incremental_sync_s": round(second_s, 2), "incremental": json.loads(second)}
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    memory = next((int(line.split()[1]) // 1024 // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+            "cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "kernel": platform.release()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--engines", default="sqlite,postgres")
+    parser.add_argument("--scenarios", default="startup,push,lookup,rotation,directory")
+    parser.add_argument("--seconds", type=int, default=20, help="duration of each load run")
+    parser.add_argument("--ldap-users", type=int, default=100_000)
+    args = parser.parse_args()
+    results = {"machine": machine(), "engines": {}}
+    for engine in args.engines.split(","):
+        results["engines"][engine] = {}
+        for scenario in args.scenarios.split(","):
+            with tempfile.TemporaryDirectory(prefix=f"fis-bench-{scenario}-") as work:
+                print(f"... {engine} {scenario}", file=sys.stderr, flush=True)
+                if scenario == "startup":
+                    outcome = scenario_startup(engine, work)
+                elif scenario == "push":
+                    outcome = scenario_push(engine, work)
+                elif scenario == "lookup":
+                    outcome = scenario_lookup(engine, work, args.seconds)
+                elif scenario == "rotation":
+                    outcome = scenario_rotation(engine, work, args.seconds)
+                elif scenario == "directory":
+                    outcome = scenario_directory(engine, work, args.ldap_users)
+                else:
+                    raise SystemExit(f"unknown scenario {scenario}")
+                results["engines"][engine][scenario] = outcome
+                print(json.dumps({engine: {scenario: outcome}}), file=sys.stderr, flush=True)
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    name = f"{results['machine']['date'][:19].replace(':', '')}-{results['machine']['commit']}.json"
+    with open(os.path.join(ROOT, "bench", "results", name), "w") as file:
+        json.dump(results, file, indent=2)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
