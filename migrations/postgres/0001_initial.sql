@@ -61,14 +61,15 @@ CREATE TABLE local_threepids (
 );
 CREATE INDEX local_threepids_mxid ON local_threepids (mxid);
 
--- Lookup hashes of the local 3PIDs, one row per pepper.
+-- Lookup hashes of the local 3PIDs, one row per pepper. Lookups are answered from memory
+-- (see domain/index.rs), so the table is read whole or by 3PID: keyed by 3PID first, a
+-- rotation writes its million rows in key order.
 CREATE TABLE local_hashes (
+    threepid_id BIGINT NOT NULL REFERENCES local_threepids (id) ON DELETE CASCADE,
     pepper TEXT NOT NULL,
     hash TEXT NOT NULL,
-    threepid_id BIGINT NOT NULL REFERENCES local_threepids (id) ON DELETE CASCADE,
-    PRIMARY KEY (pepper, hash, threepid_id)
+    PRIMARY KEY (threepid_id, pepper)
 );
-CREATE INDEX local_hashes_threepid_id ON local_hashes (threepid_id);
 
 -- MSC4004: hashes pushed by trusted servers, computed with one of our peppers. A push is a
 -- complete snapshot for (server, pepper) and replaces the previous one.

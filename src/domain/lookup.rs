@@ -105,7 +105,8 @@ pub struct LookupRequest {
 
 /// Answers a lookup: own active 3PIDs in `mappings`, hashes pushed by other servers in
 /// `third_party_mappings`, and, when `with_inactive`, own inactive 3PIDs in `inactive_mappings`.
-/// `sha256` lookups are answered from the in-memory index; `none` from the database.
+/// `sha256` lookups are answered from the in-memory index; `none` (plain addresses, off by
+/// default) from the database.
 pub async fn lookup(
     store: &Store,
     index: &super::index::LookupIndex,
@@ -130,36 +131,31 @@ pub async fn lookup(
     }
 
     let addresses: Vec<String> = request.addresses.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
-    let (mappings, inactive) = match algorithm {
-        Algorithm::Sha256 => split_local(store.find_local_hashes(&request.pepper, &addresses).await?),
-        Algorithm::None => {
-            // Matches come back under the normalised "<address> <medium>"; answer under the
-            // entries as the client sent them.
-            let mut sent_as: BTreeMap<String, Vec<&String>> = BTreeMap::new();
-            for entry in &addresses {
-                if let Some((medium, address)) = parse_plain(entry) {
-                    sent_as.entry(format!("{address} {medium}")).or_default().push(entry);
-                }
-            }
-            let pairs: Vec<(String, String)> = addresses.iter().filter_map(|entry| parse_plain(entry)).collect();
-            let (mappings, inactive) = split_local(store.find_local_plain(&pairs).await?);
-            let rekey = |found: BTreeMap<String, String>| -> BTreeMap<String, String> {
-                found
-                    .into_iter()
-                    .flat_map(|(key, mxid)| {
-                        sent_as.get(&key).into_iter().flatten().map(move |entry| ((*entry).clone(), mxid.clone()))
-                    })
-                    .collect()
-            };
-            (rekey(mappings), rekey(inactive))
+    // Matches come back under the normalised "<address> <medium>"; answer under the entries
+    // as the client sent them.
+    let mut sent_as: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+    for entry in &addresses {
+        if let Some((medium, address)) = parse_plain(entry) {
+            sent_as.entry(format!("{address} {medium}")).or_default().push(entry);
         }
+    }
+    let pairs: Vec<(String, String)> = addresses.iter().filter_map(|entry| parse_plain(entry)).collect();
+    let (found, found_inactive) = split_local(store.find_local_plain(&pairs).await?);
+    let rekey = |found: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        found
+            .into_iter()
+            .flat_map(|(key, mxid)| {
+                sent_as.get(&key).into_iter().flatten().map(move |entry| ((*entry).clone(), mxid.clone()))
+            })
+            .collect()
     };
+    let (mappings, inactive) = (rekey(found), rekey(found_inactive));
 
     let remaining: Vec<String> = addresses
         .into_iter()
         .filter(|key| !(mappings.contains_key(key) || (with_inactive && inactive.contains_key(key))))
         .collect();
-    let third_party = third_party_mappings(store, algorithm, &request.pepper, &remaining).await?;
+    let third_party = plain_third_party_mappings(store, &request.pepper, &remaining).await?;
 
     let mut body = json!({ "mappings": mappings, "third_party_mappings": third_party });
     if with_inactive {
@@ -185,40 +181,28 @@ fn split_local(mut local: Vec<LocalMatch>) -> (BTreeMap<String, String>, BTreeMa
     (mappings, inactive)
 }
 
-/// `{"<server>": [hash, ...]}` for the addresses other servers pushed. For `none`, the
-/// plain entries are hashed with the request's pepper to find them, and given back as sent.
-async fn third_party_mappings(
+/// `{"<server>": [entry, ...]}` for the plain entries of a `none` lookup that other servers
+/// pushed: each entry is hashed with the request's pepper to find it, and given back as sent.
+async fn plain_third_party_mappings(
     store: &Store,
-    algorithm: Algorithm,
     pepper: &str,
     remaining: &[String],
 ) -> ApiResult<Map<String, Value>> {
-    let mut by_server: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    if remaining.is_empty() {
+    let hashed: BTreeMap<String, &String> = remaining
+        .iter()
+        .filter_map(|entry| parse_plain(entry).map(|(medium, address)| (hash_3pid(&address, &medium, pepper), entry)))
+        .collect();
+    if hashed.is_empty() {
         return Ok(Map::new());
     }
-    match algorithm {
-        Algorithm::Sha256 => {
-            for (hash, server) in store.find_pushed_hashes(pepper, remaining).await? {
-                by_server.entry(server).or_default().insert(hash);
-            }
-        }
-        Algorithm::None => {
-            let hashed: BTreeMap<String, &String> = remaining
-                .iter()
-                .filter_map(|entry| {
-                    parse_plain(entry).map(|(medium, address)| (hash_3pid(&address, &medium, pepper), entry))
-                })
-                .collect();
-            let hashes: Vec<String> = hashed.keys().cloned().collect();
-            for (hash, server) in store.find_pushed_hashes(pepper, &hashes).await? {
-                if let Some(entry) = hashed.get(&hash) {
-                    by_server.entry(server).or_default().insert((*entry).clone());
-                }
-            }
+    let hashes: Vec<String> = hashed.keys().cloned().collect();
+    let mut by_server: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (hash, server) in store.find_pushed_hashes(pepper, &hashes).await? {
+        if let Some(entry) = hashed.get(&hash) {
+            by_server.entry(server).or_default().insert((*entry).clone());
         }
     }
-    Ok(by_server.into_iter().map(|(server, hashes)| (server, json!(hashes))).collect())
+    Ok(by_server.into_iter().map(|(server, entries)| (server, json!(entries))).collect())
 }
 
 /// Parses a `none` entry, `"<address> <medium>"`, into `(medium, normalised address)`.

@@ -86,24 +86,6 @@ impl Store {
         self.dialect("BEGIN IMMEDIATE", "BEGIN")
     }
 
-    /// Local 3PIDs whose hash for `pepper` is one of `hashes`.
-    pub async fn find_local_hashes(&self, pepper: &str, hashes: &[String]) -> StoreResult<Vec<LocalMatch>> {
-        let sql = self.dialect(
-            "SELECT h.hash, t.mxid, t.active, t.source FROM local_hashes h \
-             JOIN local_threepids t ON t.id = h.threepid_id \
-             WHERE h.pepper = $1 AND h.hash IN (SELECT value FROM json_each($2))",
-            "SELECT h.hash, t.mxid, t.active, t.source FROM local_hashes h \
-             JOIN local_threepids t ON t.id = h.threepid_id \
-             WHERE h.pepper = $1 AND h.hash IN (SELECT jsonb_array_elements_text($2::jsonb))",
-        );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, LocalMatch>(sql)
-            .bind(pepper)
-            .bind(json_list(hashes))
-            .fetch_all(pool)
-            .await)?;
-        Ok(rows)
-    }
-
     /// Local 3PIDs by plain `(medium, address)`, for the `none` algorithm. `hash` holds
     /// `"<address> <medium>"`.
     pub async fn find_local_plain(&self, entries: &[(String, String)]) -> StoreResult<Vec<LocalMatch>> {

@@ -33,6 +33,28 @@ impl Mail {
         url.query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned()).expect(name)
     }
 
+    /// Placeholders left in the message: `__name__` words (random tokens may hold `__`, but
+    /// not between two lowercase words like this).
+    pub fn placeholders(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut rest = self.data.as_str();
+        while let Some(start) = rest.find("__") {
+            let after = &rest[start + 2..];
+            let name: String = after.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            if let Some(end) = name
+                .find("__")
+                .filter(|end| *end > 0 && name[..*end].chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            {
+                let word = &name[..end];
+                if !word.starts_with('_') && !word.ends_with('_') {
+                    found.push(format!("__{word}__"));
+                }
+            }
+            rest = after;
+        }
+        found
+    }
+
     /// The value of a header of the message.
     pub fn header(&self, name: &str) -> Option<String> {
         let prefix = format!("{}:", name.to_ascii_lowercase());
