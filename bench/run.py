@@ -2,8 +2,8 @@
 """Benchmarks of federated-identity-service: lookup, push, rotation, startup/idle, directory sync.
 
 Starts the release binary on loopback with SQLite and/or PostgreSQL, loads the data, drives it
-with `oha` (the load generator runs on the same machine), and prints a Markdown summary; the raw
-figures go to bench/results/. Run it through scripts/bench.sh, which builds the binary, installs
+with `oha` (the load generator runs on the same machine), and prints the figures as JSON; the
+same figures go to bench/results/. Run it through scripts/bench.sh, which builds the binary, installs
 the tools and starts PostgreSQL and slapd. Standard library only.
 """
 
@@ -310,7 +310,7 @@ def scenario_directory(engine, work, users):
 def machine():
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     memory = next((int(line.split()[1]) // 1024 // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
             "cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "kernel": platform.release()}
 

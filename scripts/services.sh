@@ -81,7 +81,7 @@ pidfile $LDAP_DIR/slapd.pid
 modulepath /usr/lib/ldap
 moduleload back_mdb
 database mdb
-maxsize 104857600
+maxsize 4294967296
 suffix "dc=example,dc=org"
 rootdn "cn=admin,dc=example,dc=org"
 rootpw $LDAP_PASSWORD

@@ -253,7 +253,10 @@ impl LookupIndex {
         let (local, hits) = local_part(store, &data).await?;
         data.local = local;
         data.local_hits = hits;
-        *self.write() = data;
+        // The old data is dropped after the lock is released: freeing millions of entries
+        // takes long enough to stall lookups.
+        let old = std::mem::replace(&mut *self.write(), data);
+        drop(old);
         Ok(())
     }
 
@@ -266,9 +269,11 @@ impl LookupIndex {
         }
         let probe = Data { peppers, ..Data::default() };
         let (local, hits) = local_part(store, &probe).await?;
-        let mut data = self.write();
-        data.local = local;
-        data.local_hits = hits;
+        let old = {
+            let mut data = self.write();
+            (std::mem::replace(&mut data.local, local), std::mem::replace(&mut data.local_hits, hits))
+        };
+        drop(old);
         Ok(())
     }
 

@@ -113,6 +113,9 @@ impl Store {
             let mut rows = sqlx::query_as::<_, LocalRow>(sql).bind(json).fetch(pool);
             while let Some(row) = rows.try_next().await? {
                 each(row);
+                // Millions of rows may arrive without the stream ever waiting: let lookups
+                // on this worker thread run in between.
+                tokio::task::consume_budget().await;
             }
             Ok::<(), sqlx::Error>(())
         })?;
@@ -131,6 +134,9 @@ impl Store {
             let mut rows = sqlx::query_as::<_, PushedRow>(sql).bind(json).fetch(pool);
             while let Some(row) = rows.try_next().await? {
                 each(row);
+                // Millions of rows may arrive without the stream ever waiting: let lookups
+                // on this worker thread run in between.
+                tokio::task::consume_budget().await;
             }
             Ok::<(), sqlx::Error>(())
         })?;
@@ -151,6 +157,7 @@ impl Store {
                 .fetch(pool);
             while let Some(hash) = rows.try_next().await? {
                 each(&hash);
+                tokio::task::consume_budget().await;
             }
             Ok::<(), sqlx::Error>(())
         })?;
