@@ -66,6 +66,30 @@ async fn a_push_is_stored_and_appears_in_third_party_mappings() {
 }
 
 #[tokio::test]
+async fn plain_lookups_find_pushed_hashes_under_the_entries_as_sent() {
+    let server = TestServer::start_with(|config| {
+        trusting(&["127.0.0.1"])(config);
+        config.lookup_algorithms = vec!["sha256".into(), "none".into()];
+    })
+    .await;
+    let pepper = current_pepper(&server).await;
+    let pushed = hashes_of(&["dave@tom.example"], &pepper);
+    assert_eq!(push(&server, &push_body("tom.example:443", &pepper, &pushed)).await.status, 201);
+    let body = json!({ "algorithm": "none", "pepper": pepper, "addresses": ["Dave@Tom.example email", "x@y.z email"] });
+    let response = server.call(Method::POST, "/_matrix/identity/v2/lookup", Some(&body.to_string())).await;
+    assert_eq!(response.status, 200, "{:?}", response.body);
+    assert_eq!(
+        response.body,
+        json!({ "mappings": {}, "third_party_mappings": { "tom.example:443": ["Dave@Tom.example email"] } })
+    );
+
+    let wrong = json!({ "algorithm": "none", "pepper": "nope", "addresses": ["dave@tom.example email"] });
+    let response = server.call(Method::POST, "/_matrix/identity/v2/lookup", Some(&wrong.to_string())).await;
+    assert_eq!((response.status, response.body["errcode"].as_str()), (400, Some("M_INVALID_PEPPER")));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_push_from_an_ipv6_peer_is_accepted() {
     let server = TestServer::start_with(|config| {
         config.listen_address = "::1".parse().unwrap();

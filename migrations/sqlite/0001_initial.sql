@@ -72,15 +72,14 @@ CREATE TABLE local_hashes (
 ) WITHOUT ROWID;
 
 -- MSC4004: hashes pushed by trusted servers, computed with one of our peppers. A push is a
--- complete snapshot for (server, pepper) and replaces the previous one.
+-- complete snapshot for (server, pepper) and replaces the previous one. Lookups read them from
+-- memory (src/domain/index.rs), so the key serves writes: reading and diffing one snapshot.
 CREATE TABLE pushed_hashes (
     pepper TEXT NOT NULL,
     hash TEXT NOT NULL,
     server TEXT NOT NULL,
-    PRIMARY KEY (pepper, hash, server)
+    PRIMARY KEY (server, pepper, hash)
 ) WITHOUT ROWID;
--- Covers reading one snapshot (server, pepper) when a new one replaces it.
-CREATE INDEX pushed_hashes_server_pepper ON pushed_hashes (server, pepper, hash);
 
 -- One row per accepted snapshot, to answer idempotent re-pushes cheaply.
 CREATE TABLE push_snapshots (

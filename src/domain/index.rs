@@ -335,6 +335,24 @@ impl LookupIndex {
         }
         Ok(body)
     }
+
+    /// The `(hash, server)` pairs pushed with `pepper` among `hashes` (an unknown pepper has
+    /// none): the third-party part of a `none` lookup, whose entries the caller hashed.
+    #[must_use]
+    pub fn pushed_by(&self, pepper: &str, hashes: &[String]) -> Vec<(String, String)> {
+        let data = self.read();
+        let Some(slot) = data.slot(pepper) else { return Vec::new() };
+        hashes
+            .iter()
+            .filter_map(|text| Some((text, decode(text)?)))
+            .flat_map(|(text, hash)| {
+                data.pushed[slot]
+                    .owners(&hash)
+                    .iter()
+                    .map(|server| (text.clone(), data.servers[*server as usize].to_string()))
+            })
+            .collect()
+    }
 }
 
 /// Loads the local hashes of the index's peppers: the tables and the 3PIDs they point to.

@@ -106,7 +106,7 @@ pub struct LookupRequest {
 /// Answers a lookup: own active 3PIDs in `mappings`, hashes pushed by other servers in
 /// `third_party_mappings`, and, when `with_inactive`, own inactive 3PIDs in `inactive_mappings`.
 /// `sha256` lookups are answered from the in-memory index; `none` (plain addresses, off by
-/// default) from the database.
+/// default) finds own 3PIDs in the database and pushed hashes in the index.
 pub async fn lookup(
     store: &Store,
     index: &super::index::LookupIndex,
@@ -155,7 +155,7 @@ pub async fn lookup(
         .into_iter()
         .filter(|key| !(mappings.contains_key(key) || (with_inactive && inactive.contains_key(key))))
         .collect();
-    let third_party = plain_third_party_mappings(store, &request.pepper, &remaining).await?;
+    let third_party = plain_third_party_mappings(index, &request.pepper, &remaining);
 
     let mut body = json!({ "mappings": mappings, "third_party_mappings": third_party });
     if with_inactive {
@@ -183,26 +183,23 @@ fn split_local(mut local: Vec<LocalMatch>) -> (BTreeMap<String, String>, BTreeMa
 
 /// `{"<server>": [entry, ...]}` for the plain entries of a `none` lookup that other servers
 /// pushed: each entry is hashed with the request's pepper to find it, and given back as sent.
-async fn plain_third_party_mappings(
-    store: &Store,
+fn plain_third_party_mappings(
+    index: &super::index::LookupIndex,
     pepper: &str,
     remaining: &[String],
-) -> ApiResult<Map<String, Value>> {
+) -> Map<String, Value> {
     let hashed: BTreeMap<String, &String> = remaining
         .iter()
         .filter_map(|entry| parse_plain(entry).map(|(medium, address)| (hash_3pid(&address, &medium, pepper), entry)))
         .collect();
-    if hashed.is_empty() {
-        return Ok(Map::new());
-    }
     let hashes: Vec<String> = hashed.keys().cloned().collect();
     let mut by_server: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (hash, server) in store.find_pushed_hashes(pepper, &hashes).await? {
+    for (hash, server) in index.pushed_by(pepper, &hashes) {
         if let Some(entry) = hashed.get(&hash) {
             by_server.entry(server).or_default().insert((*entry).clone());
         }
     }
-    Ok(by_server.into_iter().map(|(server, entries)| (server, json!(entries))).collect())
+    by_server.into_iter().map(|(server, entries)| (server, json!(entries))).collect()
 }
 
 /// Parses a `none` entry, `"<address> <medium>"`, into `(medium, normalised address)`.

@@ -103,7 +103,8 @@ impl Store {
         Ok(rows)
     }
 
-    /// `(hash, server)` pairs pushed for `pepper` among `hashes`, without duplicates.
+    /// `(hash, server)` pairs pushed for `pepper` among `hashes`, without duplicates. A scan of
+    /// the table (its key starts with the server): for inspection; lookups use the index.
     pub async fn find_pushed_hashes(&self, pepper: &str, hashes: &[String]) -> StoreResult<Vec<(String, String)>> {
         let sql = self.dialect(
             "SELECT DISTINCT hash, server FROM pushed_hashes \
