@@ -229,13 +229,19 @@ def lookup_data(server, pepper, own):
     return {"algorithm": "sha256", "pepper": pepper, "addresses": local + pushed[:25] + unknown}
 
 
-def scenario_lookup(engine, work, seconds):
+def server_with_own_3pids(engine, work, users):
+    """A started server whose SQL user directory of `users` users has been synced; returns it,
+    the seconds the sync took, and the current pepper."""
     directory = os.path.join(work, "users.db")
-    sql_directory(directory, 100_000)
+    sql_directory(directory, users)
     server = Server(engine, work, userdb_engine="sqlite", userdb_host=directory, directory_publish_all=True)
     sync_seconds, _ = server.cli("sync-directory")
     server.start()
-    pepper = server.pepper()
+    return server, sync_seconds, server.pepper()
+
+
+def scenario_lookup(engine, work, seconds):
+    server, sync_seconds, pepper = server_with_own_3pids(engine, work, 100_000)
     body = lookup_data(server, pepper, 100_000)
     status, answer = server.call("POST", "/_matrix/identity/v2/lookup", body)
     known = len(answer["mappings"]) + sum(len(h) for h in answer["third_party_mappings"].values())
@@ -247,12 +253,7 @@ def scenario_lookup(engine, work, seconds):
 
 
 def scenario_rotation(engine, work, seconds):
-    directory = os.path.join(work, "users.db")
-    sql_directory(directory, 1_000_000)
-    server = Server(engine, work, userdb_engine="sqlite", userdb_host=directory, directory_publish_all=True)
-    sync_seconds, _ = server.cli("sync-directory")
-    server.start()
-    pepper = server.pepper()
+    server, sync_seconds, pepper = server_with_own_3pids(engine, work, 1_000_000)
     body = {"algorithm": "sha256", "pepper": pepper,
             "addresses": [lookup_hash(f"user{n}@bench.example", "email", pepper) for n in range(0, 1_000_000, 10_000)]}
     body_path = os.path.join(work, "rotation-lookup.json")

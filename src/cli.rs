@@ -229,14 +229,20 @@ async fn sync_directory(sources: &ConfigSources) -> ExitCode {
     }
 }
 
+/// The database of a valid configuration, for the commands that need nothing else; the exit
+/// code to return otherwise (2: bad configuration, 1: database unreachable).
+async fn open_store(sources: &ConfigSources) -> Result<crate::store::Store, ExitCode> {
+    let Some(loaded) = load_valid(sources) else { return Err(ExitCode::from(2)) };
+    crate::store::Store::connect(&loaded.config).await.map_err(|error| {
+        eprintln!("cannot open the database: {error}");
+        ExitCode::FAILURE
+    })
+}
+
 async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {
-    let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
-    let store = match crate::store::Store::connect(&loaded.config).await {
+    let store = match open_store(sources).await {
         Ok(store) => store,
-        Err(error) => {
-            eprintln!("cannot open the database: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match crate::domain::lookup::rotate_pepper(&store).await {
         Ok(summary) => {
@@ -251,13 +257,9 @@ async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {
 }
 
 async fn inspect(sources: &ConfigSources) -> ExitCode {
-    let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
-    let store = match crate::store::Store::connect(&loaded.config).await {
+    let store = match open_store(sources).await {
         Ok(store) => store,
-        Err(error) => {
-            eprintln!("cannot open the database: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match crate::domain::inspect::report(&store).await {
         Ok(report) => {

@@ -1,7 +1,8 @@
 //! The binary and its configuration: file precedence, environment overrides, Node-style
 //! files, unknown keys, masked secrets, running with no configuration at all, healthcheck.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -227,25 +228,7 @@ fn spawn_serve(command: Command) -> Running {
 /// Like [`spawn_serve`], also returning the log lines as they come.
 fn spawn_serve_logging(mut command: Command) -> (Running, std::sync::Arc<std::sync::Mutex<String>>) {
     let mut child = command.env("LISTEN_PORT", "0").stderr(Stdio::piped()).spawn().expect("spawn the service");
-    let stderr = child.stderr.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let written = std::sync::Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let address: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
-                let _ = sender.send(address);
-            }
-            written.lock().unwrap().push_str(&line);
-            written.lock().unwrap().push('\n');
-        }
-    });
-    let base_url = receiver.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|error| {
-        std::thread::sleep(Duration::from_millis(200));
-        let status = child.try_wait();
-        panic!("the service did not log its address ({error}, exit: {status:?}); its log:\n{}", log.lock().unwrap())
-    });
+    let (base_url, log) = common::process::listening_address(&mut child);
     (Running { child, base_url }, log)
 }
 
@@ -346,4 +329,34 @@ fn every_key_is_documented_with_its_environment_variable() {
     for key in logging.as_object().unwrap().keys() {
         assert!(docs.contains(&format!("`{key}`")), "docs/configuration.md does not document logging.{key}");
     }
+}
+
+#[test]
+fn sync_directory_reports_its_counts_and_names_what_fails() {
+    let dir = TempDir::new().unwrap();
+    let unconfigured = command(dir.path()).arg("sync-directory").output().unwrap();
+    assert_eq!(unconfigured.status.code(), Some(2), "{}", stderr(&unconfigured));
+    assert!(stderr(&unconfigured).contains("no user directory is configured"), "{}", stderr(&unconfigured));
+
+    // An empty file is an empty SQLite database: the query names a table it does not have.
+    let users = dir.path().join("users.db");
+    std::fs::write(&users, b"").unwrap();
+    let run = |query: &str| {
+        command(dir.path())
+            .env("USERDB_ENGINE", "sqlite")
+            .env("USERDB_HOST", &users)
+            .env("USERDB_QUERY", query)
+            .arg("sync-directory")
+            .output()
+            .unwrap()
+    };
+    let broken = run("SELECT uid, mail, mobile FROM missing");
+    assert_eq!(broken.status.code(), Some(1), "{}", stderr(&broken));
+    assert!(stderr(&broken).contains("user directory query failed"), "{}", stderr(&broken));
+    assert!(stderr(&broken).contains("no such table: missing"), "{}", stderr(&broken));
+
+    let working = run("SELECT 'alice', 'Alice@Example.org', NULL UNION ALL SELECT NULL, 'x@example.org', NULL");
+    assert!(working.status.success(), "{}", stderr(&working));
+    let report: serde_json::Value = serde_json::from_slice(&working.stdout).unwrap();
+    assert_eq!((report["users"].as_u64(), report["added"].as_u64()), (Some(1), Some(1)), "{report}");
 }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -148,16 +147,7 @@ fn spawn(config: &Config, dir: &std::path::Path, name: &str) -> Process {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = sender.send(rest.chars().take_while(|c| !c.is_whitespace()).collect::<String>());
-            }
-        }
-    });
-    let base_url = receiver.recv_timeout(Duration::from_secs(30)).expect("the process starts");
+    let (base_url, _log) = common::process::listening_address(&mut child);
     Process { child, base_url, config_path }
 }
 

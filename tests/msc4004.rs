@@ -33,6 +33,12 @@ async fn push(server: &TestServer, body: &str) -> Response {
     server.call(Method::POST, PUSH, Some(body)).await
 }
 
+/// A push through a proxy that says it forwards for `forwarded_for`.
+async fn push_forwarded_for(server: &TestServer, forwarded_for: &str, body: &str) -> Response {
+    let request = server.client.post(server.url(PUSH)).header("x-forwarded-for", forwarded_for).body(body.to_owned());
+    Response::from(request.send().await.unwrap()).await
+}
+
 /// A lookup as a trusted server (no token).
 async fn lookup(server: &TestServer, pepper: &str, hashes: &[String]) -> Value {
     let body = json!({ "algorithm": "sha256", "pepper": pepper, "addresses": hashes }).to_string();
@@ -138,17 +144,7 @@ async fn only_trusted_callers_may_push() {
     push(&server, &body).await.assert_error(403, "M_FORBIDDEN");
     let token = server.token_for("@alice:example.org").await;
     server.call_as(Some(&token), Method::POST, PUSH, Some(&body)).await.assert_error(403, "M_FORBIDDEN");
-    let forged = Response::from(
-        server
-            .client
-            .post(server.url(PUSH))
-            .header("x-forwarded-for", "10.0.0.1")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let forged = push_forwarded_for(&server, "10.0.0.1", &body).await;
     forged.assert_error(403, "M_FORBIDDEN");
     assert!(server.state.store.push_snapshots().await.unwrap().is_empty(), "nothing stored");
     server.stop().await;
@@ -161,29 +157,9 @@ async fn only_trusted_callers_may_push() {
     .await;
     let pepper = current_pepper(&proxied).await;
     let body = push_body("tom.example:443", &pepper, &hashes_of(&["x@tom.example"], &pepper));
-    let through_proxy = Response::from(
-        proxied
-            .client
-            .post(proxied.url(PUSH))
-            .header("x-forwarded-for", "10.0.0.1")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let through_proxy = push_forwarded_for(&proxied, "10.0.0.1", &body).await;
     assert_eq!(through_proxy.status, 201, "{:?}", through_proxy.body);
-    let spoofed_chain = Response::from(
-        proxied
-            .client
-            .post(proxied.url(PUSH))
-            .header("x-forwarded-for", "10.0.0.1, 203.0.113.9")
-            .body(body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let spoofed_chain = push_forwarded_for(&proxied, "10.0.0.1, 203.0.113.9", &body).await;
     spoofed_chain.assert_error(403, "M_FORBIDDEN");
     proxied.stop().await;
 }

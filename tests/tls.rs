@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,16 +73,7 @@ fn sighup_reloads_the_certificate_and_healthcheck_speaks_https() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = sender.send(rest.trim().to_owned());
-            }
-        }
-    });
-    let base = receiver.recv_timeout(Duration::from_secs(30)).expect("the service starts");
+    let (base, _log) = common::process::listening_address(&mut child);
     assert!(base.starts_with("https://127.0.0.1:"), "{base}");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let url = format!("{base}/_matrix/identity/versions");

@@ -54,25 +54,14 @@ impl SqlDirectory {
 
     async fn read(&self) -> Result<Vec<DirectoryUser>, String> {
         let query = AssertSqlSafe(self.query.clone());
-        let rows: Vec<(Option<String>, Option<String>, Option<String>)> = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(query)
-                .fetch_all(pool)
-                .await
-                .map_err(|error| format!("user directory query failed: {error}"))?
-                .iter()
-                .map(|row| {
-                    (row.try_get(0).ok().flatten(), row.try_get(1).ok().flatten(), row.try_get(2).ok().flatten())
-                })
-                .collect(),
-            Pool::Postgres(pool) => sqlx::query(query)
-                .fetch_all(pool)
-                .await
-                .map_err(|error| format!("user directory query failed: {error}"))?
-                .iter()
-                .map(|row| {
-                    (row.try_get(0).ok().flatten(), row.try_get(1).ok().flatten(), row.try_get(2).ok().flatten())
-                })
-                .collect(),
+        let failed = |error: sqlx::Error| format!("user directory query failed: {error}");
+        let rows: Vec<Columns> = match &self.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query(query).fetch_all(pool).await.map_err(failed)?.iter().map(columns).collect()
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query(query).fetch_all(pool).await.map_err(failed)?.iter().map(columns).collect()
+            }
         };
         let mut users: BTreeMap<String, DirectoryUser> = BTreeMap::new();
         for (uid, mail, mobile) in rows {
@@ -89,4 +78,17 @@ impl Directory for SqlDirectory {
     fn users(&self) -> BoxFuture<'_, Result<Vec<DirectoryUser>, String>> {
         Box::pin(self.read())
     }
+}
+
+/// `uid`, `mail` and `mobile` of one row: the first three columns of the query.
+type Columns = (Option<String>, Option<String>, Option<String>);
+
+/// Reads [`Columns`] from a row of either engine; a NULL or non-text column is `None`.
+fn columns<R: Row>(row: &R) -> Columns
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let text = |index: usize| row.try_get::<Option<String>, _>(index).ok().flatten();
+    (text(0), text(1), text(2))
 }

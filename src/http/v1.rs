@@ -12,7 +12,7 @@ use super::client_ip::ClientIp;
 use super::extract::{JsonBody, QueryParams};
 use super::v2;
 use crate::domain::invite::{self, ApiVersion};
-use crate::domain::validation::{self, Medium, TokenRequest};
+use crate::domain::validation;
 use crate::domain::{binding, now_ms, threepid};
 use crate::error::{ApiError, ApiResult, ErrCode};
 
@@ -100,21 +100,7 @@ pub async fn email_request_token(
     ClientIp(client): ClientIp,
     JsonBody(body): JsonBody<v2::validate::EmailTokenBody>,
 ) -> ApiResult<Json<Value>> {
-    if !validation::valid_client_secret(&body.client_secret) {
-        return Err(ApiError::new(
-            ErrCode::InvalidParam,
-            "client_secret must be 1 to 255 characters of [0-9a-zA-Z.=_-]",
-        ));
-    }
-    let request = TokenRequest {
-        medium: Medium::Email,
-        address: validation::normalize_email(&body.email)?,
-        client_secret: body.client_secret,
-        send_attempt: validation::parse_send_attempt(&body.send_attempt)?,
-        next_link: validation::check_next_link(body.next_link.as_deref())?,
-    };
-    let sid = validation::request_token(&state, client, request).await?;
-    Ok(Json(json!({ "sid": sid })))
+    v2::validate::request_email_token(&state, client, body).await
 }
 
 /// # `GET /_matrix/identity/api/v1/3pid/getValidated3pid`

@@ -110,14 +110,7 @@ impl Store {
         );
         let json = serde_json::to_string(peppers).unwrap_or_else(|_| "[]".to_owned());
         on_pool!(self, pool => {
-            let mut rows = sqlx::query_as::<_, LocalRow>(sql).bind(json).fetch(pool);
-            while let Some(row) = rows.try_next().await? {
-                each(row);
-                // Millions of rows may arrive without the stream ever waiting: let lookups
-                // on this worker thread run in between.
-                tokio::task::consume_budget().await;
-            }
-            Ok::<(), sqlx::Error>(())
+            drain(sqlx::query_as::<_, LocalRow>(sql).bind(json).fetch(pool), &mut each).await
         })?;
         Ok(())
     }
@@ -131,14 +124,7 @@ impl Store {
         );
         let json = serde_json::to_string(peppers).unwrap_or_else(|_| "[]".to_owned());
         on_pool!(self, pool => {
-            let mut rows = sqlx::query_as::<_, PushedRow>(sql).bind(json).fetch(pool);
-            while let Some(row) = rows.try_next().await? {
-                each(row);
-                // Millions of rows may arrive without the stream ever waiting: let lookups
-                // on this worker thread run in between.
-                tokio::task::consume_budget().await;
-            }
-            Ok::<(), sqlx::Error>(())
+            drain(sqlx::query_as::<_, PushedRow>(sql).bind(json).fetch(pool), &mut each).await
         })?;
         Ok(())
     }
@@ -151,16 +137,27 @@ impl Store {
         mut each: impl FnMut(&str),
     ) -> StoreResult<()> {
         on_pool!(self, pool => {
-            let mut rows = sqlx::query_scalar::<_, String>("SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2")
+            let rows = sqlx::query_scalar::<_, String>("SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2")
                 .bind(server)
                 .bind(pepper)
                 .fetch(pool);
-            while let Some(hash) = rows.try_next().await? {
-                each(&hash);
-                tokio::task::consume_budget().await;
-            }
-            Ok::<(), sqlx::Error>(())
+            drain(rows, &mut |hash: String| each(&hash)).await
         })?;
         Ok(())
     }
+}
+
+/// Hands every row of `rows` to `each`. Millions of rows may arrive without the stream ever
+/// waiting: the loop yields to the scheduler so that lookups on this worker thread run in
+/// between.
+async fn drain<T>(
+    rows: impl futures_util::Stream<Item = Result<T, sqlx::Error>>,
+    each: &mut impl FnMut(T),
+) -> Result<(), sqlx::Error> {
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.try_next().await? {
+        each(row);
+        tokio::task::consume_budget().await;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@
 pub mod homeserver;
 pub mod ldap;
 pub mod messages;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -76,6 +76,15 @@ pub async fn email_request_token(
     _user: UserWithTerms,
     JsonBody(body): JsonBody<EmailTokenBody>,
 ) -> ApiResult<Json<Value>> {
+    request_email_token(&state, client, body).await
+}
+
+/// The e-mail `requestToken` of both API versions (v1 has no access token).
+pub(crate) async fn request_email_token(
+    state: &AppState,
+    client: std::net::IpAddr,
+    body: EmailTokenBody,
+) -> ApiResult<Json<Value>> {
     check_secret(&body.client_secret)?;
     let request = TokenRequest {
         medium: Medium::Email,
@@ -84,7 +93,7 @@ pub async fn email_request_token(
         send_attempt: validation::parse_send_attempt(&body.send_attempt)?,
         next_link: validation::check_next_link(body.next_link.as_deref())?,
     };
-    let sid = validation::request_token(&state, client, request).await?;
+    let sid = validation::request_token(state, client, request).await?;
     Ok(Json(json!({ "sid": sid })))
 }
 
