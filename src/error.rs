@@ -231,9 +231,13 @@ impl From<crate::matrix::HomeserverError> for ApiError {
         let code = match &error {
             E::InvalidServerName(_) => ErrCode::InvalidParam,
             E::NameNotAllowed(_) | E::AddressForbidden(_) | E::ForeignUser { .. } => ErrCode::Forbidden,
-            E::Unreachable(_) | E::InvalidResponse(_) => ErrCode::HomeserverFailed,
+            E::Unreachable { .. } | E::InvalidResponse { .. } => ErrCode::HomeserverFailed,
             E::TokenRejected => ErrCode::Unauthorized,
         };
+        // The details stay in the log: what a remote host answered is not the client's business.
+        if let Some(detail) = error.detail() {
+            tracing::warn!(%error, detail, "homeserver call failed");
+        }
         Self::new(code, error.to_string())
     }
 }

@@ -40,8 +40,12 @@ pub struct LogGuard {
 pub fn init(logging: &LoggingConfig) -> anyhow::Result<LogGuard> {
     let level = level_filter(&logging.log_level).unwrap_or(LevelFilter::INFO);
     let filter = std::env::var("RUST_LOG").ok().and_then(|spec| EnvFilter::try_new(spec).ok()).unwrap_or_else(|| {
-        // Dependencies speak only about problems unless asked for more with RUST_LOG.
-        EnvFilter::new(format!("{level},sqlx=warn,hyper=warn,h2=warn,rustls=warn,reqwest=warn"))
+        // Dependencies speak only about problems unless asked for more with RUST_LOG: at their
+        // debug and trace levels some print what they carry (mails, URLs with tokens).
+        EnvFilter::new(format!(
+            "{level},sqlx=warn,hyper=warn,hyper_util=warn,h2=warn,rustls=warn,tokio_rustls=warn,reqwest=warn,\
+             lettre=warn,ldap3=warn,hickory_resolver=warn,hickory_proto=warn"
+        ))
     });
 
     let json = logging.log_format == "json";

@@ -3,6 +3,7 @@
 //! (OpenID userinfo).
 
 pub mod client;
+pub mod connect;
 pub mod dns;
 pub mod guard;
 pub mod resolve;

@@ -34,7 +34,7 @@ impl ServerName {
             Host::Ip(ip)
         } else {
             let name = host_text.to_ascii_lowercase();
-            if name.is_empty() || name.starts_with(['.', '-']) || name.contains("..") {
+            if name.is_empty() || name.starts_with(['.', '-']) || name.contains("..") || ends_in_a_number(&name) {
                 return None;
             }
             Host::Domain(name)
@@ -63,6 +63,16 @@ impl ServerName {
             Host::Domain(name) => name.clone(),
         }
     }
+}
+
+/// Whether a host that is not a strict dotted quad would still be read as an IPv4 address by
+/// URL parsers (WHATWG "ends in a number": `127.1`, `2130706433`, `0x7f000001`, `0177.0.0.1`).
+/// Such names are not DNS names (no top-level label is numeric), and letting them through
+/// would let a URL parser turn a "name" into an address nobody checked.
+fn ends_in_a_number(name: &str) -> bool {
+    let last = name.strip_suffix('.').unwrap_or(name).rsplit('.').next().unwrap_or_default();
+    let hex = last.strip_prefix("0x").is_some_and(|digits| digits.chars().all(|c| c.is_ascii_hexdigit()));
+    hex || (!last.is_empty() && last.chars().all(|c| c.is_ascii_digit()))
 }
 
 impl fmt::Display for ServerName {
@@ -94,6 +104,12 @@ mod tests {
     fn rejects_what_is_not_a_server_name() {
         for bad in
             ["", "exa mple.org", "example.org:", "example.org:99999", "[::1", "::1", "a/b", "@x:y", "ex_ample.org"]
+        {
+            assert!(ServerName::parse(bad).is_none(), "{bad:?} was accepted");
+        }
+        // Numeric spellings of addresses that URL parsers turn into 127.0.0.1.
+        for bad in
+            ["0x7f000001", "2130706433", "127.1", "0177.0.0.1", "0x7f.1", "127.0.0.1.", "1.2.3.4.5", "0X7F.1:443"]
         {
             assert!(ServerName::parse(bad).is_none(), "{bad:?} was accepted");
         }

@@ -54,7 +54,8 @@ pub struct Behaviour {
     /// OpenID token -> `sub` (`{port}` stands for the stand-in's port); other tokens get 401
     /// `M_UNKNOWN_TOKEN`.
     pub users: HashMap<String, String>,
-    /// `Host` header -> body of `/.well-known/matrix/server`; others get 404.
+    /// `Host` header -> body of `/.well-known/matrix/server` (`{port}` stands for the
+    /// stand-in's port); others get 404.
     pub well_known: HashMap<String, Value>,
     /// Delay before answering userinfo.
     pub delay: Option<Duration>,
@@ -62,6 +63,9 @@ pub struct Behaviour {
     pub server_keys: Option<Value>,
     /// Status answered to `POST 3pid/onbind` (200 when unset); `PUT` is always 200.
     pub onbind_post_status: Option<u16>,
+    /// `Host` header -> `Location` of a 302 answered to `/.well-known/matrix/server` (checked
+    /// before `well_known`).
+    pub well_known_redirect: HashMap<String, String>,
 }
 
 /// One request the stand-in received.
@@ -91,8 +95,13 @@ pub struct StandIn {
 impl StandIn {
     /// Serves `behaviour` over HTTPS with `pki`'s leaf certificate on 127.0.0.1.
     pub async fn start(pki: &Pki, behaviour: Behaviour) -> Self {
+        Self::start_on("127.0.0.1", pki, behaviour).await
+    }
+
+    /// Like [`Self::start`], on another loopback address (`127.0.0.2`, ...).
+    pub async fn start_on(ip: &str, pki: &Pki, behaviour: Behaviour) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let shared = Shared { port, behaviour, seen: Arc::clone(&seen) };
@@ -157,8 +166,15 @@ async fn userinfo(State(shared): State<Shared>, headers: HeaderMap, Query(query)
 
 async fn well_known(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     record(&shared, "well-known", &headers, None);
+    if let Some(location) = shared.behaviour.well_known_redirect.get(host(&headers)) {
+        return (StatusCode::FOUND, [("location", location.replace("{port}", &shared.port.to_string()))])
+            .into_response();
+    }
     match shared.behaviour.well_known.get(host(&headers)) {
-        Some(body) => Json(body.clone()).into_response(),
+        Some(body) => {
+            let body = body.to_string().replace("{port}", &shared.port.to_string());
+            ([("content-type", "application/json")], body).into_response()
+        }
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -189,6 +205,41 @@ async fn onbind_post(State(shared): State<Shared>, headers: HeaderMap, Json(body
 async fn onbind_put(State(shared): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     record_body(&shared, "onbind-put", &headers, body);
     Json(json!({})).into_response()
+}
+
+/// A TCP listener on loopback that only counts the connections it gets: an "internal host"
+/// that nothing may reach.
+pub struct Trap {
+    pub port: u16,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Trap {
+    /// Listens on 127.0.0.1, on a free port.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let task = tokio::spawn(async move {
+            while let Ok((_stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Self { port, hits, task }
+    }
+
+    /// Connections received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Trap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// DNS answers chosen by the test.
