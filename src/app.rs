@@ -37,7 +37,9 @@ impl App {
     /// loopback servers this way).
     pub async fn build_with_dns(config: Config, dns: Arc<dyn Dns>) -> anyhow::Result<Self> {
         let terms = Terms::load(&config.policies).map_err(|problem| anyhow::anyhow!("policies: {problem}"))?;
-        let homeserver = HomeserverClient::new(homeserver_settings(&config)?, dns).map_err(anyhow::Error::msg)?;
+        let settings = homeserver_settings(&config)?;
+        let push_client = crate::domain::pusher::http_client(&settings).map_err(anyhow::Error::msg)?;
+        let homeserver = HomeserverClient::new(settings, dns).map_err(anyhow::Error::msg)?;
         if !config.homeserver_verify_tls {
             tracing::warn!(
                 "homeserver_verify_tls is false: homeserver certificates are not verified; use this only in tests"
@@ -76,6 +78,7 @@ impl App {
         let index = Arc::new(crate::domain::index::LookupIndex::load(&store).await?);
         let state = AppState {
             index,
+            push_client,
             directory,
             synapse,
             trusted_servers: Arc::new(trusted_servers),

@@ -118,6 +118,44 @@ async fn a_named_target_receives_the_shared_secret() {
     b.stop().await;
 }
 
+#[tokio::test]
+async fn pushes_to_an_https_target_trust_the_configured_ca_file() {
+    let pki = common::homeserver::Pki::new(&["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("ca.pem"));
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let b = TestServer::start_with(|config| {
+        config.trusted_servers_addresses = vec!["127.0.0.1".into()];
+        config.tls_certificate = cert.display().to_string();
+        config.tls_private_key = key.display().to_string();
+    })
+    .await;
+    let target = vec![PushTarget::Name(format!("https://127.0.0.1:{}", b.address.port()))];
+    // Without the CA, the private certificate is refused.
+    let untrusting = TestServer::start_with(pushing_to(target.clone())).await;
+    add_local_threepid(&untrusting.state.store, "email", "a@org.example", "@a:org.example", "binding", true)
+        .await
+        .unwrap();
+    let error = push_all(&untrusting.state).await.expect_err("an unknown CA is refused");
+    assert!(format!("{error:#}").contains("127.0.0.1"), "{error:#}");
+    untrusting.stop().await;
+    // With `homeserver_ca_file`, the push goes through.
+    let ca_path = ca.display().to_string();
+    let a = TestServer::start_with(move |config| {
+        pushing_to(target)(config);
+        config.homeserver_ca_file = ca_path;
+    })
+    .await;
+    add_local_threepid(&a.state.store, "email", "a@org.example", "@a:org.example", "binding", true).await.unwrap();
+    let summary = push_all(&a.state).await.expect("the push is trusted");
+    assert!(summary.contains("1 hashes pushed"), "{summary}");
+    assert_eq!(b.state.store.push_snapshots().await.unwrap().len(), 1);
+    a.stop().await;
+    b.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Two real processes: A (an organisation, LDAP directory, pushing) and B (the federated service).
 

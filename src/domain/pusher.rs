@@ -74,6 +74,25 @@ pub fn push_key(base_url: &str) -> anyhow::Result<String> {
     Ok(format!("{host}:{}", url.port_or_known_default().unwrap_or(443)))
 }
 
+/// Time allowed for one request of a push (a push of a million hashes is a few dozen MB).
+const PUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The client pushes go through: the TLS trust of homeserver calls (system roots plus
+/// `homeserver_ca_file`, or none with `homeserver_verify_tls` off).
+pub fn http_client(settings: &crate::matrix::client::HomeserverSettings) -> Result<reqwest::Client, String> {
+    let extra_roots = match &settings.extra_ca_pem {
+        Some(pem) => crate::matrix::connect::parse_pem_certificates(pem)?,
+        None => Vec::new(),
+    };
+    let tls = crate::matrix::connect::tls_client_config(settings.verify_tls, extra_roots, &[b"http/1.1"])?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .http1_only()
+        .timeout(PUSH_TIMEOUT)
+        .build()
+        .map_err(|error| format!("cannot build the push client: {error}"))
+}
+
 /// Pushes to every target; returns a summary, or an error naming the targets that failed.
 pub async fn push_all(state: &AppState) -> anyhow::Result<String> {
     let targets = state.config.federated_identity_services.clone();
@@ -115,7 +134,7 @@ async fn push_target(
     key: &str,
     threepids: &[(String, String)],
 ) -> anyhow::Result<String> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let client = &state.push_client;
     let base = target.base_url();
     let mut request = client.get(format!("{base}/_matrix/identity/v2/hash_details"));
     if let Some(secret) = target.secret() {
@@ -156,7 +175,7 @@ async fn push_target(
             continue;
         }
         let body = json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { key: hashes } });
-        match send_with_retries(&client, &base, target.secret(), &body).await {
+        match send_with_retries(client, &base, target.secret(), &body).await {
             Ok(()) => {
                 let count = i64::try_from(hashes.len()).unwrap_or(i64::MAX);
                 state.store.record_push_success(target.name(), pepper, &digest, count, now_ms()).await?;

@@ -63,6 +63,10 @@ pub struct AppState {
     pub synapse: Option<crate::directory::synapse::SynapseDatabase>,
     /// The lookup data in memory.
     pub index: Arc<crate::domain::index::LookupIndex>,
+    /// HTTP client for pushes to federated identity services: the same TLS trust as homeserver
+    /// calls (`homeserver_ca_file`, `homeserver_verify_tls`), but no address guard, since the
+    /// operator names these targets.
+    pub push_client: reqwest::Client,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
