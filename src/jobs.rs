@@ -132,17 +132,30 @@ pub async fn run_occurrence(state: &AppState, instance: &str, job: &Job, schedul
 /// Starts every job of `state`'s configuration; each runs until its task is aborted.
 pub fn spawn(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let instance = random_secret(9);
-    let handles = jobs(state)?
+    let jobs = jobs(state)?;
+    // At startup the push waits for the directory sync: pushing first would send what the
+    // database held before the directory was read.
+    let has_directory_job = jobs.iter().any(|job| job.name == "directory-sync");
+    let (synced, _) = tokio::sync::watch::channel(!has_directory_job);
+    let handles = jobs
         .into_iter()
         .map(|job| {
             let state = state.clone();
             let instance = instance.clone();
+            let synced_sender = synced.clone();
+            let mut synced = synced.subscribe();
             tokio::spawn(async move {
                 tracing::info!(job = job.name, schedule = %job.schedule.pattern, "job scheduled (UTC)");
+                if job.name == "federation-push" {
+                    let _ = synced.wait_for(|done| *done).await;
+                }
                 if job.name != "pepper-rotation" {
                     // Directory sync and pushes also run once at startup, so that a new
                     // instance does not wait for the first occurrence.
                     run_occurrence(&state, &instance, &job, now_ms()).await;
+                }
+                if job.name == "directory-sync" {
+                    synced_sender.send_replace(true);
                 }
                 loop {
                     let Some(next) = next_occurrence(&job.schedule, Utc::now()) else {

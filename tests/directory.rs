@@ -220,17 +220,39 @@ async fn without_a_synapse_database_the_directory_is_published_only_when_asked()
 async fn an_sql_users_table_is_a_directory_too() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("users.db");
-    let db = path.clone();
+    people_database(
+        &path,
+        &[
+            ("erin", Some("erin@example.org"), Some("+33 6 98 76 54 32")),
+            ("erin", Some("erin2@example.org"), None),
+            ("frank", None, None),
+        ],
+    );
+    let server = TestServer::start_with(sql_directory(&path)).await;
+    let summary: SyncSummary = sync(&server.state).await.unwrap();
+    assert_eq!((summary.users, summary.added), (2, 3));
+    let (found, _) =
+        look_up(&server, &[("email", "erin@example.org"), ("email", "erin2@example.org"), ("msisdn", "33698765432")])
+            .await;
+    assert_eq!(
+        found,
+        json!({ "erin@example.org": "@erin:example.org", "erin2@example.org": "@erin:example.org", "33698765432": "@erin:example.org" })
+    );
+    server.stop().await;
+}
+
+/// (Re)creates an SQLite users table `people (login, email, phone)` with these rows.
+fn people_database(path: &std::path::Path, rows: &[(&str, Option<&str>, Option<&str>)]) {
+    let db = path.to_owned();
+    let rows: Vec<(String, Option<String>, Option<String>)> =
+        rows.iter().map(|(l, e, p)| ((*l).to_owned(), e.map(str::to_owned), p.map(str::to_owned))).collect();
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
             let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db).create_if_missing(true);
             let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            sqlx::query("DROP TABLE IF EXISTS people").execute(&pool).await.unwrap();
             sqlx::query("CREATE TABLE people (login TEXT, email TEXT, phone TEXT)").execute(&pool).await.unwrap();
-            for (login, email, phone) in [
-                ("erin", Some("erin@example.org"), Some("+33 6 98 76 54 32")),
-                ("erin", Some("erin2@example.org"), None),
-                ("frank", None, None),
-            ] {
+            for (login, email, phone) in rows {
                 sqlx::query("INSERT INTO people VALUES ($1, $2, $3)")
                     .bind(login)
                     .bind(email)
@@ -244,23 +266,78 @@ async fn an_sql_users_table_is_a_directory_too() {
     })
     .join()
     .unwrap();
+}
+
+fn sql_directory(path: &std::path::Path) -> impl FnOnce(&mut Config) {
     let host = path.display().to_string();
-    let server = TestServer::start_with(|config| {
+    move |config| {
         config.userdb_engine = "sqlite".into();
         config.userdb_host = host;
         config.userdb_query = "SELECT login, email, phone FROM people".into();
         config.server_name = "example.org".into();
         config.directory_publish_all = true;
-    })
-    .await;
-    let summary: SyncSummary = sync(&server.state).await.unwrap();
-    assert_eq!((summary.users, summary.added), (2, 3));
-    let (found, _) =
-        look_up(&server, &[("email", "erin@example.org"), ("email", "erin2@example.org"), ("msisdn", "33698765432")])
-            .await;
-    assert_eq!(
-        found,
-        json!({ "erin@example.org": "@erin:example.org", "erin2@example.org": "@erin:example.org", "33698765432": "@erin:example.org" })
-    );
+    }
+}
+
+#[tokio::test]
+async fn users_whose_uid_is_not_a_matrix_localpart_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.db");
+    let bad = ["Bad User!", "o'brien", "star*", "paren(", "\u{e9}lodie", "quote\"d"];
+    let mut rows: Vec<(&str, Option<&str>, Option<&str>)> = vec![("good", Some("good@example.org"), None)];
+    rows.extend(bad.iter().map(|login| (*login, Some("bad@example.org"), None)));
+    people_database(&path, &rows);
+    let server = TestServer::start_with(sql_directory(&path)).await;
+    let summary = sync(&server.state).await.unwrap();
+    assert_eq!((summary.users, summary.added, summary.skipped), (7, 1, 6), "{summary:?}");
+    let (found, inactive) = look_up(&server, &[("email", "good@example.org"), ("email", "bad@example.org")]).await;
+    assert_eq!(found, json!({ "good@example.org": "@good:example.org" }));
+    assert_eq!(inactive, json!({}));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn the_pusher_waits_for_the_first_sync_and_never_wipes_a_target_with_an_empty_snapshot() {
+    use federated_identity_service::domain::pusher::{PushTarget, push_all};
+    let b = TestServer::start_with(|config| config.trusted_servers_addresses = vec!["127.0.0.1".into()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.db");
+    people_database(&path, &[("erin", Some("erin@example.org"), None), ("gus", Some("gus@example.org"), None)]);
+    let target = vec![PushTarget::Name(format!("http://{}", b.address))];
+    let pushing = |publish_all: bool| {
+        let (path, target) = (path.clone(), target.clone());
+        move |config: &mut Config| {
+            sql_directory(&path)(config);
+            config.base_url = "https://example.org/".into();
+            config.federated_identity_services = target;
+            config.directory_publish_all = publish_all;
+        }
+    };
+    let a = TestServer::start_with(pushing(true)).await;
+    let pushed =
+        async || b.state.store.push_snapshots().await.unwrap().iter().map(|s| s.hash_count).collect::<Vec<_>>();
+
+    // Before the first sync: nothing is sent.
+    let summary = push_all(&a.state).await.unwrap();
+    assert!(summary.contains("waiting for the first successful directory sync"), "{summary}");
+    assert!(pushed().await.is_empty());
+    sync(&a.state).await.unwrap();
+    push_all(&a.state).await.unwrap();
+    assert_eq!(pushed().await, vec![2]);
+
+    // The directory still lists its users, but none is published: the target keeps them.
+    let a = a.restart_with(|config| config.directory_publish_all = false).await;
+    sync(&a.state).await.unwrap();
+    let error = push_all(&a.state).await.expect_err("an empty snapshot is refused");
+    assert!(format!("{error:#}").contains("refusing to replace 2 pushed hashes"), "{error:#}");
+    assert_eq!(pushed().await, vec![2]);
+
+    // The directory really is empty: the target is told so.
+    people_database(&path, &[]);
+    let summary = sync(&a.state).await.unwrap();
+    assert_eq!(summary.users, 0);
+    push_all(&a.state).await.unwrap();
+    assert_eq!(pushed().await, vec![0]);
+    a.stop().await;
+    b.stop().await;
 }

@@ -46,7 +46,11 @@ pub async fn sync(state: &AppState) -> anyhow::Result<SyncSummary> {
     for user in users {
         let localpart = user.uid.trim().to_lowercase();
         let mxid = format!("@{localpart}:{server_name}");
-        if localpart.is_empty() || ruma::UserId::parse(mxid.as_str()).is_err() {
+        // Historical user IDs (spaces, `!`, quotes, non-ASCII...) are only accepted for old
+        // accounts; a new publication needs a localpart of the current grammar (spec,
+        // "User Identifiers": `a-z 0-9 - . = _ / +`).
+        let conforming = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.=_/+".contains(c);
+        if localpart.is_empty() || !localpart.chars().all(conforming) || ruma::UserId::parse(mxid.as_str()).is_err() {
             tracing::warn!(uid = %user.uid, "directory user skipped: the uid is not a valid Matrix localpart");
             summary.skipped += 1;
             continue;
@@ -108,5 +112,6 @@ pub async fn sync(state: &AppState) -> anyhow::Result<SyncSummary> {
     if summary.added + summary.removed + summary.changed > 0 {
         state.store.record_lookup_change("local", None, None, now).await?;
     }
+    state.store.record_directory_sync(i64::try_from(summary.users).unwrap_or(i64::MAX), now).await?;
     Ok(summary)
 }

@@ -100,12 +100,21 @@ pub async fn push_all(state: &AppState) -> anyhow::Result<String> {
         return Ok("no federated identity service configured".to_owned());
     }
     let key = push_key(&state.config.base_url)?;
+    // With a directory, nothing is known of our users before its first successful read: an
+    // empty snapshot now would withdraw every one of them from the targets.
+    let directory_users = match state.directory {
+        Some(_) => match state.store.last_directory_sync().await? {
+            Some((_, users)) => Some(users),
+            None => return Ok("nothing pushed: waiting for the first successful directory sync".to_owned()),
+        },
+        None => None,
+    };
     let threepids = std::sync::Arc::new(state.store.active_threepids().await?);
     let mut tasks = tokio::task::JoinSet::new();
     for target in targets {
         let (state, key, threepids) = (state.clone(), key.clone(), std::sync::Arc::clone(&threepids));
         tasks.spawn(async move {
-            let outcome = push_target(&state, &target, &key, &threepids).await;
+            let outcome = push_target(&state, &target, &key, &threepids, directory_users).await;
             (target.name().to_owned(), outcome)
         });
     }
@@ -133,6 +142,7 @@ async fn push_target(
     target: &PushTarget,
     key: &str,
     threepids: &[(String, String)],
+    directory_users: Option<i64>,
 ) -> anyhow::Result<String> {
     let client = &state.push_client;
     let base = target.base_url();
@@ -173,6 +183,10 @@ async fn push_target(
         {
             summary.push(format!("{} hashes unchanged", hashes.len()));
             continue;
+        }
+        if let Some(refusal) = empty_snapshot_refusal(hashes.len(), last.as_ref(), directory_users) {
+            state.store.record_push_failure(target.name(), pepper, &refusal, now_ms()).await?;
+            anyhow::bail!(refusal);
         }
         let body = json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { key: hashes } });
         match send_with_retries(client, &base, target.secret(), &body).await {
@@ -239,6 +253,24 @@ async fn post(
     let status = response.status().as_u16();
     let answer: String = response.text().await.unwrap_or_default().chars().take(300).collect();
     Ok((status, answer))
+}
+
+/// Why an empty snapshot must not replace the last one sent, if it must not: it would withdraw
+/// every user from the target, which is right only when the directory itself listed nobody (or,
+/// without a directory, when the last binding went).
+fn empty_snapshot_refusal(
+    hashes: usize,
+    last: Option<&crate::store::PushStatus>,
+    directory_users: Option<i64>,
+) -> Option<String> {
+    let replaced = last.filter(|status| status.last_success_at.is_some()).map_or(0, |status| status.hashes_sent);
+    let listed = directory_users.unwrap_or(0);
+    (hashes == 0 && replaced > 0 && listed > 0).then(|| {
+        format!(
+            "refusing to replace {replaced} pushed hashes with none: the directory lists {listed} users but none \
+             is published (is the Synapse database reachable and is server_name right?)"
+        )
+    })
 }
 
 fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {

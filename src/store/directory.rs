@@ -126,6 +126,30 @@ impl Store {
         Ok(rows)
     }
 
+    /// Records a successful read of the user directory, which listed `users` users.
+    pub async fn record_directory_sync(&self, users: i64, now: i64) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO directory_sync_state (id, last_success_at, users) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET last_success_at = excluded.last_success_at, users = excluded.users",
+        )
+        .bind(now)
+        .bind(users)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The last successful directory read: when, and how many users it listed.
+    pub async fn last_directory_sync(&self) -> StoreResult<Option<(i64, i64)>> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, (i64, i64)>(
+            "SELECT last_success_at, users FROM directory_sync_state WHERE id = 1",
+        )
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row)
+    }
+
     /// The push status of a federated service for a pepper.
     pub async fn push_status(&self, target: &str, pepper: &str) -> StoreResult<Option<PushStatus>> {
         let status = on_pool!(self, pool => sqlx::query_as::<_, PushStatus>(
