@@ -30,6 +30,9 @@ pub enum ErrCode {
     Unauthorized,
     /// The caller may not do this.
     Forbidden,
+    /// The caller acts for another user (a bind to someone else's Matrix ID): 403 with
+    /// `M_UNAUTHORIZED`, as Sydent and matrix-org's conformance suite answer.
+    OtherUser,
     /// The user has not accepted the current terms of service.
     TermsNotSigned,
     /// The resource does not exist.
@@ -75,7 +78,7 @@ impl ErrCode {
             Self::MissingParams => "M_MISSING_PARAMS",
             Self::InvalidParam => "M_INVALID_PARAM",
             Self::TooLarge => "M_TOO_LARGE",
-            Self::Unauthorized => "M_UNAUTHORIZED",
+            Self::Unauthorized | Self::OtherUser => "M_UNAUTHORIZED",
             Self::Forbidden => "M_FORBIDDEN",
             Self::TermsNotSigned => "M_TERMS_NOT_SIGNED",
             Self::NotFound => "M_NOT_FOUND",
@@ -115,7 +118,7 @@ impl ErrCode {
             | Self::ThreepidInUse => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::TermsNotSigned => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::OtherUser | Self::TermsNotSigned => StatusCode::FORBIDDEN,
             Self::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::EmailSendError | Self::SendError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -301,7 +301,7 @@ async fn bind_publishes_to_lookup_and_a_new_bind_replaces_it() {
     server
         .call_as(Some(&alice), Method::POST, "/_matrix/identity/v2/3pid/bind", Some(&others))
         .await
-        .assert_error(403, "M_FORBIDDEN");
+        .assert_error(403, "M_UNAUTHORIZED");
 
     let own = json!({ "sid": sid, "client_secret": "alice_s", "mxid": "@alice:example.org" }).to_string();
     let bound = server.call_as(Some(&alice), Method::POST, "/_matrix/identity/v2/3pid/bind", Some(&own)).await;
@@ -524,5 +524,29 @@ async fn mail_goes_through_starttls_when_required() {
     let alice = server.token_for("@alice:example.org").await;
     request_token(&server, &alice, "tls@example.org", "tls_s", json!(1)).await.assert_error(500, "M_EMAIL_SEND_ERROR");
     assert!(plain.mails().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_v1_lookup_returns_the_association_made_at_bind() {
+    let smtp = SmtpCapture::start();
+    let server = TestServer::start_with(|config| {
+        with_smtp(&smtp)(config);
+        config.enable_v1_api = true;
+    })
+    .await;
+    let alice = server.token_for("@alice:example.org").await;
+    let sid = validate(&server, &smtp, &alice, "alice@example.org", "alice_s").await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let own = json!({ "sid": sid, "client_secret": "alice_s", "mxid": "@alice:example.org" }).to_string();
+    let bound = server.call_as(Some(&alice), Method::POST, "/_matrix/identity/v2/3pid/bind", Some(&own)).await;
+    assert_eq!(bound.status, 200, "{:?}", bound.body);
+    let (ts, not_before) = (bound.body["ts"].as_i64().unwrap(), bound.body["not_before"].as_i64().unwrap());
+    assert!(ts < not_before, "ts is when the address was verified, before the bind: {:?}", bound.body);
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let path = "/_matrix/identity/api/v1/lookup?medium=email&address=alice@example.org";
+    let found = server.call(Method::GET, path, None).await;
+    assert_eq!(found.body, bound.body, "the association and its signature as made at bind");
     server.stop().await;
 }

@@ -8,6 +8,7 @@ use super::validation::validated_session;
 use super::{invite, lookup, now_ms};
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::http::AppState;
+use crate::store::StoredAssociation;
 
 /// How long a signed association is declared valid (100 years, as other identity servers).
 const ASSOCIATION_LIFETIME_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
@@ -17,23 +18,52 @@ const ASSOCIATION_LIFETIME_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 /// delivered to the user's homeserver in the background.
 pub async fn bind(state: &AppState, caller: &str, sid: &str, client_secret: &str, mxid: &str) -> ApiResult<Value> {
     if mxid != caller {
-        return Err(ApiError::new(ErrCode::Forbidden, "You may only bind 3PIDs to your own Matrix ID"));
+        return Err(ApiError::new(ErrCode::OtherUser, "You may only bind 3PIDs to your own Matrix ID"));
     }
     let session = validated_session(state, sid, client_secret).await?;
     lookup::add_local_threepid(&state.store, &session.medium, &session.address, mxid, "binding", true).await?;
     let now = now_ms();
-    let association = json!({
-        "address": session.address,
-        "medium": session.medium,
-        "mxid": mxid,
-        "not_before": now,
-        "not_after": now.saturating_add(ASSOCIATION_LIFETIME_MS),
-        "ts": now,
-    });
-    let signed = state.keys.sign_json(&state.config.server_name, association).map_err(ApiError::internal)?;
+    let stored = StoredAssociation {
+        mxid: mxid.to_owned(),
+        verified_at: session.validated_at.unwrap_or(now),
+        not_before: now,
+        not_after: Some(now.saturating_add(ASSOCIATION_LIFETIME_MS)),
+    };
+    state
+        .store
+        .set_association_times(
+            &session.medium,
+            &session.address,
+            stored.verified_at,
+            stored.not_before,
+            stored.not_after.unwrap_or_default(),
+        )
+        .await?;
+    let signed = signed_association(state, &session.medium, &session.address, &stored)?;
     tracing::info!(medium = %session.medium, "3PID bound");
     invite::deliver_pending_in_background(state.clone(), session.medium, session.address, mxid.to_owned());
     Ok(signed)
+}
+
+/// The signed association of a plain 3PID as it was made (v1 `lookup`), or `None`.
+pub async fn association(state: &AppState, medium: &str, address: &str) -> ApiResult<Option<Value>> {
+    let Some(address) = super::threepid::normalize(medium, address) else { return Ok(None) };
+    let Some(stored) = state.store.association(medium, &address).await? else { return Ok(None) };
+    signed_association(state, medium, &address, &stored).map(Some)
+}
+
+/// Signs an association with the times it was made with; a directory entry, never bound
+/// through this service, is valid from its creation for the lifetime of a binding.
+fn signed_association(state: &AppState, medium: &str, address: &str, stored: &StoredAssociation) -> ApiResult<Value> {
+    let association = json!({
+        "address": address,
+        "medium": medium,
+        "mxid": stored.mxid,
+        "not_before": stored.not_before,
+        "not_after": stored.not_after.unwrap_or_else(|| stored.not_before.saturating_add(ASSOCIATION_LIFETIME_MS)),
+        "ts": stored.verified_at,
+    });
+    state.keys.sign_json(&state.config.server_name, association).map_err(ApiError::internal)
 }
 
 /// The 3PID of an unbind request.

@@ -13,7 +13,7 @@ use super::extract::{JsonBody, QueryParams};
 use super::v2;
 use crate::domain::invite::{self, ApiVersion};
 use crate::domain::validation;
-use crate::domain::{binding, now_ms, threepid};
+use crate::domain::{binding, threepid};
 use crate::error::{ApiError, ApiResult, ErrCode};
 
 /// The v1 routes.
@@ -48,19 +48,14 @@ pub struct LookupQuery {
 
 /// # `GET /_matrix/identity/api/v1/lookup`
 ///
-/// The signed association of a plain 3PID, or `{}`.
+/// The signed association of a plain 3PID as made at bind (its `ts`, `not_before` and
+/// `not_after`), or `{}`.
 pub async fn lookup(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<LookupQuery>,
 ) -> ApiResult<Json<Value>> {
-    let Some(address) = threepid::normalize(&query.medium, &query.address) else { return Ok(Json(json!({}))) };
-    let Some(mxid) = state.store.associated_user(&query.medium, &address).await? else { return Ok(Json(json!({}))) };
-    let now = now_ms();
-    let association = json!({
-        "address": address, "medium": query.medium, "mxid": mxid,
-        "not_before": now, "not_after": now.saturating_add(24 * 3600 * 1000), "ts": now,
-    });
-    Ok(Json(state.keys.sign_json(&state.config.server_name, association).map_err(ApiError::internal)?))
+    let association = binding::association(&state, &query.medium, &query.address).await?;
+    Ok(Json(association.unwrap_or_else(|| json!({}))))
 }
 
 /// The body of v1 `bulk_lookup`.

@@ -25,6 +25,19 @@ pub struct LocalMatch {
     pub source: String,
 }
 
+/// An association as stored: who, and the times its signature carries.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredAssociation {
+    /// The Matrix user.
+    pub mxid: String,
+    /// When the 3PID was verified (`ts`).
+    pub verified_at: i64,
+    /// Start of validity.
+    pub not_before: i64,
+    /// End of validity, when recorded.
+    pub not_after: Option<i64>,
+}
+
 /// A local 3PID, as the rotation reads them.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LocalThreepid {
@@ -172,6 +185,47 @@ impl Store {
         .fetch_optional(pool)
         .await)?;
         Ok(mxid)
+    }
+
+    /// Records the validity of the association just made for a binding: when the 3PID was
+    /// verified and the signed `not_before`/`not_after`.
+    pub async fn set_association_times(
+        &self,
+        medium: &str,
+        address: &str,
+        verified_at: i64,
+        not_before: i64,
+        not_after: i64,
+    ) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE local_threepids SET verified_at = $3, not_before = $4, not_after = $5 \
+             WHERE source = 'binding' AND medium = $1 AND address = $2",
+        )
+        .bind(medium)
+        .bind(address)
+        .bind(verified_at)
+        .bind(not_before)
+        .bind(not_after)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The active association of a 3PID (binding first, then directory), with its times; a
+    /// directory entry, never verified by this service, dates from its creation.
+    pub async fn association(&self, medium: &str, address: &str) -> StoreResult<Option<StoredAssociation>> {
+        let found = on_pool!(self, pool => sqlx::query_as::<_, StoredAssociation>(
+            "SELECT mxid, COALESCE(verified_at, created_at) AS verified_at, \
+             COALESCE(not_before, created_at) AS not_before, not_after FROM local_threepids \
+             WHERE medium = $1 AND address = $2 AND active \
+             ORDER BY CASE source WHEN 'binding' THEN 0 ELSE 1 END LIMIT 1",
+        )
+        .bind(medium)
+        .bind(address)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(found)
     }
 
     /// Stores `(hash, threepid id)` pairs for `pepper`; pairs already stored are kept.

@@ -27,7 +27,7 @@ use crate::config::{Config, DatabaseEngine, SslSetting};
 
 pub use changes::{LocalRow, LookupChange, PushedRow};
 pub use directory::{DirectoryThreepid, NewThreepid, PushStatus};
-pub use hashes::{LocalMatch, LocalThreepid, PushOutcome, PushSnapshot};
+pub use hashes::{LocalMatch, LocalThreepid, PushOutcome, PushSnapshot, StoredAssociation};
 pub use invitations::InvitationRecord;
 pub use keys::{KeyPurpose, SigningKeyRecord};
 pub use leases::JobLease;

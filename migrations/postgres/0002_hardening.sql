@@ -6,3 +6,7 @@ CREATE TABLE directory_sync_state (
     last_success_at BIGINT NOT NULL,
     users BIGINT NOT NULL
 );
+
+-- When a binding's 3PID was verified: the `ts` of its signed association, which the v1 lookup
+-- returns as it was made at bind (with `not_before`/`not_after`), not re-dated at each call.
+ALTER TABLE local_threepids ADD COLUMN verified_at BIGINT;
