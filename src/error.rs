@@ -26,6 +26,8 @@ pub enum ErrCode {
     InvalidParam,
     /// The request body is larger than the configured limit.
     TooLarge,
+    /// The request body is compressed in a way this server does not read (415).
+    UnsupportedEncoding,
     /// Missing, unknown or expired access token.
     Unauthorized,
     /// The caller may not do this.
@@ -72,7 +74,7 @@ impl ErrCode {
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Unrecognized => "M_UNRECOGNIZED",
+            Self::Unrecognized | Self::UnsupportedEncoding => "M_UNRECOGNIZED",
             Self::NotJson => "M_NOT_JSON",
             Self::BadJson => "M_BAD_JSON",
             Self::MissingParams => "M_MISSING_PARAMS",
@@ -117,6 +119,7 @@ impl ErrCode {
             | Self::TokenIncorrect
             | Self::ThreepidInUse => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::OtherUser | Self::TermsNotSigned => StatusCode::FORBIDDEN,
             Self::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -155,6 +158,25 @@ impl ApiError {
     #[must_use]
     pub fn unknown_endpoint() -> Self {
         Self::new(ErrCode::Unrecognized, "Unrecognized request")
+    }
+
+    /// The Matrix error for a bare status produced outside the handlers (a framework rejection
+    /// or a middleware answer without a body), so that every error has a Matrix body.
+    #[must_use]
+    pub fn for_status(status: StatusCode) -> Self {
+        let code = match status {
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => ErrCode::Unrecognized,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrCode::TooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrCode::UnsupportedEncoding,
+            StatusCode::UNAUTHORIZED => ErrCode::Unauthorized,
+            StatusCode::FORBIDDEN => ErrCode::Forbidden,
+            StatusCode::TOO_MANY_REQUESTS => ErrCode::LimitExceeded,
+            status if status.is_client_error() => ErrCode::InvalidParam,
+            _ => ErrCode::Unknown,
+        };
+        let mut error = Self::new(code, status.canonical_reason().unwrap_or("Error"));
+        error.status = status;
+        error
     }
 
     /// A 500 whose cause is logged here and never sent to the client.

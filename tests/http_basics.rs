@@ -115,3 +115,18 @@ async fn responses_carry_a_request_id() {
     assert_ne!(first_id, second_id);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn framework_rejections_and_arrays_get_matrix_errors() {
+    let server = TestServer::start().await;
+    let response = server.call(Method::GET, "/_matrix/identity/v2/pubkey/%ff", None).await;
+    response.assert_error(400, "M_INVALID_PARAM");
+    assert!(response.headers["content-type"].to_str().unwrap().starts_with("application/json"));
+    // A JSON array where an object is expected, with the fields in order.
+    let token = server.token_for("@a:example.org").await;
+    let array = r#"["sha256", "pepper", []]"#;
+    for path in ["/_matrix/identity/v2/lookup", "/_matrix/identity/v2/3pid/bind", "/_matrix/identity/v2/terms"] {
+        server.call_as(Some(&token), Method::POST, path, Some(array)).await.assert_error(400, "M_BAD_JSON");
+    }
+    server.stop().await;
+}

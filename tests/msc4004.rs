@@ -393,3 +393,90 @@ async fn a_push_or_a_rotation_on_one_instance_is_seen_by_another() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn server_names_of_pushes_are_normalised_to_one_snapshot() {
+    let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let pepper = current_pepper(&server).await;
+    let first = hashes_of(&["a@named.test"], &pepper);
+    let second = hashes_of(&["b@named.test"], &pepper);
+    assert_eq!(push(&server, &push_body("NAMED.test:443", &pepper, &first)).await.status, 201);
+    let response = push(&server, &push_body("named.test", &pepper, &second)).await;
+    assert_eq!(response.body, json!({ "stored": 1, "added": 1, "removed": 1 }), "the same snapshot was replaced");
+    let snapshots = server.state.store.push_snapshots().await.unwrap();
+    assert_eq!(snapshots.iter().map(|s| s.server.as_str()).collect::<Vec<_>>(), vec!["named.test:443"]);
+    let answer = lookup(&server, &pepper, &[first[0].clone(), second[0].clone()]).await;
+    assert_eq!(answer["third_party_mappings"], json!({ "named.test:443": [second[0]] }));
+    server.stop().await;
+}
+
+/// The same 32 bytes as `hash`, spelt with non-zero trailing bits.
+fn non_canonical(hash: &str) -> String {
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let last = ALPHABET.find(hash.chars().last().unwrap()).unwrap();
+    format!("{}{}", &hash[..42], ALPHABET.chars().nth(last + 1).unwrap())
+}
+
+#[tokio::test]
+async fn non_canonical_base64_hashes_are_refused_in_pushes_and_lookups() {
+    let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let pepper = current_pepper(&server).await;
+    let hash = hash_3pid("a@tom.example", "email", &pepper);
+    let odd = non_canonical(&hash);
+    push(&server, &push_body("tom.example:443", &pepper, &[odd.clone()])).await.assert_error(400, "M_INVALID_PARAM");
+    assert!(server.state.store.push_snapshots().await.unwrap().is_empty(), "nothing stored");
+    let body = json!({ "algorithm": "sha256", "pepper": pepper, "addresses": [hash, odd] }).to_string();
+    let response = server.call(Method::POST, "/_matrix/identity/v2/lookup", Some(&body)).await;
+    response.assert_error(400, "M_INVALID_PARAM");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn push_encodings_other_than_gzip_get_matrix_errors_and_strangers_are_refused_first() {
+    let trusted = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let stranger = TestServer::start().await;
+    let pepper = current_pepper(&trusted).await;
+    let body = push_body("tom.example:443", &pepper, &hashes_of(&["a@tom.example"], &pepper));
+    for encoding in ["br", "deflate", "gzip, gzip", "compress"] {
+        let send = |server: &TestServer| {
+            server.client.post(server.url(PUSH)).header("content-encoding", encoding).body(body.clone()).send()
+        };
+        Response::from(send(&trusted).await.unwrap()).await.assert_error(415, "M_UNRECOGNIZED");
+        Response::from(send(&stranger).await.unwrap()).await.assert_error(403, "M_FORBIDDEN");
+    }
+    trusted.stop().await;
+    stranger.stop().await;
+}
+
+#[tokio::test]
+async fn hashes_sharing_a_prefix_cost_what_random_hashes_cost() {
+    use base64::Engine as _;
+    let server = TestServer::start_with(|config| {
+        trusting(&["127.0.0.1"])(config);
+        config.lookups_body_limit = 50_000_000;
+    })
+    .await;
+    let pepper = current_pepper(&server).await;
+    // 50,000 hashes whose first 16 bytes are the same.
+    let crafted: Vec<String> = (0..50_000_u32)
+        .map(|n| {
+            let mut bytes = [7_u8; 32];
+            bytes[16..20].copy_from_slice(&n.to_be_bytes());
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        })
+        .collect();
+    assert_eq!(push(&server, &push_body("evil.example:443", &pepper, &crafted)).await.status, 201);
+    let started = std::time::Instant::now();
+    lookup(&server, &pepper, &crafted[..10]).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "loading took {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    let answer = lookup(&server, &pepper, &crafted[40_000..40_100]).await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer["third_party_mappings"]["evil.example:443"].as_array().map(Vec::len), Some(100));
+    assert!(elapsed < std::time::Duration::from_millis(50), "a lookup of 100 crafted hashes took {elapsed:?}");
+    let server = server.restart_with(|_| {}).await;
+    let started = std::time::Instant::now();
+    lookup(&server, &pepper, &crafted[..10]).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "after a restart: {:?}", started.elapsed());
+    server.stop().await;
+}

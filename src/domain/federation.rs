@@ -29,6 +29,15 @@ pub struct PushRequest {
     pub mappings: HashMap<String, Vec<String>>,
 }
 
+/// The key a push is stored under: the server name with its host lower-cased and the port
+/// made explicit (443 when absent, the port of an `https` base URL, as pushers name
+/// themselves), so that `NAMED.test`, `named.test` and `named.test:443` are one snapshot.
+#[must_use]
+pub fn push_server_key(name: &str) -> Option<String> {
+    let name = crate::matrix::ServerName::parse(name)?;
+    Some(format!("{}:{}", name.host_text(), name.port().unwrap_or(443)))
+}
+
 /// Validates and stores a push. Returns the answer body (201).
 pub async fn accept_push(store: &Store, caller: &TrustedCaller, request: PushRequest) -> ApiResult<Value> {
     if Algorithm::parse(&request.algorithm) != Some(Algorithm::Sha256) {
@@ -50,11 +59,10 @@ pub async fn accept_push(store: &Store, caller: &TrustedCaller, request: PushReq
     let Some((server, mut hashes)) = request.mappings.into_iter().next() else {
         return Err(ApiError::new(ErrCode::InvalidParam, "`mappings` must hold exactly one server"));
     };
-    if crate::matrix::ServerName::parse(&server).is_none() {
-        return Err(ApiError::new(ErrCode::InvalidParam, format!("`{server}` is not a server name")));
-    }
+    let server = push_server_key(&server)
+        .ok_or_else(|| ApiError::new(ErrCode::InvalidParam, format!("`{server}` is not a server name")))?;
     if let TrustedCaller::Named(name) = caller
-        && !name.eq_ignore_ascii_case(&server)
+        && push_server_key(name).as_deref() != Some(server.as_str())
     {
         return Err(ApiError::new(
             ErrCode::Forbidden,
@@ -65,7 +73,8 @@ pub async fn accept_push(store: &Store, caller: &TrustedCaller, request: PushReq
         return Err(ApiError::new(
             ErrCode::InvalidParam,
             format!(
-                "mappings[\"{server}\"][{position}] is not a sha256 lookup hash (43 characters of unpadded base64url)"
+                "mappings[\"{server}\"][{position}] is not a sha256 lookup hash (43 characters of canonical unpadded \
+                 base64url)"
             ),
         ));
     }

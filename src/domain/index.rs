@@ -27,25 +27,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// A hash decoded to its 32 bytes.
 type Hash = [u8; 32];
 
-/// Hashes are SHA-256 outputs, uniformly spread: their first eight bytes are a good hash-table
-/// hash already (the keys stored are computed by us or pushed by trusted servers).
-#[derive(Debug, Default, Clone, Copy)]
-struct HashPrefix(u64);
-
-impl std::hash::Hasher for HashPrefix {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // A `[u8; 32]` is hashed as its length, then its bytes: keep the first eight bytes.
-        if bytes.len() >= 8 {
-            self.0 = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
-        }
-    }
-}
-
-type FastMap<V> = HashMap<Hash, V, std::hash::BuildHasherDefault<HashPrefix>>;
+/// Hashes are keyed with SipHash and a per-process random key (the standard library's
+/// `RandomState`) over all 32 bytes. Pushed hashes are chosen by other servers: a table keyed on
+/// a fixed part of them would let one server push hashes that all land in one bucket and make
+/// every lookup and every load quadratic.
+type FastMap<V> = HashMap<Hash, V, std::collections::hash_map::RandomState>;
 
 /// Marks a hash known to several servers or users (see the overflow maps).
 const SEVERAL: u32 = u32::MAX;

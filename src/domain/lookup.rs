@@ -58,8 +58,17 @@ pub fn hash_3pid(address: &str, medium: &str, pepper: &str) -> String {
 
 /// Whether `text` has the shape of a sha256 lookup hash.
 #[must_use]
+///
+/// The encoding must be canonical: 43 characters carry 258 bits for 256, so the last one must
+/// leave its two low bits at zero. Another spelling of the same bytes would be stored and never
+/// found (lookups compare the text).
 pub fn is_sha256_hash(text: &str) -> bool {
-    text.len() == SHA256_HASH_LENGTH && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let canonical_end =
+        text.bytes().last().and_then(|last| ALPHABET.iter().position(|&c| c == last)).is_some_and(|v| v % 4 == 0);
+    text.len() == SHA256_HASH_LENGTH
+        && canonical_end
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Makes sure a current pepper exists, creating one from the CSPRNG on first start. With
@@ -118,6 +127,14 @@ pub async fn lookup(
         Algorithm::parse(&request.algorithm).filter(|algorithm| offered.contains(algorithm)).ok_or_else(|| {
             ApiError::new(ErrCode::InvalidParam, format!("Unsupported algorithm `{}`", request.algorithm))
         })?;
+    if algorithm == Algorithm::Sha256
+        && let Some(bad) = request.addresses.iter().position(|hash| !hash.is_empty() && !is_sha256_hash(hash))
+    {
+        return Err(ApiError::new(
+            ErrCode::InvalidParam,
+            format!("addresses[{bad}] is not a sha256 lookup hash (43 characters of canonical unpadded base64url)"),
+        ));
+    }
     index.ensure_fresh(store).await?;
     if algorithm == Algorithm::Sha256 {
         return index.lookup_sha256(&request.pepper, &request.addresses, with_inactive);
@@ -283,6 +300,9 @@ mod tests {
         assert!(is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc"));
         assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZU="));
         assert!(!is_sha256_hash("short"));
+        // The same bytes with non-zero trailing bits: not canonical.
+        assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUd"));
+        assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUf"));
     }
 
     fn found(hash: &str, mxid: &str, active: bool, source: &str) -> LocalMatch {

@@ -59,8 +59,15 @@ where
     }
 }
 
-/// Parses a JSON document into `T`, classifying the error as the Matrix spec does.
+/// Parses a JSON document into `T`, classifying the error as the Matrix spec does. Every
+/// request body of the API is a JSON object: serde would also fill a struct from an array of
+/// its fields in order (`["sha256", "<pepper>", []]`), which is `M_BAD_JSON` here.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()).is_some_and(|first| *first != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
+        return Err(ApiError::new(ErrCode::BadJson, "The request body must be a JSON object"));
+    }
     serde_json::from_slice(bytes).map_err(|error| {
         use serde_json::error::Category;
         match error.classify() {
@@ -93,6 +100,8 @@ mod tests {
         assert_eq!(parse_json::<Sample>(br#"{"name": "a"}"#).unwrap_err().code(), ErrCode::MissingParams);
         assert_eq!(parse_json::<Sample>(br#"{"name": 1, "count": 2}"#).unwrap_err().code(), ErrCode::BadJson);
         assert_eq!(parse_json::<Sample>(b"[1]").unwrap_err().code(), ErrCode::BadJson);
+        assert_eq!(parse_json::<Sample>(br#" ["a", 2]"#).unwrap_err().code(), ErrCode::BadJson);
+        assert_eq!(parse_json::<Sample>(b"[1").unwrap_err().code(), ErrCode::NotJson);
         assert!(parse_json::<Sample>(br#"{"name": "a", "count": 2}"#).is_ok());
     }
 }

@@ -25,6 +25,55 @@ pub async fn cors_headers(request: Request, next: Next) -> Response {
     response
 }
 
+/// Gives every error a Matrix body: an error response that is not JSON (a framework rejection
+/// such as an undecodable path segment, or a layer answering with a bare status) is replaced by
+/// the Matrix error of its status.
+pub async fn matrix_error_bodies(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let mut replaced = ApiError::for_status(status).into_response();
+    for (name, value) in response.headers() {
+        if name == axum::http::header::RETRY_AFTER || name == axum::http::header::ALLOW {
+            replaced.headers_mut().insert(name, value.clone());
+        }
+    }
+    replaced
+}
+
+/// The gate of MSC4004 pushes, before their body is read or decompressed: only trusted servers
+/// get further (so that nobody else can make the server inflate a body), and only bodies that
+/// are plain or gzip-compressed once.
+pub async fn push_gate(State(state): State<super::AppState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    if let Err(refusal) =
+        <super::auth::TrustedServer as axum::extract::FromRequestParts<_>>::from_request_parts(&mut parts, &state).await
+    {
+        return refusal.into_response();
+    }
+    let encoding = parts.headers.get_all(axum::http::header::CONTENT_ENCODING).iter().collect::<Vec<_>>();
+    let readable = match encoding.as_slice() {
+        [] => true,
+        [one] => one.to_str().is_ok_and(|value| {
+            let value = value.trim();
+            value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("identity")
+        }),
+        _ => false,
+    };
+    if !readable {
+        return ApiError::new(ErrCode::UnsupportedEncoding, "Pushes may be sent plain or gzip-compressed (once)")
+            .into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
 /// Answers a method a known path does not serve: `OPTIONS` is a CORS pre-flight, answered
 /// 200 `{}` (the CORS headers are added by [`cors_headers`]); anything else is 405
 /// `M_UNRECOGNIZED`.

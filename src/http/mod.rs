@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/identity/v2/lookups",
             post(v2::msc4004::push).layer(
                 ServiceBuilder::new()
+                    .layer(from_fn_with_state(state.clone(), layers::push_gate))
                     // Pushes may come gzip-compressed; the limit applies to the decompressed body.
                     .layer(tower_http::decompression::RequestDecompressionLayer::new())
                     .map_request(|request: Request<_>| request.map(axum::body::Body::new))
@@ -139,6 +140,7 @@ pub fn router(state: AppState) -> Router {
             .layer(trace)
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(from_fn(layers::cors_headers))
+            .layer(from_fn(layers::matrix_error_bodies))
             .layer(CatchPanicLayer::custom(layers::panic_response))
             .layer(from_fn_with_state(Duration::from_secs(config.request_timeout), layers::timeout)),
     )
