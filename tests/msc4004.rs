@@ -423,7 +423,9 @@ async fn non_canonical_base64_hashes_are_refused_in_pushes_and_lookups() {
     let pepper = current_pepper(&server).await;
     let hash = hash_3pid("a@tom.example", "email", &pepper);
     let odd = non_canonical(&hash);
-    push(&server, &push_body("tom.example:443", &pepper, &[odd.clone()])).await.assert_error(400, "M_INVALID_PARAM");
+    push(&server, &push_body("tom.example:443", &pepper, std::slice::from_ref(&odd)))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     assert!(server.state.store.push_snapshots().await.unwrap().is_empty(), "nothing stored");
     let body = json!({ "algorithm": "sha256", "pepper": pepper, "addresses": [hash, odd] }).to_string();
     let response = server.call(Method::POST, "/_matrix/identity/v2/lookup", Some(&body)).await;
