@@ -204,6 +204,9 @@ async fn sync_directory(sources: &ConfigSources) -> ExitCode {
         eprintln!("no user directory is configured (userdb_engine)");
         return ExitCode::from(2);
     }
+    if let Err(code) = require_existing_database(&loaded.config).await {
+        return code;
+    }
     let app = match App::build(loaded.config).await {
         Ok(app) => app,
         Err(error) => {
@@ -233,10 +236,26 @@ async fn sync_directory(sources: &ConfigSources) -> ExitCode {
 /// code to return otherwise (2: bad configuration, 1: database unreachable).
 async fn open_store(sources: &ConfigSources) -> Result<crate::store::Store, ExitCode> {
     let Some(loaded) = load_valid(sources) else { return Err(ExitCode::from(2)) };
+    require_existing_database(&loaded.config).await?;
     crate::store::Store::connect(&loaded.config).await.map_err(|error| {
         eprintln!("cannot open the database: {error}");
         ExitCode::FAILURE
     })
+}
+
+/// Refuses a database that does not exist (exit 2, naming it) or cannot be reached (exit 1).
+async fn require_existing_database(config: &Config) -> Result<(), ExitCode> {
+    match crate::store::Store::require_existing(config).await {
+        Ok(()) => Ok(()),
+        Err(error @ crate::store::StoreError::Missing(_)) => {
+            eprintln!("{error}: only `serve` creates a database; check data_dir / database_* keys");
+            Err(ExitCode::from(2))
+        }
+        Err(error) => {
+            eprintln!("cannot open the database: {error}");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {

@@ -350,6 +350,10 @@ fn sync_directory_reports_its_counts_and_names_what_fails() {
             .output()
             .unwrap()
     };
+    // Only `serve` creates the service's database.
+    let missing = run("SELECT uid, mail, mobile FROM people");
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    create_database(dir.path());
     let broken = run("SELECT uid, mail, mobile FROM missing");
     assert_eq!(broken.status.code(), Some(1), "{}", stderr(&broken));
     assert!(stderr(&broken).contains("user directory query failed"), "{}", stderr(&broken));
@@ -359,4 +363,35 @@ fn sync_directory_reports_its_counts_and_names_what_fails() {
     assert!(working.status.success(), "{}", stderr(&working));
     let report: serde_json::Value = serde_json::from_slice(&working.stdout).unwrap();
     assert_eq!((report["users"].as_u64(), report["added"].as_u64()), (Some(1), Some(1)), "{report}");
+}
+
+/// Creates the service's database under `dir/data`, as a first `serve` would.
+fn create_database(dir: &Path) {
+    let config = federated_identity_service::Config { data_dir: dir.join("data"), ..Default::default() };
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        federated_identity_service::store::Store::connect(&config).await.unwrap().close().await;
+    });
+}
+
+#[test]
+fn commands_other_than_serve_never_create_a_database() {
+    let dir = TempDir::new().unwrap();
+    let directory = [("USERDB_ENGINE", "sqlite"), ("USERDB_HOST", "users.db"), ("USERDB_QUERY", "SELECT 1, 2, 3")];
+    for name in ["inspect", "rotate-pepper", "sync-directory"] {
+        let output = command(dir.path()).envs(directory).arg(name).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("data/federated-identity-service.db"),
+            "{name} names the path: {}",
+            stderr(&output)
+        );
+        assert!(!dir.path().join("data").exists(), "{name} created the data directory");
+    }
+    // A file that is not one of ours (an empty SQLite file) is refused too, and left as it was.
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/federated-identity-service.db"), b"").unwrap();
+    let output = command(dir.path()).arg("inspect").output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("no schema of this service"), "{}", stderr(&output));
+    assert_eq!(std::fs::metadata(dir.path().join("data/federated-identity-service.db")).unwrap().len(), 0);
 }

@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The configuration does not describe a usable database.
     #[error("database configuration: {0}")]
     Config(String),
+    /// The database does not exist yet, or holds no schema of this service.
+    #[error("{0}")]
+    Missing(String),
 }
 
 /// The result type of repository methods.
@@ -85,6 +88,47 @@ impl Store {
             Some(DatabaseEngine::Sqlite) => Self::connect_sqlite(config).await,
             Some(DatabaseEngine::Postgres) => Self::connect_postgres(config).await,
             None => Err(StoreError::Config(format!("unsupported engine `{}`", config.database_engine))),
+        }
+    }
+
+    /// Fails with [`StoreError::Missing`] unless the configured database exists and holds this
+    /// service's schema. Only `serve` creates a database; the other commands pointed at a wrong
+    /// path would otherwise create an empty one and report zeros.
+    pub async fn require_existing(config: &Config) -> StoreResult<()> {
+        let has_schema = match config.database_engine() {
+            Some(DatabaseEngine::Sqlite) => {
+                let path = config.sqlite_path();
+                if path.as_os_str() == ":memory:" {
+                    return Ok(());
+                }
+                if !path.is_file() {
+                    return Err(StoreError::Missing(format!("no database at {}", path.display())));
+                }
+                let options = SqliteConnectOptions::new().filename(&path).read_only(true);
+                let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
+                let found: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                )
+                .fetch_one(&mut connection)
+                .await?;
+                sqlx::Connection::close(connection).await?;
+                found > 0
+            }
+            Some(DatabaseEngine::Postgres) => {
+                let mut connection =
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&postgres_options(config)?).await?;
+                let found: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                    .fetch_one(&mut connection)
+                    .await?;
+                sqlx::Connection::close(connection).await?;
+                found
+            }
+            None => return Err(StoreError::Config(format!("unsupported engine `{}`", config.database_engine))),
+        };
+        if has_schema {
+            Ok(())
+        } else {
+            Err(StoreError::Missing("the database holds no schema of this service (start `serve` once)".to_owned()))
         }
     }
 
