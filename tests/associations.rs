@@ -550,3 +550,34 @@ async fn the_v1_lookup_returns_the_association_made_at_bind() {
     assert_eq!(found.body, bound.body, "the association and its signature as made at bind");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn next_link_hosts_can_be_restricted() {
+    let smtp = SmtpCapture::start();
+    let server = TestServer::start_with(|config| {
+        with_smtp(&smtp)(config);
+        config.next_link_allowed_hosts = vec!["app.example.org".into(), "*.trusted.example".into()];
+    })
+    .await;
+    let token = server.token_for("@alice:example.org").await;
+    let request = |link: &str, attempt: i64| {
+        json!({ "client_secret": "s3cret", "email": "alice@example.org", "send_attempt": attempt, "next_link": link })
+            .to_string()
+    };
+    let path = "/_matrix/identity/v2/validate/email/requestToken";
+    for (attempt, refused) in
+        ["https://evil.example/", "https://trusted.example/", "https://app.example.org.evil.example/", "javascript:x"]
+            .iter()
+            .enumerate()
+    {
+        let body = request(refused, i64::try_from(attempt).unwrap() + 1);
+        server.call_as(Some(&token), Method::POST, path, Some(&body)).await.assert_error(400, "M_INVALID_PARAM");
+    }
+    assert!(smtp.mails().is_empty(), "nothing was sent for refused links");
+    for (attempt, allowed) in ["https://APP.example.org/done", "https://x.trusted.example/"].iter().enumerate() {
+        let body = request(allowed, i64::try_from(attempt).unwrap() + 10);
+        let response = server.call_as(Some(&token), Method::POST, path, Some(&body)).await;
+        assert_eq!(response.status, 200, "{allowed}: {:?}", response.body);
+    }
+    server.stop().await;
+}

@@ -140,6 +140,7 @@ pub struct Config {
     // --- mail, SMS, templates, terms
     pub mail_link_delay: u64,
     pub validation_session_lifetime: u64,
+    pub next_link_allowed_hosts: Vec<String>,
     pub validation_send_limit: u64,
     pub invitation_lifetime: u64,
     pub enable_v1_api: bool,
@@ -241,6 +242,7 @@ impl Default for Config {
             matrix_database_ssl: SslSetting::Enabled(false),
             mail_link_delay: 7200,
             validation_session_lifetime: 24 * 3600,
+            next_link_allowed_hosts: Vec::new(),
             validation_send_limit: 10,
             invitation_lifetime: 30 * 24 * 3600,
             enable_v1_api: false,

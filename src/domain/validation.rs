@@ -120,13 +120,31 @@ pub struct TokenRequest {
     pub next_link: Option<String>,
 }
 
-/// Checks `next_link`: an absolute http(s) URL, or nothing.
-pub fn check_next_link(next_link: Option<&str>) -> ApiResult<Option<String>> {
+/// Checks `next_link`: an absolute http(s) URL, or nothing; when `allowed_hosts` is not
+/// empty, its host must be one of them (`*.example.org` admits the subdomains of
+/// `example.org`), so that the validation page cannot send users anywhere.
+pub fn check_next_link(next_link: Option<&str>, allowed_hosts: &[String]) -> ApiResult<Option<String>> {
     let Some(link) = next_link.filter(|link| !link.is_empty()) else { return Ok(None) };
-    match reqwest::Url::parse(link) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(Some(link.to_owned())),
-        _ => Err(ApiError::new(ErrCode::InvalidParam, "next_link must be an http or https URL")),
+    let url = url::Url::parse(link)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .ok_or_else(|| ApiError::new(ErrCode::InvalidParam, "next_link must be an http or https URL"))?;
+    let host = url.host_str().unwrap_or_default();
+    let allowed = allowed_hosts.is_empty()
+        || allowed_hosts.iter().any(|pattern| match pattern.strip_prefix("*.") {
+            Some(parent) => {
+                host.len() > parent.len() + 1
+                    && host.to_ascii_lowercase().ends_with(&format!(".{}", parent.to_ascii_lowercase()))
+            }
+            None => host.eq_ignore_ascii_case(pattern),
+        });
+    if !allowed {
+        return Err(ApiError::new(
+            ErrCode::InvalidParam,
+            "next_link points to a host this server does not redirect to",
+        ));
     }
+    Ok(Some(link.to_owned()))
 }
 
 /// Starts or continues a session; sends a message unless this attempt was already served.

@@ -91,7 +91,7 @@ pub(crate) async fn request_email_token(
         address: validation::normalize_email(&body.email)?,
         client_secret: body.client_secret,
         send_attempt: validation::parse_send_attempt(&body.send_attempt)?,
-        next_link: validation::check_next_link(body.next_link.as_deref())?,
+        next_link: validation::check_next_link(body.next_link.as_deref(), &state.config.next_link_allowed_hosts)?,
     };
     let sid = validation::request_token(state, client, request).await?;
     Ok(Json(json!({ "sid": sid })))
@@ -117,7 +117,7 @@ pub async fn msisdn_request_token(
         address: msisdn.clone(),
         client_secret: body.client_secret,
         send_attempt: validation::parse_send_attempt(&body.send_attempt)?,
-        next_link: validation::check_next_link(body.next_link.as_deref())?,
+        next_link: validation::check_next_link(body.next_link.as_deref(), &state.config.next_link_allowed_hosts)?,
     };
     let sid = validation::request_token(&state, client, request).await?;
     Ok(Json(json!({ "sid": sid, "msisdn": msisdn, "intl_fmt": validation::international_format(&msisdn) })))
