@@ -1,7 +1,6 @@
 //! Assembles the service from a configuration and runs it until shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,28 +121,27 @@ impl App {
             tracing::info!("cron_service is off: this instance runs no scheduled jobs");
             Vec::new()
         };
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = if self.state.config.tls_certificate.is_empty() {
+        let settings = crate::listener::ListenerSettings {
+            header_timeout: Duration::from_secs(self.state.config.http_header_timeout.max(1)),
+            max_connections: usize::try_from(self.state.config.http_max_connections).unwrap_or(usize::MAX),
+            shutdown_grace: Duration::from_secs(30),
+        };
+        let tls = if self.state.config.tls_certificate.is_empty() {
             tracing::info!("listening on http://{address}");
-            axum::serve(listener, service).with_graceful_shutdown(shutdown).await.map_err(anyhow::Error::from)
+            None
         } else {
             let tls =
                 crate::tls::Tls::load(&self.state.config.tls_certificate, &self.state.config.tls_private_key).await?;
-            let watcher =
-                tokio::spawn(tls.clone().watch(Duration::from_secs(self.state.config.tls_reload_interval.max(1))));
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                // In-flight requests get this long to finish.
-                stopper.graceful_shutdown(Some(Duration::from_secs(30)));
-            });
             tracing::info!("listening on https://{address}");
-            let served =
-                axum_server::from_tcp_rustls(listener.into_std()?, tls.config())?.handle(handle).serve(service).await;
-            watcher.abort();
-            served.map_err(anyhow::Error::from)
+            Some(tls)
         };
+        let watcher = tls
+            .clone()
+            .map(|tls| tokio::spawn(tls.watch(Duration::from_secs(self.state.config.tls_reload_interval.max(1)))));
+        let served = crate::listener::serve(listener, self.router, tls, settings, shutdown).await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         maintenance.abort();
         follower.abort();
         jobs.iter().for_each(tokio::task::JoinHandle::abort);

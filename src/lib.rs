@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod listener;
 pub mod matrix;
 pub mod notify;
 pub mod store;

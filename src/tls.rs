@@ -38,6 +38,12 @@ impl Tls {
         self.config.clone()
     }
 
+    /// An acceptor with the current certificate (each new connection takes the latest one).
+    #[must_use]
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.get_inner())
+    }
+
     /// Loads the files again; a broken file keeps the previous certificate.
     pub async fn reload(&self) {
         match self.config.reload_from_pem_file(&self.certificate, &self.private_key).await {

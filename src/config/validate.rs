@@ -69,6 +69,8 @@ pub fn validate(config: &Config) -> Vec<String> {
         ("request_body_limit", config.request_body_limit),
         ("lookups_body_limit", config.lookups_body_limit),
         ("request_timeout", config.request_timeout),
+        ("http_header_timeout", config.http_header_timeout),
+        ("http_max_connections", config.http_max_connections),
         ("hashes_rate_limit", config.hashes_rate_limit),
         ("homeserver_timeout", config.homeserver_timeout),
         ("access_token_lifetime", config.access_token_lifetime),

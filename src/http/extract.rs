@@ -63,10 +63,11 @@ where
 /// request body of the API is a JSON object: serde would also fill a struct from an array of
 /// its fields in order (`["sha256", "<pepper>", []]`), which is `M_BAD_JSON` here.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()).is_some_and(|first| *first != b'{')
-        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
-    {
-        return Err(ApiError::new(ErrCode::BadJson, "The request body must be a JSON object"));
+    if bytes.iter().find(|byte| !byte.is_ascii_whitespace()).is_some_and(|first| *first != b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => ApiError::new(ErrCode::BadJson, "The request body must be a JSON object"),
+            Err(error) => ApiError::new(ErrCode::NotJson, format!("The request body is not valid JSON: {error}")),
+        });
     }
     serde_json::from_slice(bytes).map_err(|error| {
         use serde_json::error::Category;
