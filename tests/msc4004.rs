@@ -482,3 +482,68 @@ async fn hashes_sharing_a_prefix_cost_what_random_hashes_cost() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "after a restart: {:?}", started.elapsed());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rotations_are_never_missed_by_another_instance_under_concurrent_pushes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let a = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let b = Arc::new(a.twin().await);
+    // Enough local 3PIDs that a rotation's deletes take a while: the window of the race, which
+    // PostgreSQL has (SQLite serialises its writers, and is only checked for the outcome).
+    let count = if common::Backend::from_env() == common::Backend::Postgres { 40_000 } else { 10_000 };
+    let rows: Vec<federated_identity_service::store::NewThreepid> = (0..count)
+        .map(|n| federated_identity_service::store::NewThreepid {
+            medium: "email".into(),
+            address: format!("u{n}@org.example"),
+            mxid: format!("@u{n}:org.example"),
+            active: true,
+        })
+        .collect();
+    a.state.store.insert_directory_threepids(&rows, 0).await.unwrap();
+    rotate_pepper(&a.state.store).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut pushers = Vec::new();
+    for pusher in 0..3 {
+        let (b, stop) = (Arc::clone(&b), Arc::clone(&stop));
+        pushers.push(tokio::spawn(async move {
+            let mut pushed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let details = b.call(Method::GET, "/_matrix/identity/v2/hash_details", None).await.body;
+                let pepper = details["lookup_pepper"].as_str().unwrap_or_default().to_owned();
+                let hashes = hashes_of(&[&format!("p{pusher}-{pushed}@t.example")], &pepper);
+                let server = format!("pusher{pusher}.example:443");
+                if push(&b, &push_body(&server, &pepper, &hashes)).await.status == 201 {
+                    pushed += 1;
+                }
+            }
+            pushed
+        }));
+    }
+    for round in 0..3 {
+        rotate_pepper(&a.state.store).await.unwrap();
+        let new = current_pepper(&a).await;
+        let started = Instant::now();
+        for server in [&a, b.as_ref()] {
+            loop {
+                let details = server.call(Method::GET, "/_matrix/identity/v2/hash_details", None).await.body;
+                if details["lookup_pepper"] == new.as_str() {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "round {round}: an instance stays on the old pepper: {details}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for pusher in pushers {
+        assert!(pusher.await.unwrap() > 0, "the pushes ran during the rotations");
+    }
+    Arc::into_inner(b).expect("no pusher holds B").stop().await;
+    a.stop().await;
+}

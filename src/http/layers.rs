@@ -25,18 +25,19 @@ pub async fn cors_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// Gives every error a Matrix body: an error response that is not JSON (a framework rejection
-/// such as an undecodable path segment, or a layer answering with a bare status) is replaced by
-/// the Matrix error of its status.
+/// Gives every error a Matrix body: an error response with no body type or plain text (a
+/// framework rejection such as an undecodable path segment, or a layer answering with a bare
+/// status) is replaced by the Matrix error of its status. JSON errors and the HTML pages of the
+/// browser-facing validation link are left alone.
 pub async fn matrix_error_bodies(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
+    let bare = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_none_or(|value| value.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !bare {
         return response;
     }
     let mut replaced = ApiError::for_status(status).into_response();

@@ -44,8 +44,26 @@ pub struct LocalRow {
     pub source: String,
 }
 
+/// Inserts a change row; see [`Store::change_log_lock`] for where it must go.
+pub(super) const INSERT_CHANGE: &str =
+    "INSERT INTO lookup_changes (kind, server, pepper, created_at) VALUES ($1, $2, $3, $4)";
+
 impl Store {
-    /// Logs a change (`push` with its server and pepper, `rotation`, `local`).
+    /// The statement to run right before inserting a change row, as the last write of its
+    /// transaction.
+    ///
+    /// Readers ask for "changes after the last one I applied", so sequence numbers must become
+    /// visible in order. On PostgreSQL a `BIGSERIAL` value is taken at insert time but seen at
+    /// commit: a long transaction (a rotation deleting a million rows) that took number N before
+    /// a short one (a push) took N+1 would commit after it, and a reader that saw N+1 first
+    /// would skip N for ever. An exclusive table lock held to the commit hands out numbers in
+    /// commit order; reads are not blocked, and since the row is the transaction's last write,
+    /// the lock is held only for the commit itself. SQLite has one writer at a time already.
+    pub(super) fn change_log_lock(&self) -> &'static str {
+        self.dialect("SELECT 1", "LOCK TABLE lookup_changes IN EXCLUSIVE MODE")
+    }
+
+    /// Logs a change (`push` with its server and pepper, `rotation`, `local`) on its own.
     pub async fn record_lookup_change(
         &self,
         kind: &str,
@@ -53,16 +71,12 @@ impl Store {
         pepper: Option<&str>,
         now: i64,
     ) -> StoreResult<()> {
-        on_pool!(self, pool => sqlx::query(
-            "INSERT INTO lookup_changes (kind, server, pepper, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(kind)
-        .bind(server)
-        .bind(pepper)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_with(self.write_transaction()).await?;
+            sqlx::query(self.change_log_lock()).execute(&mut *tx).await?;
+            sqlx::query(INSERT_CHANGE).bind(kind).bind(server).bind(pepper).bind(now).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
         self.note_local_write();
         Ok(())
     }

@@ -293,10 +293,6 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO lookup_changes (kind, created_at) VALUES ('rotation', $1)")
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
             for table in [
                 "DELETE FROM local_hashes WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
                 "DELETE FROM pushed_hashes WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
@@ -304,6 +300,15 @@ impl Store {
             ] {
                 sqlx::query(table).execute(&mut *tx).await?;
             }
+            // Last, so that its sequence number is taken at commit time (see change_log_lock).
+            sqlx::query(self.change_log_lock()).execute(&mut *tx).await?;
+            sqlx::query(super::changes::INSERT_CHANGE)
+                .bind("rotation")
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await
         })?;
         self.note_local_write();
@@ -387,7 +392,9 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO lookup_changes (kind, server, pepper, created_at) VALUES ('push', $1, $2, $3)")
+            sqlx::query(self.change_log_lock()).execute(&mut *tx).await?;
+            sqlx::query(super::changes::INSERT_CHANGE)
+                .bind("push")
                 .bind(server)
                 .bind(pepper)
                 .bind(now)
