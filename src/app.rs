@@ -57,6 +57,7 @@ impl App {
         let keys = SigningKeys::load_or_create(&store, key_file).await?;
         tracing::info!(key_id = keys.key_id(), public_key = keys.public_key(), "signing key");
         lookup::ensure_pepper(&store).await?;
+        lookup::clear_abandoned_rotation(&store).await?;
         let trusted_servers =
             crate::domain::trusted::TrustedServers::new(&config.trusted_servers_addresses, &config.trusted_servers)
                 .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;

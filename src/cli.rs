@@ -263,13 +263,29 @@ async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {
         Ok(store) => store,
         Err(code) => return code,
     };
-    match crate::domain::lookup::rotate_pepper(&store).await {
-        Ok(summary) => {
+    // The scheduler's lease: never two rotations at once, whoever starts them.
+    let holder = format!("rotate-pepper-command-{}", crate::domain::random_secret(6));
+    let rotation = crate::domain::lookup::rotate_pepper(&store);
+    let outcome = crate::jobs::run_leased(
+        &store,
+        crate::domain::lookup::ROTATION_JOB,
+        &holder,
+        crate::domain::now_ms(),
+        crate::jobs::LEASE,
+        rotation,
+    )
+    .await;
+    match outcome {
+        crate::jobs::RunOutcome::Ran(Ok(summary)) => {
             println!("{summary}");
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            eprintln!("rotation failed: {error:#}");
+        crate::jobs::RunOutcome::Ran(Err(error)) => {
+            eprintln!("rotation failed: {error}");
+            ExitCode::FAILURE
+        }
+        crate::jobs::RunOutcome::Skipped => {
+            eprintln!("a rotation is running on another instance (see `inspect`); try again when it has finished");
             ExitCode::FAILURE
         }
     }

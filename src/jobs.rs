@@ -18,9 +18,9 @@ use crate::domain::{directory, lookup, now_ms, pusher, random_secret};
 use crate::http::AppState;
 use crate::store::Store;
 
-/// How long a run may hold its lease before another instance may take the next occurrence
-/// (covers an instance that died mid-run).
-const LEASE: Duration = Duration::from_secs(30 * 60);
+/// How long a lease lasts unless renewed. A running job renews it every third of this, so an
+/// instance that dies mid-run blocks the job for at most this long.
+pub const LEASE: Duration = Duration::from_secs(60);
 
 /// Parses a cron expression the way the Node service's `node-cron` does.
 pub fn parse_cron(expression: &str) -> Result<Cron, String> {
@@ -48,7 +48,7 @@ pub fn jobs(state: &AppState) -> anyhow::Result<Vec<Job>> {
     let rotation: JobBody =
         Arc::new(|state: AppState| Box::pin(async move { lookup::rotate_pepper(&state.store).await }));
     let mut jobs = vec![Job {
-        name: "pepper-rotation",
+        name: lookup::ROTATION_JOB,
         schedule: parse_cron(&config.pepper_cron).map_err(anyhow::Error::msg)?,
         body: rotation,
     }];
@@ -90,41 +90,74 @@ pub enum RunOutcome {
 
 /// Runs `job`'s occurrence scheduled at `scheduled_ms` if this instance wins its lease.
 pub async fn run_occurrence(state: &AppState, instance: &str, job: &Job, scheduled_ms: i64) -> RunOutcome {
-    let store: &Store = &state.store;
-    let now = now_ms();
-    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-    match store.try_start_run(job.name, instance, scheduled_ms, now, now.saturating_add(lease_ms)).await {
+    // A separate task, so that a panic in the job is an error here, not a dead scheduler;
+    // spawned only when the lease is won (the async block runs when first polled).
+    let (run, state_for_job) = (job.body.clone(), state.clone());
+    let body = async move {
+        match tokio::spawn(run(state_for_job)).await {
+            Ok(outcome) => outcome,
+            Err(panic) => Err(anyhow::anyhow!("job panicked: {panic}")),
+        }
+    };
+    run_leased(&state.store, job.name, instance, scheduled_ms, LEASE, body).await
+}
+
+/// Runs `body` as the occurrence of `job` scheduled at `scheduled_ms` if `holder` wins the
+/// lease, renewing the lease every third of `lease` while it runs; records the outcome. The
+/// scheduler and the `rotate-pepper` command both go through here, so a manual rotation never
+/// overlaps a scheduled one. `body` is not started when the lease is not won.
+pub async fn run_leased(
+    store: &Store,
+    job: &str,
+    holder: &str,
+    scheduled_ms: i64,
+    lease: Duration,
+    body: impl Future<Output = anyhow::Result<String>>,
+) -> RunOutcome {
+    let started_at = now_ms();
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    match store.try_start_run(job, holder, scheduled_ms, started_at, started_at.saturating_add(lease_ms)).await {
         Ok(true) => {}
         Ok(false) => {
-            tracing::debug!(job = job.name, "another instance runs this occurrence");
+            tracing::debug!(job, "another instance runs this occurrence");
             return RunOutcome::Skipped;
         }
         Err(error) => {
-            tracing::warn!(job = job.name, %error, "cannot take the job lease; skipping this occurrence");
+            tracing::warn!(job, %error, "cannot take the job lease; skipping this occurrence");
             return RunOutcome::Skipped;
         }
     }
-    tracing::info!(job = job.name, "job started");
+    tracing::info!(job, "job started");
     let started = std::time::Instant::now();
-    // A separate task, so that a panic in the job is an error here, not a dead scheduler.
-    let result = match tokio::spawn((job.body)(state.clone())).await {
-        Ok(Ok(summary)) => Ok(summary),
-        Ok(Err(error)) => Err(format!("{error:#}")),
-        Err(panic) => Err(format!("job panicked: {panic}")),
+    let renewing = async {
+        let mut ticker = tokio::time::interval(lease / 3);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            match store.renew_lease(job, holder, started_at, now_ms().saturating_add(lease_ms)).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(job, "the job lease was taken over while the job runs"),
+                Err(error) => tracing::warn!(job, %error, "cannot renew the job lease"),
+            }
+        }
+    };
+    let result = tokio::select! {
+        outcome = body => outcome.map_err(|error| format!("{error:#}")),
+        never = renewing => never,
     };
     let duration_ms = started.elapsed().as_millis();
     let status = match &result {
         Ok(summary) => {
-            tracing::info!(job = job.name, duration_ms, summary = %summary, "job finished");
+            tracing::info!(job, duration_ms, summary = %summary, "job finished");
             "ok".to_owned()
         }
         Err(error) => {
-            tracing::error!(job = job.name, duration_ms, %error, "job failed");
+            tracing::error!(job, duration_ms, %error, "job failed");
             format!("error: {error}")
         }
     };
-    if let Err(error) = store.finish_run(job.name, instance, now_ms(), &status).await {
-        tracing::warn!(job = job.name, %error, "cannot record the end of the job");
+    if let Err(error) = store.finish_run(job, holder, now_ms(), &status).await {
+        tracing::warn!(job, %error, "cannot record the end of the job");
     }
     RunOutcome::Ran(result)
 }
@@ -149,7 +182,7 @@ pub fn spawn(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>
                 if job.name == "federation-push" {
                     let _ = synced.wait_for(|done| *done).await;
                 }
-                if job.name != "pepper-rotation" {
+                if job.name != lookup::ROTATION_JOB {
                     // Directory sync and pushes also run once at startup, so that a new
                     // instance does not wait for the first occurrence.
                     run_occurrence(&state, &instance, &job, now_ms()).await;

@@ -255,3 +255,72 @@ async fn trusted_servers_need_no_token_and_untrusted_callers_do() {
     forged.assert_error(401, "M_UNAUTHORIZED");
     untrusted.stop().await;
 }
+
+#[tokio::test]
+async fn a_crash_mid_rotation_leaves_nothing_behind_and_blocks_rotations_only_briefly() {
+    use federated_identity_service::domain::lookup::ROTATION_JOB;
+    use federated_identity_service::domain::now_ms;
+    let server = TestServer::start().await;
+    add_local_threepid(&server.state.store, "email", "a@example.org", "@a:example.org", "binding", true).await.unwrap();
+    let peppers = server.state.store.peppers().await.unwrap();
+    // An instance took the lease, started a rotation, and died (kill -9): a pending pepper and its
+    // hashes, a lease nobody renews.
+    let store = &server.state.store;
+    let lease_ms = i64::try_from(jobs::LEASE.as_millis()).unwrap();
+    let died_at = now_ms() - lease_ms - 1;
+    assert!(store.try_start_run(ROTATION_JOB, "dead", died_at, died_at, died_at + lease_ms).await.unwrap());
+    store.insert_pending_pepper("abandoned-pepper", died_at).await.unwrap();
+    store.insert_local_hashes("abandoned-pepper", &[("orphan-hash".into(), 1)]).await.unwrap();
+    assert!(jobs::LEASE <= std::time::Duration::from_secs(60), "a dead holder blocks for a minute at most");
+
+    // The next start clears the abandoned rotation; the next occurrence runs.
+    let server = server.restart_with(|_| {}).await;
+    let states: Vec<String> =
+        server.state.store.all_peppers().await.unwrap().into_iter().map(|(_, state)| state).collect();
+    assert!(!states.contains(&"pending".to_owned()), "{states:?}");
+    let counts = server.state.store.local_hash_counts().await.unwrap();
+    assert!(counts.iter().all(|(pepper, _)| pepper != "abandoned-pepper"), "{counts:?}");
+    assert_eq!(server.state.store.peppers().await.unwrap(), peppers, "the published peppers are untouched");
+    let job = jobs::jobs(&server.state).unwrap().into_iter().find(|job| job.name == ROTATION_JOB).unwrap();
+    assert!(matches!(jobs::run_occurrence(&server.state, "alive", &job, now_ms()).await, RunOutcome::Ran(Ok(_))));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_running_job_renews_its_lease_and_the_command_takes_the_same_lease() {
+    use federated_identity_service::domain::lookup::ROTATION_JOB;
+    use federated_identity_service::domain::now_ms;
+    use std::time::Duration;
+    let server = TestServer::start().await;
+    let store = server.state.store.clone();
+    // A job with a 600 ms lease running for 1.5 s: another holder cannot take over meanwhile.
+    let long_job = jobs::run_leased(&store, "slow-job", "first", 1, Duration::from_millis(600), async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Ok("done".to_owned())
+    });
+    let contender = async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let now = now_ms();
+        store.try_start_run("slow-job", "second", 2, now, now + 600).await.unwrap()
+    };
+    let (outcome, taken_over) = tokio::join!(long_job, contender);
+    assert_eq!(outcome, RunOutcome::Ran(Ok("done".into())));
+    assert!(!taken_over, "the lease was renewed while the job ran");
+
+    // `rotate-pepper` refuses while a scheduled rotation holds the lease, then runs.
+    let now = now_ms();
+    assert!(store.try_start_run(ROTATION_JOB, "scheduler", now, now, now + 60_000).await.unwrap());
+    let config_path = server.config_file();
+    let binary = env!("CARGO_BIN_EXE_federated-identity-service");
+    let refused =
+        std::process::Command::new(binary).arg("--config").arg(&config_path).arg("rotate-pepper").output().unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("a rotation is running"));
+    let before = store.peppers().await.unwrap();
+    store.finish_run(ROTATION_JOB, "scheduler", now_ms(), "ok").await.unwrap();
+    let ran =
+        std::process::Command::new(binary).arg("--config").arg(&config_path).arg("rotate-pepper").output().unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(store.peppers().await.unwrap().previous, before.current, "the command rotated");
+    server.stop().await;
+}

@@ -84,6 +84,23 @@ pub async fn ensure_pepper(store: &Store) -> StoreResult<Peppers> {
     store.peppers().await
 }
 
+/// The name of the rotation job, also its lease key.
+pub const ROTATION_JOB: &str = "pepper-rotation";
+
+/// At startup: removes the pending pepper (and its hashes) of a rotation whose instance died,
+/// unless a rotation is running now (its lease is renewed while it runs).
+pub async fn clear_abandoned_rotation(store: &Store) -> StoreResult<()> {
+    let running = store.job_lease(ROTATION_JOB).await?.is_some_and(|lease| lease.lease_until > now_ms());
+    if running {
+        return Ok(());
+    }
+    let abandoned = store.discard_pending_peppers().await?;
+    if abandoned > 0 {
+        tracing::warn!(abandoned, "removed the pending pepper of an interrupted rotation");
+    }
+    Ok(())
+}
+
 /// The `hash_details` answer, from the in-memory index.
 pub async fn hash_details(
     store: &Store,
@@ -254,6 +271,11 @@ const ROTATION_BATCH: i64 = 20_000;
 /// then one switch (new current, old current kept as previous, older data deleted). On
 /// failure nothing is published and the partial work is removed.
 pub async fn rotate_pepper(store: &Store) -> anyhow::Result<String> {
+    // The caller holds the rotation lease: a pending pepper now was left by a crashed run.
+    let abandoned = store.discard_pending_peppers().await?;
+    if abandoned > 0 {
+        tracing::warn!(abandoned, "removed the pending pepper of an interrupted rotation");
+    }
     let pepper = random_secret(32);
     store.insert_pending_pepper(&pepper, now_ms()).await?;
     let computed = async {

@@ -315,6 +315,20 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets every pending pepper and its hashes (rotations abandoned by a crashed
+    /// instance); returns how many there were.
+    pub async fn discard_pending_peppers(&self) -> StoreResult<u64> {
+        let discarded = on_pool!(self, pool => {
+            let mut tx = pool.begin_with(self.write_transaction()).await?;
+            sqlx::query("DELETE FROM local_hashes WHERE pepper IN (SELECT pepper FROM peppers WHERE state = 'pending')")
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query("DELETE FROM peppers WHERE state = 'pending'").execute(&mut *tx).await?;
+            tx.commit().await.map(|()| done.rows_affected())
+        })?;
+        Ok(discarded)
+    }
+
     /// Forgets a pending pepper (a rotation that failed) and its hashes.
     pub async fn discard_pending_pepper(&self, pepper: &str) -> StoreResult<()> {
         on_pool!(self, pool => {

@@ -57,6 +57,22 @@ impl Store {
         Ok(started == 1)
     }
 
+    /// Extends the lease of the run of `job` that `holder` started at `started_at` to `until`;
+    /// returns whether that run still held it.
+    pub async fn renew_lease(&self, job: &str, holder: &str, started_at: i64, until: i64) -> StoreResult<bool> {
+        let renewed = on_pool!(self, pool => sqlx::query(
+            "UPDATE job_leases SET lease_until = $4 WHERE job = $1 AND holder = $2 AND last_started_at = $3",
+        )
+        .bind(job)
+        .bind(holder)
+        .bind(started_at)
+        .bind(until)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(renewed == 1)
+    }
+
     /// Records the end of a run and frees the lease if `holder` still holds it.
     pub async fn finish_run(&self, job: &str, holder: &str, now: i64, status: &str) -> StoreResult<()> {
         on_pool!(self, pool => sqlx::query(

@@ -149,6 +149,13 @@ impl TestServer {
         &self.config
     }
 
+    /// Writes this server's configuration to a file (for the binary's commands) and returns it.
+    pub fn config_file(&self) -> std::path::PathBuf {
+        let path = self.data_dir.path().join("config.json");
+        std::fs::write(&path, serde_json::to_string(&self.config).expect("config as JSON")).expect("write config");
+        path
+    }
+
     /// The URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
