@@ -94,3 +94,90 @@ fn a_request_head_that_never_ends_is_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(5), "idle keep-alive closed after {:?}", started.elapsed());
     assert_eq!(status(&running.address), Ok(200), "the service still answers");
 }
+
+/// A push of `count` fresh hashes from a trusted caller, with the current pepper.
+fn push(address: &str, pepper: &str, prefix: &str, count: usize) -> Result<u16, String> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hashes: Vec<String> = (0..count)
+        .map(|n| {
+            let digest = sha2::Sha256::digest(format!("{prefix}{n}").as_bytes());
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+        })
+        .collect();
+    let body =
+        serde_json::json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { "full.example:443": hashes } });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("http://{address}/_matrix/identity/v2/lookups"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(response.status().as_u16())
+    })
+}
+
+fn current_pepper(address: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let details: serde_json::Value = reqwest::get(format!("http://{address}/_matrix/identity/v2/hash_details"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        details["lookup_pepper"].as_str().unwrap().to_owned()
+    })
+}
+
+#[test]
+fn a_full_disk_fails_writes_cleanly_and_the_service_recovers_when_space_is_freed() {
+    // The service's own SQLite file fills up here, whatever the suite's engine.
+    let dir = tempfile::tempdir().unwrap();
+    // The file-size limit stands for a full disk (SIGXFSZ ignored, so writes fail with EFBIG),
+    // and raising it with prlimit for freeing space.
+    let mut child = Command::new("sh")
+        .args(["-c", "trap '' XFSZ; ulimit -S -f 16384 && exec \"$0\"", BINARY])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LISTEN_PORT", "0")
+        .env("TRUSTED_SERVERS_ADDRESSES", "127.0.0.1")
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the service");
+    let (url, log) = common::process::listening_address(&mut child);
+    let running = Running { address: url.trim_start_matches("http://").to_owned(), log, child };
+    let pepper = current_pepper(&running.address);
+    assert_eq!(push(&running.address, &pepper, "small", 10), Ok(201));
+    // 200,000 hashes do not fit in 8 MB: the push fails, as a Matrix error, nothing half-written.
+    let failed = push(&running.address, &pepper, "big", 200_000);
+    assert!(matches!(failed, Ok(500 | 503)), "{failed:?}\n{}", running.log.lock().unwrap());
+    // Space freed: writes succeed again within seconds, without a restart.
+    let freed = Command::new("prlimit")
+        .args(["--pid", &running.child.id().to_string(), "--fsize=unlimited:unlimited"])
+        .output()
+        .unwrap();
+    assert!(freed.status.success(), "{}\n{}", String::from_utf8_lossy(&freed.stderr), running.log.lock().unwrap());
+    let started = Instant::now();
+    loop {
+        match push(&running.address, &pepper, "after", 10) {
+            Ok(201) => break,
+            other => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "writes still fail after space was freed: {other:?}\n{}",
+                running.log.lock().unwrap()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every pooled connection comes round (the pool hands them out in turn): none is left broken.
+    for attempt in 0..12 {
+        let pushed = push(&running.address, &pepper, &format!("again{attempt}-"), 10);
+        assert_eq!(pushed, Ok(201), "write {attempt} after recovery:\n{}", running.log.lock().unwrap());
+    }
+    let pushed = push(&running.address, &pepper, "big", 200_000);
+    assert_eq!(pushed, Ok(201), "the big push fits now:\n{}", running.log.lock().unwrap());
+}

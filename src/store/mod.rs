@@ -162,6 +162,7 @@ impl Store {
         // An in-memory database exists once per connection, so it must have only one.
         let max_connections = if in_memory { 1 } else { 8 };
         let pool = SqlitePoolOptions::new()
+            .after_release(|connection, _| Box::pin(leaves_no_transaction_open(connection)))
             .max_connections(max_connections)
             .min_connections(1)
             .idle_timeout(None)
@@ -223,6 +224,23 @@ impl Store {
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await);
     }
+}
+
+/// Whether a released SQLite connection is clean; a connection still inside a transaction is
+/// closed instead of going back to the pool.
+///
+/// When SQLite fails a write with "database or disk is full" (or an I/O error), it may roll the
+/// transaction back by itself; sqlx's own rollback then fails and its transaction count stays at
+/// one, so every later `BEGIN` on that connection failed ("begin_with at non-zero transaction
+/// depth") long after space was freed. The ping first lets the pending rollback run.
+async fn leaves_no_transaction_open(connection: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx_core::transaction::TransactionManager as _;
+    sqlx::Connection::ping(connection).await?;
+    let depth = sqlx::sqlite::SqliteTransactionManager::get_transaction_depth(connection);
+    if depth > 0 {
+        tracing::warn!(depth, "a database connection was left inside a failed transaction; replacing it");
+    }
+    Ok(depth == 0)
 }
 
 /// Opens `path` and waits for an exclusive advisory lock on it; dropping the file unlocks.
