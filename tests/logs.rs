@@ -1,6 +1,7 @@
 //! No secret in any log line at any level: the binary runs at `silly` (trace) through a whole
 //! session (registration, a refused registration, validation by mail, bind, lookup, logout,
-//! a token in the query string), then its log is searched for every secret it handled.
+//! a token in the query string, a directory read with a password), then its log is searched
+//! for every secret it handled.
 
 mod common;
 
@@ -47,7 +48,16 @@ async fn no_secret_reaches_the_log_at_the_most_verbose_level() {
     let users = HashMap::from([(openid_good.to_owned(), "@alice:127.0.0.1:{port}".to_owned())]);
     let hs = StandIn::start(&pki, Behaviour { users, ..Behaviour::default() }).await;
     let smtp = SmtpCapture::start();
+    // A directory behind a password, read at startup (the sync job runs once when it starts).
+    let ldap = common::ldap::LdapServer::from_env();
+    let branch = ldap.branch_from_ldif(include_str!("fixtures/directory.ldif")).await;
     let mut config = json!({
+        "userdb_engine": "ldap",
+        "ldap_uri": ldap.url,
+        "ldap_base": branch,
+        "ldap_user": ldap.admin_dn,
+        "ldap_password": ldap.password,
+        "ldap_filter": "(objectClass=inetOrgPerson)",
         "listen_port": 0,
         "server_name": "id.example.org",
         "base_url": "https://id.example.org/",
@@ -121,6 +131,9 @@ async fn no_secret_reaches_the_log_at_the_most_verbose_level() {
     while !log.lock().unwrap().contains("/account/logout") && started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    while !log.lock().unwrap().contains("directory-sync") && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = child.kill();
     let _ = child.wait();
     let text = log.lock().unwrap().clone();
@@ -135,6 +148,7 @@ async fn no_secret_reaches_the_log_at_the_most_verbose_level() {
         ("the validation token", validation_token.as_str()),
         ("a wrong validation token", "wrongTOKEN-31"),
         ("the signing key", private_key.as_str()),
+        ("the LDAP password", ldap.password.as_str()),
     ] {
         assert!(!text.contains(secret), "{what} is in the log:\n{text}");
     }
