@@ -25,12 +25,17 @@ impl Drop for Running {
 
 /// The service with `ulimit -n 1024`, a 2 s header timeout, SQLite in `dir`.
 fn spawn(dir: &std::path::Path) -> Running {
+    spawn_under(dir, "ulimit -n 1024", &[("HTTP_HEADER_TIMEOUT", "2")])
+}
+
+/// The service started by `sh` after `setup` (limits), with `env`, SQLite in `dir`.
+fn spawn_under(dir: &std::path::Path, setup: &str, env: &[(&str, &str)]) -> Running {
     let mut child = Command::new("sh")
-        .args(["-c", "ulimit -n 1024 && exec \"$0\"", BINARY])
+        .args(["-c", &format!("{setup} && exec \"$0\""), BINARY])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("LISTEN_PORT", "0")
-        .env("HTTP_HEADER_TIMEOUT", "2")
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stderr(Stdio::piped())
         .spawn()
@@ -138,18 +143,8 @@ fn a_full_disk_fails_writes_cleanly_and_the_service_recovers_when_space_is_freed
     let dir = tempfile::tempdir().unwrap();
     // The file-size limit stands for a full disk (SIGXFSZ ignored, so writes fail with EFBIG),
     // and raising it with prlimit for freeing space.
-    let mut child = Command::new("sh")
-        .args(["-c", "trap '' XFSZ; ulimit -S -f 16384 && exec \"$0\"", BINARY])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("LISTEN_PORT", "0")
-        .env("TRUSTED_SERVERS_ADDRESSES", "127.0.0.1")
-        .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the service");
-    let (url, log) = common::process::listening_address(&mut child);
-    let running = Running { address: url.trim_start_matches("http://").to_owned(), log, child };
+    let running =
+        spawn_under(dir.path(), "trap '' XFSZ; ulimit -S -f 16384", &[("TRUSTED_SERVERS_ADDRESSES", "127.0.0.1")]);
     let pepper = current_pepper(&running.address);
     assert_eq!(push(&running.address, &pepper, "small", 10), Ok(201));
     // 200,000 hashes do not fit in 8 MB: the push fails, as a Matrix error, nothing half-written.

@@ -176,15 +176,7 @@ impl Store {
 
     /// The Matrix user a 3PID is actively associated with (binding first, then directory).
     pub async fn associated_user(&self, medium: &str, address: &str) -> StoreResult<Option<String>> {
-        let mxid = on_pool!(self, pool => sqlx::query_scalar::<_, String>(
-            "SELECT mxid FROM local_threepids WHERE medium = $1 AND address = $2 AND active \
-             ORDER BY CASE source WHEN 'binding' THEN 0 ELSE 1 END LIMIT 1",
-        )
-        .bind(medium)
-        .bind(address)
-        .fetch_optional(pool)
-        .await)?;
-        Ok(mxid)
+        Ok(self.association(medium, address).await?.map(|association| association.mxid))
     }
 
     /// Records the validity of the association just made for a binding: when the 3PID was
