@@ -24,7 +24,8 @@ import time
 import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target", "release", "federated-identity-service")
+# FIS_BENCH_BINARY runs another build (e.g. the previous commit's) for a before/after comparison.
+BINARY = os.environ.get("FIS_BENCH_BINARY", os.path.join(ROOT, "target", "release", "federated-identity-service"))
 OHA = os.environ.get("OHA", os.path.join(ROOT, "target", "bench-tools", "bin", "oha"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -312,8 +313,22 @@ def machine():
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     memory = next((int(line.split()[1]) // 1024 // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    # The build measured, when it is not this tree's (FIS_BENCH_BINARY, named by FIS_BENCH_LABEL).
+    commit = os.environ.get("FIS_BENCH_LABEL", commit)
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-            "cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "kernel": platform.release()}
+            "binary": BINARY, "cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "kernel": platform.release(),
+            "openssl_sha256_64B_kBps": openssl_speed()}
+
+
+def openssl_speed():
+    """Single-core speed of this machine (`openssl speed -bytes 64 sha256`, in kB/s): machines of
+    one kind differ by 2x from week to week, so every run records it."""
+    try:
+        output = subprocess.run(["openssl", "speed", "-bytes", "64", "-seconds", "3", "sha256"],
+                                capture_output=True, text=True, check=True).stdout
+        return float(output.strip().splitlines()[-1].split()[-1].rstrip("k"))
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
+        return None
 
 
 def main():

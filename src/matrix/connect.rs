@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName as TlsName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::client::{HomeserverError, RESPONSE_LIMIT};
+use super::error::{HomeserverError, RESPONSE_LIMIT};
 use super::guard::AddressGuard;
 
 /// Where one exchange goes: the name TLS verifies (and sends as SNI), the `Host` header and the

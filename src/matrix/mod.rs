@@ -5,6 +5,7 @@
 pub mod client;
 pub mod connect;
 pub mod dns;
+pub mod error;
 pub mod guard;
 pub mod resolve;
 pub mod server_name;
