@@ -91,8 +91,11 @@ pub async fn accept_push(store: &Store, caller: &TrustedCaller, request: PushReq
     Ok(json!({ "stored": stored, "added": outcome.added, "removed": outcome.removed }))
 }
 
-/// A digest of a sorted hash list, to recognise an identical re-push without reading it.
-fn snapshot_digest(sorted: &[String]) -> String {
+/// The digest of a snapshot (its hashes sorted and without duplicates): how a receiver
+/// recognises an identical re-push, and how a pusher knows it has nothing new to send. Both
+/// sides must compute it the same way, so it exists once.
+#[must_use]
+pub fn snapshot_digest(sorted: &[String]) -> String {
     let mut digest = Sha256::new();
     for hash in sorted {
         digest.update(hash.as_bytes());

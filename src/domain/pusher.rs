@@ -11,11 +11,8 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::lookup::hash_3pid;
 use super::now_ms;
@@ -175,7 +172,7 @@ async fn push_target(
             threepids.iter().map(|(medium, address)| hash_3pid(address, medium, pepper)).collect();
         hashes.sort_unstable();
         hashes.dedup();
-        let digest = digest(&hashes);
+        let digest = super::federation::snapshot_digest(&hashes);
         let last = state.store.push_status(target.name(), pepper).await?;
         if last
             .as_ref()
@@ -277,15 +274,6 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes)?;
     encoder.finish()
-}
-
-fn digest(sorted: &[String]) -> String {
-    let mut digest = Sha256::new();
-    for hash in sorted {
-        digest.update(hash.as_bytes());
-        digest.update(b"\n");
-    }
-    URL_SAFE_NO_PAD.encode(digest.finalize())
 }
 
 #[cfg(test)]
