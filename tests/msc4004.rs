@@ -446,6 +446,18 @@ async fn push_encodings_other_than_gzip_get_matrix_errors_and_strangers_are_refu
         Response::from(send(&trusted).await.unwrap()).await.assert_error(415, "M_UNRECOGNIZED");
         Response::from(send(&stranger).await.unwrap()).await.assert_error(403, "M_FORBIDDEN");
     }
+    // Content codings are case-insensitive; `identity` is no coding at all.
+    let gzipped = {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(body.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    };
+    for (encoding, payload) in [("GZIP", gzipped), (" Identity ", body.clone().into_bytes())] {
+        let sent = trusted.client.post(trusted.url(PUSH)).header("content-encoding", encoding).body(payload);
+        let response = Response::from(sent.send().await.unwrap()).await;
+        assert_eq!(response.status, 201, "{encoding}: {:?}", response.body);
+    }
     trusted.stop().await;
     stranger.stop().await;
 }

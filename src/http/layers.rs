@@ -59,18 +59,24 @@ pub async fn push_gate(State(state): State<super::AppState>, request: Request, n
     {
         return refusal.into_response();
     }
-    let encoding = parts.headers.get_all(axum::http::header::CONTENT_ENCODING).iter().collect::<Vec<_>>();
-    let readable = match encoding.as_slice() {
-        [] => true,
-        [one] => one.to_str().is_ok_and(|value| {
-            let value = value.trim();
-            value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("identity")
-        }),
-        _ => false,
+    let encodings = parts.headers.get_all(axum::http::header::CONTENT_ENCODING).iter().collect::<Vec<_>>();
+    // Content codings are case-insensitive: the decompression layer behind wants them lower-case.
+    let readable = match encodings.as_slice() {
+        [] => Some(None),
+        [one] => match one.to_str().map(|value| value.trim().to_ascii_lowercase()).as_deref() {
+            Ok(coding @ ("gzip" | "identity")) => {
+                Some(Some(HeaderValue::from_static(if coding == "gzip" { "gzip" } else { "identity" })))
+            }
+            _ => None,
+        },
+        _ => None,
     };
-    if !readable {
+    let Some(coding) = readable else {
         return ApiError::new(ErrCode::UnsupportedEncoding, "Pushes may be sent plain or gzip-compressed (once)")
             .into_response();
+    };
+    if let Some(coding) = coding {
+        parts.headers.insert(axum::http::header::CONTENT_ENCODING, coding);
     }
     next.run(Request::from_parts(parts, body)).await
 }
