@@ -12,10 +12,11 @@ use crate::config::{Config, DatabaseEngine, validate::parse_network};
 use crate::domain::keys::SigningKeys;
 use crate::domain::terms::Terms;
 use crate::domain::{lookup, now_ms};
-use crate::http::ratelimit::RateLimits;
-use crate::http::{self, AppState};
+use crate::http;
 use crate::matrix::client::HomeserverSettings;
 use crate::matrix::{Dns, HomeserverClient, SystemDns};
+use crate::ratelimit::RateLimits;
+use crate::state::AppState;
 use crate::store::Store;
 
 /// A ready-to-serve service: storage connected and migrated, keys and pepper in place,

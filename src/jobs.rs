@@ -15,7 +15,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
 use crate::domain::{directory, lookup, now_ms, pusher, random_secret};
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::store::Store;
 
 /// How long a lease lasts unless renewed. A running job renews it every third of this, so an

@@ -17,6 +17,8 @@ pub mod jobs;
 pub mod listener;
 pub mod matrix;
 pub mod notify;
+pub mod ratelimit;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::validation::validated_session;
 use super::{invite, lookup, now_ms};
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::store::StoredAssociation;
 
 /// How long a signed association is declared valid (100 years, as other identity servers).

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::lookup::hash_3pid;
 use super::now_ms;
 use super::validation::{normalize_email, normalize_msisdn};
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::store::NewThreepid;
 
 /// What a sync did.

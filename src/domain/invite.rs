@@ -14,9 +14,9 @@ use super::keys::SigningKeys;
 use super::validation::{normalize_email, normalize_msisdn};
 use super::{now_ms, random_secret};
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::http::AppState;
 use crate::matrix::ServerName;
 use crate::notify::templates;
+use crate::state::AppState;
 use crate::store::InvitationRecord;
 
 /// Where the `key_validity_url`s of an answer point: the v2 or the v1 API.

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::lookup::hash_3pid;
 use super::now_ms;
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// A federated identity service to push to: `host[:port]` (HTTPS), a full URL, or an object
 /// with a shared secret sent as a bearer token.

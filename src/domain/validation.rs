@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::{now_ms, random_secret, tokens::token_digest};
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::http::AppState;
 use crate::notify::templates;
+use crate::state::AppState;
 use crate::store::ValidationSession;
 
 /// Wrong tokens allowed before the current one is voided.

@@ -10,11 +10,11 @@ use axum::extract::{FromRequestParts, Query};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use super::AppState;
 use super::client_ip::ClientIp;
 use crate::domain::tokens;
 use crate::domain::trusted::TrustedCaller;
 use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::state::AppState;
 
 /// A caller holding a valid access token; terms of service not checked. Used by `account`,
 /// `account/logout` and `terms`, which must work before the terms are accepted.

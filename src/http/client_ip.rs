@@ -9,8 +9,8 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::IpNet;
 
-use super::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The address the request came from, after trusted proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

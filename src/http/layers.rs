@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use crate::error::{ApiError, ErrCode};
+use crate::state::AppState;
 
 /// Adds the CORS headers the identity-service spec asks for to every response.
 pub async fn cors_headers(request: Request, next: Next) -> Response {
@@ -52,7 +53,7 @@ pub async fn matrix_error_bodies(request: Request, next: Next) -> Response {
 /// The gate of MSC4004 pushes, before their body is read or decompressed: only trusted servers
 /// get further (so that nobody else can make the server inflate a body), and only bodies that
 /// are plain or gzip-compressed once.
-pub async fn push_gate(State(state): State<super::AppState>, request: Request, next: Next) -> Response {
+pub async fn push_gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     if let Err(refusal) =
         <super::auth::TrustedServer as axum::extract::FromRequestParts<_>>::from_request_parts(&mut parts, &state).await

@@ -7,7 +7,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::AppState;
 use super::client_ip::ClientIp;
 use super::extract::{JsonBody, QueryParams};
 use super::v2;
@@ -15,6 +14,7 @@ use crate::domain::invite::{self, ApiVersion};
 use crate::domain::validation;
 use crate::domain::{binding, threepid};
 use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::state::AppState;
 
 /// The v1 routes.
 pub fn routes() -> Router<AppState> {

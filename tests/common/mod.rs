@@ -14,8 +14,8 @@ pub mod process;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use federated_identity_service::http::AppState;
 use federated_identity_service::matrix::{Dns, SystemDns};
+use federated_identity_service::state::AppState;
 use federated_identity_service::{App, Config};
 use tempfile::TempDir;
 use tokio::sync::oneshot;

@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 
 use crate::domain::account::{self, OpenIdToken};
 use crate::error::ApiResult;
-use crate::http::AppState;
 use crate::http::auth::User;
 use crate::http::client_ip::ClientIp;
 use crate::http::extract::JsonBody;
+use crate::state::AppState;
 
 /// # `POST /_matrix/identity/v2/account/register`
 ///

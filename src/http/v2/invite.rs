@@ -7,9 +7,9 @@ use serde_json::{Map, Value};
 
 use crate::domain::invite::{self, ApiVersion};
 use crate::error::ApiResult;
-use crate::http::AppState;
 use crate::http::auth::UserWithTerms;
 use crate::http::extract::JsonBody;
+use crate::state::AppState;
 
 /// # `POST /_matrix/identity/v2/store-invite`
 ///

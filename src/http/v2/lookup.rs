@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use crate::domain::lookup::{self, LookupRequest};
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::extract::JsonBody;
+use crate::state::AppState;
 
 /// # `GET /_matrix/identity/v2/hash_details`
 ///

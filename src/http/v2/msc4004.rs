@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use crate::domain::federation::{self, PushRequest};
 use crate::error::ApiResult;
-use crate::http::AppState;
 use crate::http::auth::TrustedServer;
 use crate::http::extract::JsonBody;
+use crate::state::AppState;
 
 /// # `POST /_matrix/identity/v2/lookups`
 ///

@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::http::AppState;
 use crate::http::extract::QueryParams;
+use crate::state::AppState;
 use crate::store::KeyPurpose;
 
 /// The query of the `isvalid` endpoints.

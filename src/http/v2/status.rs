@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// The spec versions of the Identity Service API this server implements. The identity API
 /// has not changed incompatibly since v1.1, and this server follows the current definitions.

@@ -5,9 +5,9 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::error::ApiResult;
-use crate::http::AppState;
 use crate::http::auth::User;
 use crate::http::extract::JsonBody;
+use crate::state::AppState;
 
 /// `user_accepts` as clients send it: a list of URLs, or (older clients) a single URL.
 #[derive(Debug, serde::Deserialize)]

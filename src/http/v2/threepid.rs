@@ -11,9 +11,9 @@ use crate::domain::binding::{self, UnbindProof, UnbindRequest};
 use crate::domain::validation::validated_session;
 use crate::domain::xmatrix;
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::http::AppState;
 use crate::http::auth::UserWithTerms;
 use crate::http::extract::{JsonBody, QueryParams, parse_json};
+use crate::state::AppState;
 
 /// `sid` and `client_secret` of a validation session.
 #[derive(Debug, serde::Deserialize)]

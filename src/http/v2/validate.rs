@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use crate::domain::validation::{self, Medium, TokenRequest};
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::http::AppState;
 use crate::http::auth::UserWithTerms;
 use crate::http::client_ip::ClientIp;
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::notify::templates;
+use crate::state::AppState;
 
 /// The body of `validate/email/requestToken`.
 #[derive(Debug, serde::Deserialize)]
