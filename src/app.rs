@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, DatabaseEngine, validate::parse_network};
+use crate::config::{Config, DatabaseEngine, parse_network};
 use crate::domain::keys::SigningKeys;
 use crate::domain::terms::Terms;
 use crate::domain::{lookup, now_ms};
@@ -83,7 +83,7 @@ impl App {
             directory,
             synapse,
             trusted_servers: Arc::new(trusted_servers),
-            algorithms: Arc::new(config.algorithms()),
+            algorithms: Arc::new(lookup::offered_algorithms(&config)),
             rate_limits: Arc::new(RateLimits::new(
                 config.rate_limiting_window,
                 config.rate_limiting_nb_requests,

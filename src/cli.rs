@@ -81,7 +81,7 @@ pub fn main() -> ExitCode {
 fn load_valid(sources: &ConfigSources) -> Option<LoadedConfig> {
     let problems = match config::load(sources) {
         Ok(loaded) => {
-            let problems = config::validate(&loaded.config);
+            let problems = crate::settings::validate(&loaded.config);
             if problems.is_empty() {
                 return Some(loaded);
             }

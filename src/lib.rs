@@ -18,6 +18,7 @@ pub mod listener;
 pub mod matrix;
 pub mod notify;
 pub mod ratelimit;
+pub mod settings;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -5,8 +5,8 @@
 //! defaults and the way an environment variable is parsed for a key are all derived from it
 //! (see [`load`]). `docs/configuration.md` documents every key; a test keeps the two in step.
 
+mod entries;
 mod load;
-pub mod validate;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use entries::{PushTarget, TrustedServerConfig, parse_network};
 pub use load::{CONFIG_PATH_ENV, ConfigError, ConfigSources, LoadedConfig, SYSTEM_CONFIG_PATH, load};
-pub use validate::validate;
 
 /// Keys of the wider Twake server that may appear in a shared configuration file. They are
 /// accepted so that existing files keep loading, and ignored (with one warning).
@@ -88,14 +88,14 @@ pub struct Config {
 
     // --- trust
     pub trusted_servers_addresses: Vec<String>,
-    pub trusted_servers: Vec<crate::domain::trusted::TrustedServerConfig>,
+    pub trusted_servers: Vec<TrustedServerConfig>,
     pub trust_x_forwarded_for: bool,
     pub trusted_proxies: Vec<String>,
 
     // --- lookups and federation
     pub hashes_rate_limit: u64,
     pub lookup_algorithms: Vec<String>,
-    pub federated_identity_services: Vec<crate::domain::pusher::PushTarget>,
+    pub federated_identity_services: Vec<PushTarget>,
     pub update_federated_identity_hashes_cron: String,
 
     // --- jobs
@@ -399,14 +399,6 @@ impl LogTransport {
             Self::Name(_) => None,
             Self::Object { options, .. } => options.get("filename").and_then(Value::as_str),
         }
-    }
-}
-
-impl Config {
-    /// The lookup algorithms offered, in the configured order (validated to contain `sha256`).
-    #[must_use]
-    pub fn algorithms(&self) -> Vec<crate::domain::lookup::Algorithm> {
-        self.lookup_algorithms.iter().filter_map(|name| crate::domain::lookup::Algorithm::parse(name)).collect()
     }
 }
 

@@ -47,6 +47,12 @@ impl Algorithm {
     }
 }
 
+/// The lookup algorithms offered, in the configured order (validated to contain `sha256`).
+#[must_use]
+pub fn offered_algorithms(config: &crate::config::Config) -> Vec<Algorithm> {
+    config.lookup_algorithms.iter().filter_map(|name| Algorithm::parse(name)).collect()
+}
+
 /// Length of a sha256 lookup hash in unpadded base64.
 pub const SHA256_HASH_LENGTH: usize = 43;
 
@@ -57,11 +63,11 @@ pub fn hash_3pid(address: &str, medium: &str, pepper: &str) -> String {
 }
 
 /// Whether `text` has the shape of a sha256 lookup hash.
-#[must_use]
 ///
 /// The encoding must be canonical: 43 characters carry 258 bits for 256, so the last one must
 /// leave its two low bits at zero. Another spelling of the same bytes would be stored and never
 /// found (lookups compare the text).
+#[must_use]
 pub fn is_sha256_hash(text: &str) -> bool {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let canonical_end =

@@ -11,53 +11,13 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::lookup::hash_3pid;
 use super::now_ms;
 use crate::state::AppState;
 
-/// A federated identity service to push to: `host[:port]` (HTTPS), a full URL, or an object
-/// with a shared secret sent as a bearer token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum PushTarget {
-    /// `host[:port]` or `https://host[:port]`.
-    Name(String),
-    /// With the secret the target knows this server by.
-    Detailed {
-        /// `host[:port]` or URL.
-        server: String,
-        /// Sent as `Authorization: Bearer <secret>`.
-        #[serde(default)]
-        secret: String,
-    },
-}
-
-impl PushTarget {
-    /// The target as configured (its name in logs and statuses).
-    #[must_use]
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Name(server) | Self::Detailed { server, .. } => server,
-        }
-    }
-
-    fn secret(&self) -> Option<&str> {
-        match self {
-            Self::Detailed { secret, .. } if !secret.is_empty() => Some(secret),
-            _ => None,
-        }
-    }
-
-    /// The base URL: the entry if it has a scheme, else `https://<entry>`.
-    #[must_use]
-    pub fn base_url(&self) -> String {
-        let name = self.name().trim_end_matches('/');
-        if name.contains("://") { name.to_owned() } else { format!("https://{name}") }
-    }
-}
+pub use crate::config::PushTarget;
 
 /// Bodies larger than this are compressed.
 const COMPRESS_ABOVE: usize = 1024 * 1024;

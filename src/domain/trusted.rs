@@ -12,24 +12,11 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::validate::parse_network;
+use crate::config::parse_network;
 
-/// A named trusted server as configured.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrustedServerConfig {
-    /// The key it pushes under (`host:port`, as its `base_url` gives it).
-    pub name: String,
-    /// Networks it connects from; empty when only the secret identifies it.
-    #[serde(default)]
-    pub networks: Vec<String>,
-    /// Shared secret it sends as `Authorization: Bearer <secret>`; empty for none.
-    #[serde(default)]
-    pub secret: String,
-}
+pub use crate::config::TrustedServerConfig;
 
 /// Who a trusted caller is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,11 +1,10 @@
-//! Checks across keys that types alone cannot express. Used at startup and by
-//! `check-config`; every problem is reported, each naming its key.
+//! Whether a [`Config`] can run this service: checks across keys that types alone cannot
+//! express, made with the parsers the service itself uses (cron, networks, terms, trusted
+//! servers, push targets, log levels), so that `check-config` and startup agree. Every problem
+//! is reported, each naming its key. It sits above `config`, so that the configuration model
+//! imports nothing of the service.
 
-use std::net::IpAddr;
-
-use ipnet::IpNet;
-
-use super::{Config, DatabaseEngine};
+use crate::config::{Config, DatabaseEngine, parse_network};
 
 /// Returns one line per problem; an empty list means the configuration can be used.
 #[must_use]
@@ -162,13 +161,6 @@ fn validate_logging(config: &Config, problems: &mut Vec<String>) {
                 .push(format!("key `logging.log_transports`: `{other}` is not Console, File or DailyRotateFile")),
         }
     }
-}
-
-/// Parses an allowlist entry: a single address (IPv4 or IPv6) or a CIDR network.
-#[must_use]
-pub fn parse_network(entry: &str) -> Option<IpNet> {
-    let entry = entry.trim();
-    entry.parse::<IpNet>().ok().or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 #[cfg(test)]
