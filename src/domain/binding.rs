@@ -127,7 +127,7 @@ pub async fn unbind(state: &AppState, request: &UnbindRequest, proof: UnbindProo
     }
     let removed = state.store.delete_binding(&request.threepid.medium, &address, &request.mxid).await?;
     if removed {
-        state.store.record_lookup_change("local", None, None, super::now_ms()).await?;
+        state.store.record_local_change(super::now_ms()).await?;
     }
     tracing::info!(medium = %request.threepid.medium, removed, "3PID unbind");
     Ok(json!({}))

@@ -110,7 +110,7 @@ pub async fn sync(state: &AppState) -> anyhow::Result<SyncSummary> {
         state.store.insert_local_hashes(&pepper, &hashes).await?;
     }
     if summary.added + summary.removed + summary.changed > 0 {
-        state.store.record_lookup_change("local", None, None, now).await?;
+        state.store.record_local_change(now).await?;
     }
     state.store.record_directory_sync(i64::try_from(summary.users).unwrap_or(i64::MAX), now).await?;
     Ok(summary)

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::store::{Peppers, Store, StoreResult};
+use crate::store::{ChangeKind, Peppers, Store, StoreResult};
 
 /// How often the change log of other instances is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -199,17 +199,17 @@ impl LookupIndex {
         let changes = store.lookup_changes_after(applied).await?;
         // Changes this index has not seen were purged from the log: start again from the data.
         let purged = first > applied + 1;
-        let rebuild = !built || purged || changes.iter().any(|change| change.kind == "rotation");
+        let rebuild = !built || purged || changes.iter().any(|change| change.kind == ChangeKind::Rotation);
         let seq = changes.last().map_or(last, |change| change.seq);
         if rebuild {
             self.rebuild(store, seq).await?;
         } else {
-            if changes.iter().any(|change| change.kind == "local") {
+            if changes.iter().any(|change| change.kind == ChangeKind::Local) {
                 self.reload_local(store).await?;
             }
             let snapshots: BTreeSet<(String, String)> = changes
                 .iter()
-                .filter(|change| change.kind == "push")
+                .filter(|change| change.kind == ChangeKind::Push)
                 .filter_map(|change| Some((change.server.clone()?, change.pepper.clone()?)))
                 .collect();
             for (server, pepper) in snapshots {

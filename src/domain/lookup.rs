@@ -266,7 +266,7 @@ pub async fn add_local_threepid(
     for (pepper, _) in store.all_peppers().await? {
         store.insert_local_hashes(&pepper, &[(hash_3pid(&address, medium, &pepper), id)]).await?;
     }
-    store.record_lookup_change("local", None, None, now).await?;
+    store.record_local_change(now).await?;
     Ok(())
 }
 

@@ -5,13 +5,50 @@ use futures_util::TryStreamExt as _;
 
 use super::{Store, StoreResult, on_pool};
 
+/// What a logged change was, and so what an instance reloads for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A trusted server's snapshot for one pepper was replaced.
+    Push,
+    /// The pepper rotated: everything is rebuilt.
+    Rotation,
+    /// Local 3PIDs changed (bind, unbind, directory sync).
+    Local,
+}
+
+impl ChangeKind {
+    /// The stored form.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Push => "push",
+            Self::Rotation => "rotation",
+            Self::Local => "local",
+        }
+    }
+}
+
+impl TryFrom<String> for ChangeKind {
+    type Error = String;
+
+    fn try_from(stored: String) -> Result<Self, Self::Error> {
+        match stored.as_str() {
+            "push" => Ok(Self::Push),
+            "rotation" => Ok(Self::Rotation),
+            "local" => Ok(Self::Local),
+            _ => Err(format!("unknown lookup change kind `{stored}`")),
+        }
+    }
+}
+
 /// One logged change.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LookupChange {
     /// Order of the change.
     pub seq: i64,
-    /// `push`, `rotation` or `local`.
-    pub kind: String,
+    /// What changed.
+    #[sqlx(try_from = "String")]
+    pub kind: ChangeKind,
     /// The pushing server, for `push`.
     pub server: Option<String>,
     /// The pepper, for `push`.
@@ -63,18 +100,19 @@ impl Store {
         self.dialect("SELECT 1", "LOCK TABLE lookup_changes IN EXCLUSIVE MODE")
     }
 
-    /// Logs a change (`push` with its server and pepper, `rotation`, `local`) on its own.
-    pub async fn record_lookup_change(
-        &self,
-        kind: &str,
-        server: Option<&str>,
-        pepper: Option<&str>,
-        now: i64,
-    ) -> StoreResult<()> {
+    /// Logs a change of local 3PIDs on its own (pushes and rotations log theirs inside their
+    /// own transaction).
+    pub async fn record_local_change(&self, now: i64) -> StoreResult<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_with(self.write_transaction()).await?;
             sqlx::query(self.change_log_lock()).execute(&mut *tx).await?;
-            sqlx::query(INSERT_CHANGE).bind(kind).bind(server).bind(pepper).bind(now).execute(&mut *tx).await?;
+            sqlx::query(INSERT_CHANGE)
+                .bind(ChangeKind::Local.as_str())
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await
         })?;
         self.note_local_write();

@@ -295,7 +295,7 @@ impl Store {
             // Last, so that its sequence number is taken at commit time (see change_log_lock).
             sqlx::query(self.change_log_lock()).execute(&mut *tx).await?;
             sqlx::query(super::changes::INSERT_CHANGE)
-                .bind("rotation")
+                .bind(super::ChangeKind::Rotation.as_str())
                 .bind(None::<&str>)
                 .bind(None::<&str>)
                 .bind(now)
@@ -400,7 +400,7 @@ impl Store {
                 .await?;
             sqlx::query(self.change_log_lock()).execute(&mut *tx).await?;
             sqlx::query(super::changes::INSERT_CHANGE)
-                .bind("push")
+                .bind(super::ChangeKind::Push.as_str())
                 .bind(server)
                 .bind(pepper)
                 .bind(now)
