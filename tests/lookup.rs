@@ -283,6 +283,14 @@ async fn a_crash_mid_rotation_leaves_nothing_behind_and_blocks_rotations_only_br
     assert_eq!(server.state.store.peppers().await.unwrap(), peppers, "the published peppers are untouched");
     let job = jobs::jobs(&server.state).unwrap().into_iter().find(|job| job.name == ROTATION_JOB).unwrap();
     assert!(matches!(jobs::run_occurrence(&server.state, "alive", &job, now_ms()).await, RunOutcome::Ran(Ok(_))));
+
+    // A pending pepper removed under a rotation's feet is never "published" as nothing: the
+    // switch fails and the current pepper stays.
+    let before = server.state.store.peppers().await.unwrap();
+    server.state.store.insert_pending_pepper("vanishing", now_ms()).await.unwrap();
+    server.state.store.discard_pending_peppers().await.unwrap();
+    assert!(server.state.store.activate_pepper("vanishing", now_ms()).await.is_err());
+    assert_eq!(server.state.store.peppers().await.unwrap(), before);
     server.stop().await;
 }
 

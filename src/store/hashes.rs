@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use super::{Pool, Store, StoreResult, on_pool};
+use super::{Pool, Store, StoreError, StoreResult, on_pool};
 
 /// Rows written per statement in bulk writes.
 const CHUNK: usize = 20_000;
@@ -280,11 +280,18 @@ impl Store {
             let mut tx = pool.begin_with(self.write_transaction()).await?;
             sqlx::query("DELETE FROM peppers WHERE state = 'previous'").execute(&mut *tx).await?;
             sqlx::query("UPDATE peppers SET state = 'previous' WHERE state = 'current'").execute(&mut *tx).await?;
-            sqlx::query("UPDATE peppers SET state = 'current', activated_at = $2 WHERE pepper = $1 AND state = 'pending'")
-                .bind(pepper)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            let published = sqlx::query(
+                "UPDATE peppers SET state = 'current', activated_at = $2 WHERE pepper = $1 AND state = 'pending'",
+            )
+            .bind(pepper)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if published.rows_affected() != 1 {
+                // Removed meanwhile (an overlapping rotation cleaned it up): publishing nothing
+                // would leave no current pepper. The transaction rolls back.
+                return Err(StoreError::Missing("the pending pepper to publish is gone".to_owned()));
+            }
             for table in [
                 "DELETE FROM local_hashes WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
                 "DELETE FROM pushed_hashes WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
