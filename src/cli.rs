@@ -150,7 +150,8 @@ fn log_configuration(loaded: &LoadedConfig) {
 }
 
 fn check_config(sources: &ConfigSources) -> ExitCode {
-    let Some(loaded) = load_valid(sources) else { return ExitCode::FAILURE };
+    // 2, as every command for an unusable configuration.
+    let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
     match &loaded.file {
         Some(file) => eprintln!("configuration file: {}", file.display()),
         None => eprintln!("configuration file: none (built-in defaults)"),

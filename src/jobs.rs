@@ -145,7 +145,8 @@ pub async fn run_leased(
         outcome = body => outcome.map_err(|error| format!("{error:#}")),
         never = renewing => never,
     };
-    let duration_ms = started.elapsed().as_millis();
+    // A number in JSON logs (u128 fields are written as strings).
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let status = match &result {
         Ok(summary) => {
             tracing::info!(job, duration_ms, summary = %summary, "job finished");

@@ -178,7 +178,7 @@ fn unknown_keys_and_bad_values_are_all_named() {
         r#"{"server_nmae": "typo.example.com", "cache_ttl": 10, "listen_port": "eighty", "trusted_servers_addresses": ["1.2.3.4:80"]}"#,
     );
     let output = command(dir.path()).arg("--config").arg(&file).arg("check-config").output().unwrap();
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2), "an unusable configuration is exit 2, as for every command");
     let text = stderr(&output);
     for name in ["server_nmae", "cache_ttl", "listen_port"] {
         assert!(text.contains(name), "`{name}` is not named in: {text}");
@@ -199,7 +199,7 @@ fn malformed_files_and_environment_values_are_reported() {
     let dir = TempDir::new().unwrap();
     let file = write(dir.path(), "fis.conf", "{\"server_name\": ");
     let output = command(dir.path()).arg("--config").arg(&file).arg("check-config").output().unwrap();
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("fis.conf"), "{}", stderr(&output));
 
     let output = command(dir.path()).env("CRON_SERVICE", "sometimes").arg("check-config").output().unwrap();
@@ -256,6 +256,8 @@ fn json_logs_are_one_object_per_line_with_request_ids_and_no_query_strings() {
     }
     let request = text.lines().find(|line| line.contains("/_matrix/identity/v2/account")).expect("request logged");
     assert!(request.contains("\"status\":401"), "{request}");
+    assert!(request.contains("\"latency_ms\":"), "the latency is a number: {request}");
+    assert!(!text.contains("\"latency\":\""), "no latency as text: {text}");
     assert!(request.contains("\"id\""), "request id: {request}");
     assert!(!text.contains("secret-token-value"), "tokens never reach the log");
 }

@@ -24,7 +24,6 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use tracing::Level;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -91,7 +90,11 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", id, method = %request.method(), path = request.uri().path())
         })
         .on_request(())
-        .on_response(tower_http::trace::DefaultOnResponse::new().level(Level::INFO))
+        // Status and latency as numbers (the default writes the latency as text, "0 ms").
+        .on_response(|response: &axum::response::Response, latency: Duration, _: &tracing::Span| {
+            let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+            tracing::info!(status = response.status().as_u16(), latency_ms, "answered");
+        })
         .on_failure(());
 
     api.layer(
