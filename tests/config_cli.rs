@@ -396,4 +396,27 @@ fn commands_other_than_serve_never_create_a_database() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("no schema of this service"), "{}", stderr(&output));
     assert_eq!(std::fs::metadata(dir.path().join("data/federated-identity-service.db")).unwrap().len(), 0);
+
+    // An empty PostgreSQL database is refused the same way, and stays empty.
+    if common::Backend::from_env() == common::Backend::Postgres {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let url = runtime.block_on(common::fresh_postgres_database());
+        let output = command(dir.path())
+            .envs([("DATABASE_ENGINE", "pg"), ("DATABASE_HOST", url.as_str())])
+            .arg("inspect")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains("no schema of this service"), "{}", stderr(&output));
+        let tables: i64 = runtime.block_on(async {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let count = sqlx::query_scalar("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            count
+        });
+        assert_eq!(tables, 0, "nothing was created");
+    }
 }

@@ -85,6 +85,23 @@ pub struct LocalRow {
 pub(super) const INSERT_CHANGE: &str =
     "INSERT INTO lookup_changes (kind, server, pepper, created_at) VALUES ($1, $2, $3, $4)";
 
+/// Logs a change in the open transaction `$tx` of `$store`, as its last write: takes the
+/// change-log lock, then inserts the row (`kind`, `server`, `pepper`, `now`). A macro because the
+/// transaction's type depends on the engine `on_pool!` picked.
+macro_rules! log_change {
+    ($store:expr, $tx:ident, $kind:expr, $server:expr, $pepper:expr, $now:expr) => {{
+        sqlx::query($store.change_log_lock()).execute(&mut *$tx).await?;
+        sqlx::query($crate::store::changes::INSERT_CHANGE)
+            .bind($kind.as_str())
+            .bind($server)
+            .bind($pepper)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+pub(super) use log_change;
+
 impl Store {
     /// The statement to run right before inserting a change row, as the last write of its
     /// transaction.
@@ -105,14 +122,7 @@ impl Store {
     pub async fn record_local_change(&self, now: i64) -> StoreResult<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_with(self.write_transaction()).await?;
-            sqlx::query(self.change_log_lock()).execute(&mut *tx).await?;
-            sqlx::query(INSERT_CHANGE)
-                .bind(ChangeKind::Local.as_str())
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            log_change!(self, tx, ChangeKind::Local, None::<&str>, None::<&str>, now);
             tx.commit().await
         })?;
         self.note_local_write();

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 
+use super::changes::log_change;
 use super::{Pool, Store, StoreError, StoreResult, on_pool};
 
 /// Rows written per statement in bulk writes.
@@ -300,14 +301,7 @@ impl Store {
                 sqlx::query(table).execute(&mut *tx).await?;
             }
             // Last, so that its sequence number is taken at commit time (see change_log_lock).
-            sqlx::query(self.change_log_lock()).execute(&mut *tx).await?;
-            sqlx::query(super::changes::INSERT_CHANGE)
-                .bind(super::ChangeKind::Rotation.as_str())
-                .bind(None::<&str>)
-                .bind(None::<&str>)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            log_change!(self, tx, super::ChangeKind::Rotation, None::<&str>, None::<&str>, now);
             tx.commit().await
         })?;
         self.note_local_write();
@@ -405,14 +399,7 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(self.change_log_lock()).execute(&mut *tx).await?;
-            sqlx::query(super::changes::INSERT_CHANGE)
-                .bind(super::ChangeKind::Push.as_str())
-                .bind(server)
-                .bind(pepper)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            log_change!(self, tx, super::ChangeKind::Push, server, pepper, now);
             tx.commit().await?;
             Ok::<_, sqlx::Error>(PushOutcome { added: added.len() as u64, removed: removed.len() as u64 })
         })?;
