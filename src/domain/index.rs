@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
+use super::lookup::decode_sha256_hash as decode;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::store::{ChangeKind, Peppers, Store, StoreResult};
 
@@ -149,11 +148,6 @@ impl Data {
             table.insert(*hash, id);
         }
     }
-}
-
-fn decode(hash: &str) -> Option<Hash> {
-    let mut out = [0_u8; 32];
-    (hash.len() == 43 && URL_SAFE_NO_PAD.decode_slice(hash, &mut out).ok() == Some(32)).then_some(out)
 }
 
 /// The in-memory lookup data of this instance.
@@ -290,8 +284,20 @@ impl LookupIndex {
         let mut mappings = serde_json::Map::new();
         let mut inactive = serde_json::Map::new();
         let mut third_party: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
-        for address in addresses {
-            let Some(hash) = decode(address) else { continue };
+        for (position, address) in addresses.iter().enumerate() {
+            let Some(hash) = decode(address) else {
+                // `""` stands for nothing (some clients send `[""]`); anything else is an error.
+                if address.is_empty() {
+                    continue;
+                }
+                return Err(ApiError::new(
+                    ErrCode::InvalidParam,
+                    format!(
+                        "addresses[{position}] is not a sha256 lookup hash (43 characters of canonical unpadded \
+                         base64url)"
+                    ),
+                ));
+            };
             let best = data.local[slot]
                 .owners(&hash)
                 .iter()

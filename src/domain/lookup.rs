@@ -62,19 +62,21 @@ pub fn hash_3pid(address: &str, medium: &str, pepper: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(format!("{address} {medium} {pepper}").as_bytes()))
 }
 
-/// Whether `text` has the shape of a sha256 lookup hash.
-///
-/// The encoding must be canonical: 43 characters carry 258 bits for 256, so the last one must
-/// leave its two low bits at zero. Another spelling of the same bytes would be stored and never
-/// found (lookups compare the text).
+/// A sha256 lookup hash decoded to its 32 bytes, or `None` when `text` is not one: exactly 43
+/// characters of unpadded base64url, in the canonical spelling (43 characters carry 258 bits
+/// for 256; the spare two must be zero). Another spelling of the same bytes would be stored and
+/// never found, since hashes are compared as text on the wire.
+#[must_use]
+pub fn decode_sha256_hash(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0_u8; 32];
+    // The engine refuses padding and non-zero trailing bits.
+    (text.len() == SHA256_HASH_LENGTH && URL_SAFE_NO_PAD.decode_slice(text, &mut out).ok() == Some(32)).then_some(out)
+}
+
+/// Whether `text` is a sha256 lookup hash (see [`decode_sha256_hash`]).
 #[must_use]
 pub fn is_sha256_hash(text: &str) -> bool {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let canonical_end =
-        text.bytes().last().and_then(|last| ALPHABET.iter().position(|&c| c == last)).is_some_and(|v| v % 4 == 0);
-    text.len() == SHA256_HASH_LENGTH
-        && canonical_end
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    decode_sha256_hash(text).is_some()
 }
 
 /// Makes sure a current pepper exists, creating one from the CSPRNG on first start. With
@@ -150,14 +152,6 @@ pub async fn lookup(
         Algorithm::parse(&request.algorithm).filter(|algorithm| offered.contains(algorithm)).ok_or_else(|| {
             ApiError::new(ErrCode::InvalidParam, format!("Unsupported algorithm `{}`", request.algorithm))
         })?;
-    if algorithm == Algorithm::Sha256
-        && let Some(bad) = request.addresses.iter().position(|hash| !hash.is_empty() && !is_sha256_hash(hash))
-    {
-        return Err(ApiError::new(
-            ErrCode::InvalidParam,
-            format!("addresses[{bad}] is not a sha256 lookup hash (43 characters of canonical unpadded base64url)"),
-        ));
-    }
     index.ensure_fresh(store).await?;
     if algorithm == Algorithm::Sha256 {
         return index.lookup_sha256(&request.pepper, &request.addresses, with_inactive);
