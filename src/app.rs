@@ -8,10 +8,11 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::clock::Clock;
 use crate::config::{Config, DatabaseEngine, parse_network};
 use crate::domain::keys::SigningKeys;
+use crate::domain::lookup;
 use crate::domain::terms::Terms;
-use crate::domain::{lookup, now_ms};
 use crate::http;
 use crate::matrix::client::HomeserverSettings;
 use crate::matrix::{Dns, HomeserverClient, SystemDns};
@@ -28,14 +29,18 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the service with the system DNS resolver.
+    /// Builds the service with the system DNS resolver and the system clock.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with_dns(config, Arc::new(SystemDns::new()?)).await
+        Self::builder(config).build().await
     }
 
-    /// Builds the service resolving homeserver names with `dns` (tests resolve test names to
-    /// loopback servers this way).
-    pub async fn build_with_dns(config: Config, dns: Arc<dyn Dns>) -> anyhow::Result<Self> {
+    /// A builder, to choose the DNS resolver or the clock before building.
+    #[must_use]
+    pub fn builder(config: Config) -> AppBuilder {
+        AppBuilder { config, dns: None, clock: Clock::new() }
+    }
+
+    async fn assemble(config: Config, dns: Arc<dyn Dns>, clock: Clock) -> anyhow::Result<Self> {
         let terms = Terms::load(&config.policies).map_err(|problem| anyhow::anyhow!("policies: {problem}"))?;
         let settings = homeserver_settings(&config)?;
         let push_client = crate::domain::pusher::http_client(&settings).map_err(anyhow::Error::msg)?;
@@ -55,10 +60,10 @@ impl App {
             DatabaseEngine::Postgres => tracing::info!("storage: PostgreSQL"),
         }
         let key_file = Some(config.signing_key_path.as_str()).filter(|path| !path.is_empty()).map(Path::new);
-        let keys = SigningKeys::load_or_create(&store, key_file).await?;
+        let keys = SigningKeys::load_or_create(&store, key_file, clock.now_ms()).await?;
         tracing::info!(key_id = keys.key_id(), public_key = keys.public_key(), "signing key");
-        lookup::ensure_pepper(&store).await?;
-        lookup::clear_abandoned_rotation(&store).await?;
+        lookup::ensure_pepper(&store, clock.now_ms()).await?;
+        lookup::clear_abandoned_rotation(&store, clock.now_ms()).await?;
         let trusted_servers =
             crate::domain::trusted::TrustedServers::new(&config.trusted_servers_addresses, &config.trusted_servers)
                 .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
@@ -78,6 +83,7 @@ impl App {
         }
         let index = Arc::new(crate::domain::index::LookupIndex::load(&store).await?);
         let state = AppState {
+            clock,
             index,
             push_client,
             directory,
@@ -154,6 +160,41 @@ impl App {
     }
 }
 
+/// What [`App::builder`] lets a host application or a test choose.
+#[derive(Debug)]
+pub struct AppBuilder {
+    config: Config,
+    dns: Option<Arc<dyn Dns>>,
+    clock: Clock,
+}
+
+impl AppBuilder {
+    /// Resolves homeserver names with `dns` instead of the system resolver (tests resolve
+    /// their names to loopback servers this way).
+    #[must_use]
+    pub fn dns(mut self, dns: Arc<dyn Dns>) -> Self {
+        self.dns = Some(dns);
+        self
+    }
+
+    /// Reads time from `clock` (tests move a clone forward instead of waiting).
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Connects and migrates the database, loads or creates the keys and the pepper, loads
+    /// the lookup index and builds the routes.
+    pub async fn build(self) -> anyhow::Result<App> {
+        let dns = match self.dns {
+            Some(dns) => dns,
+            None => Arc::new(SystemDns::new()?),
+        };
+        App::assemble(self.config, dns, self.clock).await
+    }
+}
+
 fn homeserver_settings(config: &Config) -> anyhow::Result<HomeserverSettings> {
     let extra_ca_pem = if config.homeserver_ca_file.is_empty() {
         None
@@ -193,13 +234,13 @@ async fn maintenance(state: AppState) {
     let mut ticker = tokio::time::interval(period);
     loop {
         ticker.tick().await;
-        match state.store.purge_expired_access_tokens(now_ms()).await {
+        match state.store.purge_expired_access_tokens(state.clock.now_ms()).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired access tokens deleted"),
             Err(error) => tracing::warn!(%error, "maintenance: cannot purge expired tokens"),
         }
         let session_lifetime = crate::domain::validation::seconds_to_ms(state.config.validation_session_lifetime);
-        match state.store.purge_sessions(now_ms().saturating_sub(session_lifetime)).await {
+        match state.store.purge_sessions(state.clock.now_ms().saturating_sub(session_lifetime)).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired validation sessions deleted"),
             Err(error) => tracing::warn!(%error, "maintenance: cannot purge validation sessions"),
@@ -210,7 +251,7 @@ async fn maintenance(state: AppState) {
             Ok(purged) => tracing::info!(purged, "expired invitations deleted"),
             Err(error) => tracing::warn!(%error, "maintenance: cannot purge invitations"),
         }
-        if let Err(error) = state.store.purge_lookup_changes(now_ms().saturating_sub(3_600_000)).await {
+        if let Err(error) = state.store.purge_lookup_changes(state.clock.now_ms().saturating_sub(3_600_000)).await {
             tracing::warn!(%error, "maintenance: cannot purge the lookup change log");
         }
         state.rate_limits.forget_idle();

@@ -265,13 +265,15 @@ async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {
         Err(code) => return code,
     };
     // The scheduler's lease: never two rotations at once, whoever starts them.
-    let holder = format!("rotate-pepper-command-{}", crate::domain::random_secret(6));
-    let rotation = crate::domain::lookup::rotate_pepper(&store);
+    let holder = format!("rotate-pepper-command-{}", crate::secret::random_secret(6));
+    let clock = crate::clock::Clock::new();
+    let rotation = crate::domain::lookup::rotate_pepper(&store, &clock);
     let outcome = crate::jobs::run_leased(
         &store,
+        &clock,
         crate::domain::lookup::ROTATION_JOB,
         &holder,
-        crate::domain::now_ms(),
+        clock.now_ms(),
         crate::jobs::LEASE,
         rotation,
     )

@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
-use crate::domain::{directory, lookup, now_ms, pusher, random_secret};
+use crate::clock::Clock;
+use crate::domain::{directory, lookup, pusher};
+use crate::secret::random_secret;
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -46,7 +48,7 @@ pub struct Job {
 pub fn jobs(state: &AppState) -> anyhow::Result<Vec<Job>> {
     let config = &state.config;
     let rotation: JobBody =
-        Arc::new(|state: AppState| Box::pin(async move { lookup::rotate_pepper(&state.store).await }));
+        Arc::new(|state: AppState| Box::pin(async move { lookup::rotate_pepper(&state.store, &state.clock).await }));
     let mut jobs = vec![Job {
         name: lookup::ROTATION_JOB,
         schedule: parse_cron(&config.pepper_cron).map_err(anyhow::Error::msg)?,
@@ -99,7 +101,7 @@ pub async fn run_occurrence(state: &AppState, instance: &str, job: &Job, schedul
             Err(panic) => Err(anyhow::anyhow!("job panicked: {panic}")),
         }
     };
-    run_leased(&state.store, job.name, instance, scheduled_ms, LEASE, body).await
+    run_leased(&state.store, &state.clock, job.name, instance, scheduled_ms, LEASE, body).await
 }
 
 /// Runs `body` as the occurrence of `job` scheduled at `scheduled_ms` if `holder` wins the
@@ -108,13 +110,14 @@ pub async fn run_occurrence(state: &AppState, instance: &str, job: &Job, schedul
 /// overlaps a scheduled one. `body` is not started when the lease is not won.
 pub async fn run_leased(
     store: &Store,
+    clock: &Clock,
     job: &str,
     holder: &str,
     scheduled_ms: i64,
     lease: Duration,
     body: impl Future<Output = anyhow::Result<String>>,
 ) -> RunOutcome {
-    let started_at = now_ms();
+    let started_at = clock.now_ms();
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     match store.try_start_run(job, holder, scheduled_ms, started_at, started_at.saturating_add(lease_ms)).await {
         Ok(true) => {}
@@ -134,7 +137,7 @@ pub async fn run_leased(
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            match store.renew_lease(job, holder, started_at, now_ms().saturating_add(lease_ms)).await {
+            match store.renew_lease(job, holder, started_at, clock.now_ms().saturating_add(lease_ms)).await {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!(job, "the job lease was taken over while the job runs"),
                 Err(error) => tracing::warn!(job, %error, "cannot renew the job lease"),
@@ -157,7 +160,7 @@ pub async fn run_leased(
             format!("error: {error}")
         }
     };
-    if let Err(error) = store.finish_run(job, holder, now_ms(), &status).await {
+    if let Err(error) = store.finish_run(job, holder, clock.now_ms(), &status).await {
         tracing::warn!(job, %error, "cannot record the end of the job");
     }
     RunOutcome::Ran(result)
@@ -186,7 +189,7 @@ pub fn spawn(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>
                 if job.name != lookup::ROTATION_JOB {
                     // Directory sync and pushes also run once at startup, so that a new
                     // instance does not wait for the first occurrence.
-                    run_occurrence(&state, &instance, &job, now_ms()).await;
+                    run_occurrence(&state, &instance, &job, state.clock.now_ms()).await;
                 }
                 if job.name == "directory-sync" {
                     synced_sender.send_replace(true);

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod domain;
@@ -18,6 +19,7 @@ pub mod listener;
 pub mod matrix;
 pub mod notify;
 pub mod ratelimit;
+pub mod secret;
 pub mod settings;
 pub mod state;
 pub mod store;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::keys::SigningKeys;
 use crate::domain::terms::Terms;
@@ -43,4 +44,6 @@ pub struct AppState {
     /// calls (`homeserver_ca_file`, `homeserver_verify_tls`), but no address guard, since the
     /// operator names these targets.
     pub push_client: reqwest::Client,
+    /// The time every expiry and stored timestamp is read from.
+    pub clock: Clock,
 }

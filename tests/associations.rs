@@ -171,7 +171,7 @@ async fn tokens_and_sessions_expire() {
     let smtp = SmtpCapture::start();
     let server = TestServer::start_with(|config| {
         with_smtp(&smtp)(config);
-        config.mail_link_delay = 1;
+        config.mail_link_delay = 600;
     })
     .await;
     let alice = server.token_for("@alice:example.org").await;
@@ -180,27 +180,22 @@ async fn tokens_and_sessions_expire() {
         .unwrap()
         .to_owned();
     let token = smtp.wait_for(1).await[0].link_param("token");
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    server.clock.advance(Duration::from_secs(601));
     submit(&server, &sid, "s1", &token).await.assert_error(400, "M_SESSION_EXPIRED");
 
     let server = server
         .restart_with(|config| {
             config.mail_link_delay = 3600;
-            config.validation_session_lifetime = 1;
+            config.validation_session_lifetime = 1800;
         })
         .await;
     let alice = server.token_for("@alice:example.org").await;
     let sid = validate(&server, &smtp, &alice, "carol@example.org", "s2").await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    server
-        .call_as(
-            Some(&alice),
-            Method::GET,
-            &format!("/_matrix/identity/v2/3pid/getValidated3pid?sid={sid}&client_secret=s2"),
-            None,
-        )
-        .await
-        .assert_error(400, "M_SESSION_EXPIRED");
+    let validated = format!("/_matrix/identity/v2/3pid/getValidated3pid?sid={sid}&client_secret=s2");
+    server.clock.advance(Duration::from_secs(1790));
+    assert_eq!(server.call_as(Some(&alice), Method::GET, &validated, None).await.status, 200, "not expired yet");
+    server.clock.advance(Duration::from_secs(11));
+    server.call_as(Some(&alice), Method::GET, &validated, None).await.assert_error(400, "M_SESSION_EXPIRED");
     let bind = json!({ "sid": sid, "client_secret": "s2", "mxid": "@alice:example.org" }).to_string();
     server
         .call_as(Some(&alice), Method::POST, "/_matrix/identity/v2/3pid/bind", Some(&bind))
@@ -291,7 +286,7 @@ async fn bind_publishes_to_lookup_and_a_new_bind_replaces_it() {
     let smtp = SmtpCapture::start();
     let server = TestServer::start_with(with_smtp(&smtp)).await;
     let previous = server.state.store.peppers().await.unwrap().current.unwrap();
-    rotate_pepper(&server.state.store).await.unwrap();
+    rotate_pepper(&server.state.store, &server.clock).await.unwrap();
     let current = server.state.store.peppers().await.unwrap().current.unwrap();
     let alice = server.token_for("@alice:example.org").await;
     let bob = server.token_for("@bob:example.org").await;
@@ -537,14 +532,14 @@ async fn the_v1_lookup_returns_the_association_made_at_bind() {
     .await;
     let alice = server.token_for("@alice:example.org").await;
     let sid = validate(&server, &smtp, &alice, "alice@example.org", "alice_s").await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    server.clock.advance(Duration::from_millis(20));
     let own = json!({ "sid": sid, "client_secret": "alice_s", "mxid": "@alice:example.org" }).to_string();
     let bound = server.call_as(Some(&alice), Method::POST, "/_matrix/identity/v2/3pid/bind", Some(&own)).await;
     assert_eq!(bound.status, 200, "{:?}", bound.body);
     let (ts, not_before) = (bound.body["ts"].as_i64().unwrap(), bound.body["not_before"].as_i64().unwrap());
     assert!(ts < not_before, "ts is when the address was verified, before the bind: {:?}", bound.body);
 
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    server.clock.advance(Duration::from_secs(3600));
     let path = "/_matrix/identity/api/v1/lookup?medium=email&address=alice@example.org";
     let found = server.call(Method::GET, path, None).await;
     assert_eq!(found.body, bound.body, "the association and its signature as made at bind");

@@ -29,14 +29,30 @@ fn pushing_to(targets: Vec<PushTarget>) -> impl FnOnce(&mut Config) {
 #[tokio::test]
 async fn our_active_users_are_pushed_once_per_pepper_and_not_again_when_unchanged() {
     let b = federated_service().await;
-    federated_identity_service::domain::lookup::rotate_pepper(&b.state.store).await.unwrap();
+    federated_identity_service::domain::lookup::rotate_pepper(&b.state.store, &b.clock).await.unwrap();
     let a = TestServer::start_with(pushing_to(vec![PushTarget::Name(format!("http://{}", b.address))])).await;
-    add_local_threepid(&a.state.store, "email", "alice@org.example", "@alice:org.example", "binding", true)
-        .await
-        .unwrap();
-    add_local_threepid(&a.state.store, "email", "gone@org.example", "@gone:org.example", "directory", false)
-        .await
-        .unwrap();
+    add_local_threepid(
+        &a.state.store,
+        "email",
+        "alice@org.example",
+        "@alice:org.example",
+        "binding",
+        true,
+        a.clock.now_ms(),
+    )
+    .await
+    .unwrap();
+    add_local_threepid(
+        &a.state.store,
+        "email",
+        "gone@org.example",
+        "@gone:org.example",
+        "directory",
+        false,
+        a.clock.now_ms(),
+    )
+    .await
+    .unwrap();
 
     let summary = push_all(&a.state).await.unwrap();
     assert!(summary.contains("1 hashes pushed"), "{summary}");
@@ -109,9 +125,17 @@ async fn a_named_target_receives_the_shared_secret() {
         secret: "org-example-push-secret".into(),
     }]))
     .await;
-    add_local_threepid(&a.state.store, "email", "alice@org.example", "@alice:org.example", "binding", true)
-        .await
-        .unwrap();
+    add_local_threepid(
+        &a.state.store,
+        "email",
+        "alice@org.example",
+        "@alice:org.example",
+        "binding",
+        true,
+        a.clock.now_ms(),
+    )
+    .await
+    .unwrap();
     push_all(&a.state).await.unwrap();
     assert_eq!(b.state.store.push_snapshots().await.unwrap().len(), 1);
     a.stop().await;
@@ -135,9 +159,17 @@ async fn pushes_to_an_https_target_trust_the_configured_ca_file() {
     let target = vec![PushTarget::Name(format!("https://127.0.0.1:{}", b.address.port()))];
     // Without the CA, the private certificate is refused.
     let untrusting = TestServer::start_with(pushing_to(target.clone())).await;
-    add_local_threepid(&untrusting.state.store, "email", "a@org.example", "@a:org.example", "binding", true)
-        .await
-        .unwrap();
+    add_local_threepid(
+        &untrusting.state.store,
+        "email",
+        "a@org.example",
+        "@a:org.example",
+        "binding",
+        true,
+        untrusting.clock.now_ms(),
+    )
+    .await
+    .unwrap();
     let error = push_all(&untrusting.state).await.expect_err("an unknown CA is refused");
     assert!(format!("{error:#}").contains("127.0.0.1"), "{error:#}");
     untrusting.stop().await;
@@ -148,7 +180,9 @@ async fn pushes_to_an_https_target_trust_the_configured_ca_file() {
         config.homeserver_ca_file = ca_path;
     })
     .await;
-    add_local_threepid(&a.state.store, "email", "a@org.example", "@a:org.example", "binding", true).await.unwrap();
+    add_local_threepid(&a.state.store, "email", "a@org.example", "@a:org.example", "binding", true, a.clock.now_ms())
+        .await
+        .unwrap();
     let summary = push_all(&a.state).await.expect("the push is trusted");
     assert!(summary.contains("1 hashes pushed"), "{summary}");
     assert_eq!(b.state.store.push_snapshots().await.unwrap().len(), 1);

@@ -105,7 +105,17 @@ async fn store_invite_stores_mails_and_answers_valid_keys() {
 async fn invitations_to_bound_addresses_and_bad_invitations_send_nothing() {
     let smtp = SmtpCapture::start();
     let server = TestServer::start_with(configured(&smtp)).await;
-    add_local_threepid(&server.state.store, "email", "bob@example.org", "@bob:hs.test", "binding", true).await.unwrap();
+    add_local_threepid(
+        &server.state.store,
+        "email",
+        "bob@example.org",
+        "@bob:hs.test",
+        "binding",
+        true,
+        server.clock.now_ms(),
+    )
+    .await
+    .unwrap();
     let alice = server.token_for("@alice:hs.test").await;
     let call = |body: Value| {
         let server = &server;
@@ -252,7 +262,7 @@ async fn expired_invitations_are_purged_with_their_keys() {
         serde_urlencoded::to_string([("public_key", &ephemeral)]).unwrap()
     );
     assert_eq!(server.call(Method::GET, &check, None).await.body, json!({ "valid": true }));
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    server.clock.advance(Duration::from_millis(5));
     let purged = federated_identity_service::domain::invite::purge_expired(&server.state, 1).await.unwrap();
     assert_eq!(purged, 1);
     assert_eq!(server.call(Method::GET, &check, None).await.body, json!({ "valid": false }));

@@ -119,9 +119,11 @@ async fn instances_starting_together_agree_on_one_key_and_one_pepper() {
     let config = common::test_config(&dir, common::Backend::from_env()).await;
     let (first, second) = tokio::join!(Store::connect(&config), Store::connect(&config));
     let (first, second) = (first.unwrap(), second.unwrap());
-    let (a, b) = tokio::join!(SigningKeys::load_or_create(&first, None), SigningKeys::load_or_create(&second, None));
+    let now = federated_identity_service::clock::Clock::new().now_ms();
+    let (a, b) =
+        tokio::join!(SigningKeys::load_or_create(&first, None, now), SigningKeys::load_or_create(&second, None, now));
     assert_eq!(a.unwrap().public_key(), b.unwrap().public_key());
-    let (a, b) = tokio::join!(ensure_pepper(&first), ensure_pepper(&second));
+    let (a, b) = tokio::join!(ensure_pepper(&first, now), ensure_pepper(&second, now));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert!(a.current.is_some());
     assert_eq!(a, b);

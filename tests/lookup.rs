@@ -49,7 +49,9 @@ impl<'a> Client<'a> {
 }
 
 async fn bind(server: &TestServer, medium: &str, address: &str, mxid: &str) {
-    add_local_threepid(&server.state.store, medium, address, mxid, "binding", true).await.unwrap();
+    add_local_threepid(&server.state.store, medium, address, mxid, "binding", true, server.clock.now_ms())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -135,9 +137,17 @@ async fn the_none_algorithm_is_offered_only_when_configured() {
 #[tokio::test]
 async fn inactive_users_appear_only_with_additional_features() {
     let server = TestServer::start_with(|config| config.additional_features = true).await;
-    add_local_threepid(&server.state.store, "email", "gone@example.com", "@gone:example.org", "directory", false)
-        .await
-        .unwrap();
+    add_local_threepid(
+        &server.state.store,
+        "email",
+        "gone@example.com",
+        "@gone:example.org",
+        "directory",
+        false,
+        server.clock.now_ms(),
+    )
+    .await
+    .unwrap();
     let client = Client::new(&server).await;
     let pepper = client.details().await["lookup_pepper"].as_str().unwrap().to_owned();
     let hash = spec_hash("gone@example.com", "email", &pepper);
@@ -159,7 +169,7 @@ async fn after_a_rotation_both_peppers_work_and_after_two_the_oldest_is_refused(
     let client = Client::new(&server).await;
     let first = client.details().await["lookup_pepper"].as_str().unwrap().to_owned();
 
-    rotate_pepper(&server.state.store).await.unwrap();
+    rotate_pepper(&server.state.store, &server.clock).await.unwrap();
     let details = client.details().await;
     let second = details["lookup_pepper"].as_str().unwrap().to_owned();
     assert_ne!(first, second);
@@ -174,7 +184,7 @@ async fn after_a_rotation_both_peppers_work_and_after_two_the_oldest_is_refused(
     let response = client.lookup(json!({ "algorithm": "sha256", "pepper": second, "addresses": [crossed] })).await;
     assert_eq!(response.body["mappings"], json!({}));
 
-    rotate_pepper(&server.state.store).await.unwrap();
+    rotate_pepper(&server.state.store, &server.clock).await.unwrap();
     let details = client.details().await;
     assert_eq!(details["alt_lookup_peppers"], json!([second.clone()]));
     let hash = spec_hash("alice@example.com", "email", &first);
@@ -259,15 +269,24 @@ async fn trusted_servers_need_no_token_and_untrusted_callers_do() {
 #[tokio::test]
 async fn a_crash_mid_rotation_leaves_nothing_behind_and_blocks_rotations_only_briefly() {
     use federated_identity_service::domain::lookup::ROTATION_JOB;
-    use federated_identity_service::domain::now_ms;
     let server = TestServer::start().await;
-    add_local_threepid(&server.state.store, "email", "a@example.org", "@a:example.org", "binding", true).await.unwrap();
+    add_local_threepid(
+        &server.state.store,
+        "email",
+        "a@example.org",
+        "@a:example.org",
+        "binding",
+        true,
+        server.clock.now_ms(),
+    )
+    .await
+    .unwrap();
     let peppers = server.state.store.peppers().await.unwrap();
     // An instance took the lease, started a rotation, and died (kill -9): a pending pepper and its
     // hashes, a lease nobody renews.
     let store = &server.state.store;
     let lease_ms = i64::try_from(jobs::LEASE.as_millis()).unwrap();
-    let died_at = now_ms() - lease_ms - 1;
+    let died_at = server.clock.now_ms() - lease_ms - 1;
     assert!(store.try_start_run(ROTATION_JOB, "dead", died_at, died_at, died_at + lease_ms).await.unwrap());
     store.insert_pending_pepper("abandoned-pepper", died_at).await.unwrap();
     store.insert_local_hashes("abandoned-pepper", &[("orphan-hash".into(), 1)]).await.unwrap();
@@ -282,14 +301,17 @@ async fn a_crash_mid_rotation_leaves_nothing_behind_and_blocks_rotations_only_br
     assert!(counts.iter().all(|(pepper, _)| pepper != "abandoned-pepper"), "{counts:?}");
     assert_eq!(server.state.store.peppers().await.unwrap(), peppers, "the published peppers are untouched");
     let job = jobs::jobs(&server.state).unwrap().into_iter().find(|job| job.name == ROTATION_JOB).unwrap();
-    assert!(matches!(jobs::run_occurrence(&server.state, "alive", &job, now_ms()).await, RunOutcome::Ran(Ok(_))));
+    assert!(matches!(
+        jobs::run_occurrence(&server.state, "alive", &job, server.clock.now_ms()).await,
+        RunOutcome::Ran(Ok(_))
+    ));
 
     // A pending pepper removed under a rotation's feet is never "published" as nothing: the
     // switch fails and the current pepper stays.
     let before = server.state.store.peppers().await.unwrap();
-    server.state.store.insert_pending_pepper("vanishing", now_ms()).await.unwrap();
+    server.state.store.insert_pending_pepper("vanishing", server.clock.now_ms()).await.unwrap();
     server.state.store.discard_pending_peppers().await.unwrap();
-    assert!(server.state.store.activate_pepper("vanishing", now_ms()).await.is_err());
+    assert!(server.state.store.activate_pepper("vanishing", server.clock.now_ms()).await.is_err());
     assert_eq!(server.state.store.peppers().await.unwrap(), before);
     server.stop().await;
 }
@@ -297,18 +319,17 @@ async fn a_crash_mid_rotation_leaves_nothing_behind_and_blocks_rotations_only_br
 #[tokio::test]
 async fn a_running_job_renews_its_lease_and_the_command_takes_the_same_lease() {
     use federated_identity_service::domain::lookup::ROTATION_JOB;
-    use federated_identity_service::domain::now_ms;
     use std::time::Duration;
     let server = TestServer::start().await;
     let store = server.state.store.clone();
     // A job with a 600 ms lease running for 1.5 s: another holder cannot take over meanwhile.
-    let long_job = jobs::run_leased(&store, "slow-job", "first", 1, Duration::from_millis(600), async {
+    let long_job = jobs::run_leased(&store, &server.clock, "slow-job", "first", 1, Duration::from_millis(600), async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         Ok("done".to_owned())
     });
     let contender = async {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let now = now_ms();
+        let now = server.clock.now_ms();
         store.try_start_run("slow-job", "second", 2, now, now + 600).await.unwrap()
     };
     let (outcome, taken_over) = tokio::join!(long_job, contender);
@@ -316,7 +337,7 @@ async fn a_running_job_renews_its_lease_and_the_command_takes_the_same_lease() {
     assert!(!taken_over, "the lease was renewed while the job ran");
 
     // `rotate-pepper` refuses while a scheduled rotation holds the lease, then runs.
-    let now = now_ms();
+    let now = server.clock.now_ms();
     assert!(store.try_start_run(ROTATION_JOB, "scheduler", now, now, now + 60_000).await.unwrap());
     let config_path = server.config_file();
     let binary = env!("CARGO_BIN_EXE_federated-identity-service");
@@ -325,7 +346,7 @@ async fn a_running_job_renews_its_lease_and_the_command_takes_the_same_lease() {
     assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("a rotation is running"));
     let before = store.peppers().await.unwrap();
-    store.finish_run(ROTATION_JOB, "scheduler", now_ms(), "ok").await.unwrap();
+    store.finish_run(ROTATION_JOB, "scheduler", server.clock.now_ms(), "ok").await.unwrap();
     let ran =
         std::process::Command::new(binary).arg("--config").arg(&config_path).arg("rotate-pepper").output().unwrap();
     assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));

@@ -236,12 +236,12 @@ async fn a_rotation_drops_the_pushed_hashes_of_the_oldest_pepper() {
     let hashes = hashes_of(&["x@t.example"], &first);
     assert_eq!(push(&server, &push_body("t.example:443", &first, &hashes)).await.status, 201);
 
-    rotate_pepper(&server.state.store).await.unwrap();
+    rotate_pepper(&server.state.store, &server.clock).await.unwrap();
     // The previous pepper still works, for lookups and pushes.
     assert_eq!(lookup(&server, &first, &hashes).await["third_party_mappings"]["t.example:443"], json!(hashes));
     assert_eq!(push(&server, &push_body("t.example:443", &first, &hashes)).await.status, 201);
 
-    rotate_pepper(&server.state.store).await.unwrap();
+    rotate_pepper(&server.state.store, &server.clock).await.unwrap();
     let body = json!({ "algorithm": "sha256", "pepper": first, "addresses": hashes }).to_string();
     server.call(Method::POST, "/_matrix/identity/v2/lookup", Some(&body)).await.assert_error(400, "M_INVALID_PEPPER");
     assert!(
@@ -287,6 +287,7 @@ async fn inspect_reports_peppers_hashes_and_pushes() {
         "@alice:example.org",
         "binding",
         true,
+        server.clock.now_ms(),
     )
     .await
     .unwrap();
@@ -376,7 +377,7 @@ async fn a_push_or_a_rotation_on_one_instance_is_seen_by_another() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    rotate_pepper(&a.state.store).await.unwrap();
+    rotate_pepper(&a.state.store, &a.clock).await.unwrap();
     let second = current_pepper(&a).await;
     let started = std::time::Instant::now();
     loop {
@@ -514,7 +515,7 @@ async fn rotations_are_never_missed_by_another_instance_under_concurrent_pushes(
         })
         .collect();
     a.state.store.insert_directory_threepids(&rows, 0).await.unwrap();
-    rotate_pepper(&a.state.store).await.unwrap();
+    rotate_pepper(&a.state.store, &a.clock).await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut pushers = Vec::new();
@@ -535,7 +536,7 @@ async fn rotations_are_never_missed_by_another_instance_under_concurrent_pushes(
         }));
     }
     for round in 0..3 {
-        rotate_pepper(&a.state.store).await.unwrap();
+        rotate_pepper(&a.state.store, &a.clock).await.unwrap();
         let new = current_pepper(&a).await;
         let started = Instant::now();
         for server in [&a, b.as_ref()] {

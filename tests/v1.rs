@@ -35,9 +35,17 @@ async fn v1_routes_work_when_enabled() {
     })
     .await;
     assert_eq!(server.call(Method::GET, "/_matrix/identity/api/v1", None).await.body, json!({}));
-    add_local_threepid(&server.state.store, "email", "alice@example.org", "@alice:example.org", "binding", true)
-        .await
-        .unwrap();
+    add_local_threepid(
+        &server.state.store,
+        "email",
+        "alice@example.org",
+        "@alice:example.org",
+        "binding",
+        true,
+        server.clock.now_ms(),
+    )
+    .await
+    .unwrap();
 
     let found =
         server.call(Method::GET, "/_matrix/identity/api/v1/lookup?medium=email&address=Alice@example.org", None).await;

@@ -1,6 +1,7 @@
 //! Registration with an OpenID token from a homeserver (`POST /account/register`).
 
 use super::tokens;
+use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::matrix::HomeserverClient;
 use crate::store::Store;
@@ -25,6 +26,7 @@ pub struct OpenIdToken {
 pub async fn register(
     homeserver: &HomeserverClient,
     store: &Store,
+    clock: &Clock,
     token_lifetime_ms: i64,
     request: &OpenIdToken,
 ) -> ApiResult<(String, String)> {
@@ -38,7 +40,7 @@ pub async fn register(
         // The OpenID token is never logged.
         |error| tracing::info!(server = %request.matrix_server_name, %error, "registration refused"),
     )?;
-    let token = tokens::issue(store, user.as_str(), token_lifetime_ms).await?;
+    let token = tokens::issue(store, user.as_str(), token_lifetime_ms, clock.now_ms()).await?;
     tracing::info!(user = %user, "registered");
     Ok((token, user.to_string()))
 }

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::validation::validated_session;
-use super::{invite, lookup, now_ms};
+use super::{invite, lookup};
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::state::AppState;
 use crate::store::StoredAssociation;
@@ -21,8 +21,8 @@ pub async fn bind(state: &AppState, caller: &str, sid: &str, client_secret: &str
         return Err(ApiError::new(ErrCode::OtherUser, "You may only bind 3PIDs to your own Matrix ID"));
     }
     let session = validated_session(state, sid, client_secret).await?;
-    lookup::add_local_threepid(&state.store, &session.medium, &session.address, mxid, "binding", true).await?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
+    lookup::add_local_threepid(&state.store, &session.medium, &session.address, mxid, "binding", true, now).await?;
     let stored = StoredAssociation {
         mxid: mxid.to_owned(),
         verified_at: session.validated_at.unwrap_or(now),
@@ -127,7 +127,7 @@ pub async fn unbind(state: &AppState, request: &UnbindRequest, proof: UnbindProo
     }
     let removed = state.store.delete_binding(&request.threepid.medium, &address, &request.mxid).await?;
     if removed {
-        state.store.record_local_change(super::now_ms()).await?;
+        state.store.record_local_change(state.clock.now_ms()).await?;
     }
     tracing::info!(medium = %request.threepid.medium, removed, "3PID unbind");
     Ok(json!({}))

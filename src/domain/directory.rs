@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::lookup::hash_3pid;
-use super::now_ms;
 use super::validation::{normalize_email, normalize_msisdn};
 use crate::state::AppState;
 use crate::store::NewThreepid;
@@ -77,7 +76,7 @@ pub async fn sync(state: &AppState) -> anyhow::Result<SyncSummary> {
         }
     }
 
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let stored = state.store.directory_threepids().await?;
     let mut removed = Vec::new();
     let mut seen = BTreeSet::new();

@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::lookup::{Algorithm, is_sha256_hash};
-use super::now_ms;
 use super::trusted::TrustedCaller;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::store::Store;
@@ -39,7 +38,7 @@ pub fn push_server_key(name: &str) -> Option<String> {
 }
 
 /// Validates and stores a push. Returns the answer body (201).
-pub async fn accept_push(store: &Store, caller: &TrustedCaller, request: PushRequest) -> ApiResult<Value> {
+pub async fn accept_push(store: &Store, caller: &TrustedCaller, request: PushRequest, now: i64) -> ApiResult<Value> {
     if Algorithm::parse(&request.algorithm) != Some(Algorithm::Sha256) {
         return Err(ApiError::new(
             ErrCode::InvalidParam,
@@ -86,7 +85,7 @@ pub async fn accept_push(store: &Store, caller: &TrustedCaller, request: PushReq
         tracing::info!(%server, hashes = stored, "identical push: nothing to change");
         return Ok(json!({ "stored": stored, "added": 0, "removed": 0 }));
     }
-    let outcome = store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, now_ms()).await?;
+    let outcome = store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, now).await?;
     tracing::info!(%server, hashes = stored, added = outcome.added, removed = outcome.removed, "push stored");
     Ok(json!({ "stored": stored, "added": outcome.added, "removed": outcome.removed }))
 }

@@ -12,10 +12,10 @@ use serde_json::{Map, Value, json};
 
 use super::keys::SigningKeys;
 use super::validation::{normalize_email, normalize_msisdn};
-use super::{now_ms, random_secret};
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::matrix::ServerName;
 use crate::notify::templates;
+use crate::secret::random_secret;
 use crate::state::AppState;
 use crate::store::InvitationRecord;
 
@@ -81,8 +81,9 @@ pub async fn store_invite(
     }
 
     let token = random_secret(24);
-    let (ephemeral, key_record) =
-        SigningKeys::generate(&format!("e{:016x}", rand::random::<u64>()), "ephemeral").map_err(ApiError::internal)?;
+    let now = state.clock.now_ms();
+    let (ephemeral, key_record) = SigningKeys::generate(&format!("e{:016x}", rand::random::<u64>()), "ephemeral", now)
+        .map_err(ApiError::internal)?;
     state.store.insert_signing_key(&key_record).await?;
     let invitation = InvitationRecord {
         token: token.clone(),
@@ -92,7 +93,7 @@ pub async fn store_invite(
         sender: sender.to_owned(),
         ephemeral_key_id: Some(key_record.key_id.clone()),
         request: Value::Object(body.clone()).to_string(),
-        created_at: now_ms(),
+        created_at: now,
     };
     state.store.insert_invitation(&invitation).await?;
     if let Err(error) = notify_invitee(state, &invitation, &body).await {
@@ -257,7 +258,7 @@ pub async fn deliver_pending(state: &AppState, medium: &str, address: &str, mxid
 
 /// Deletes invitations (and their ephemeral keys) older than `lifetime_ms`.
 pub async fn purge_expired(state: &AppState, lifetime_ms: i64) -> crate::store::StoreResult<u64> {
-    state.store.purge_invitations(now_ms().saturating_sub(lifetime_ms)).await
+    state.store.purge_invitations(state.clock.now_ms().saturating_sub(lifetime_ms)).await
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use ruma::canonical_json::CanonicalJsonValue;
 use ruma::signatures::Ed25519KeyPair;
 use serde_json::Value;
 
-use super::now_ms;
 use crate::store::{SigningKeyRecord, Store};
 
 /// The DER prefix of a PKCS#8 v1 document holding a raw ed25519 seed (RFC 8410).
@@ -44,12 +43,12 @@ impl std::fmt::Debug for SigningKeys {
 
 impl SigningKeys {
     /// Loads the current long-term key: from `key_file` when given (and records it in the
-    /// database), else the newest key in the database, else a new one.
-    pub async fn load_or_create(store: &Store, key_file: Option<&Path>) -> anyhow::Result<Self> {
+    /// database), else the newest key in the database, else a new one (created at `now`).
+    pub async fn load_or_create(store: &Store, key_file: Option<&Path>, now: i64) -> anyhow::Result<Self> {
         if let Some(path) = key_file {
             let (version, der) = read_key_file(path)?;
             let keys = Self::from_der(&der, &version)?;
-            let stored = store.insert_signing_key(&keys.record(&der)).await?;
+            let stored = store.insert_signing_key(&keys.record(&der, now)).await?;
             if !stored {
                 let existing = store.signing_key(&keys.key_id).await?;
                 if existing.is_some_and(|existing| existing.public_key != keys.public_key) {
@@ -65,7 +64,7 @@ impl SigningKeys {
         if let Some(key) = store.long_term_keys().await?.into_iter().next() {
             return Self::from_record(&key);
         }
-        let (keys, record) = Self::generate("0", "long_term")?;
+        let (keys, record) = Self::generate("0", "long_term", now)?;
         if store.insert_signing_key(&record).await? {
             tracing::info!(key_id = %keys.key_id, "generated the long-term signing key");
             return Ok(keys);
@@ -76,11 +75,11 @@ impl SigningKeys {
     }
 
     /// A new key pair with this version (e.g. an ephemeral invitation key), and the record to
-    /// store it.
-    pub fn generate(version: &str, purpose: &str) -> anyhow::Result<(Self, SigningKeyRecord)> {
+    /// store it as created at `now`.
+    pub fn generate(version: &str, purpose: &str, now: i64) -> anyhow::Result<(Self, SigningKeyRecord)> {
         let der = Ed25519KeyPair::generate();
         let keys = Self::from_der(&der, version)?;
-        let mut record = keys.record(&der);
+        let mut record = keys.record(&der, now);
         purpose.clone_into(&mut record.purpose);
         Ok((keys, record))
     }
@@ -99,13 +98,13 @@ impl SigningKeys {
         Ok(Self { key_pair: Arc::new(key_pair), key_id: format!("ed25519:{version}"), public_key })
     }
 
-    fn record(&self, der: &[u8]) -> SigningKeyRecord {
+    fn record(&self, der: &[u8], created_at: i64) -> SigningKeyRecord {
         SigningKeyRecord {
             key_id: self.key_id.clone(),
             purpose: "long_term".to_owned(),
             public_key: self.public_key.clone(),
             private_key: STANDARD_NO_PAD.encode(der),
-            created_at: now_ms(),
+            created_at,
             revoked_at: None,
         }
     }

@@ -13,8 +13,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{now_ms, random_secret};
+use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::secret::random_secret;
 use crate::store::{LocalMatch, Peppers, Store, StoreResult};
 
 /// The algorithms a lookup may use.
@@ -81,12 +82,12 @@ pub fn is_sha256_hash(text: &str) -> bool {
 
 /// Makes sure a current pepper exists, creating one from the CSPRNG on first start. With
 /// several instances starting together, exactly one pepper wins.
-pub async fn ensure_pepper(store: &Store) -> StoreResult<Peppers> {
+pub async fn ensure_pepper(store: &Store, now: i64) -> StoreResult<Peppers> {
     let peppers = store.peppers().await?;
     if peppers.current.is_some() {
         return Ok(peppers);
     }
-    if store.insert_first_pepper(&random_secret(32), now_ms()).await? {
+    if store.insert_first_pepper(&random_secret(32), now).await? {
         tracing::info!("created the first lookup pepper");
     }
     store.peppers().await
@@ -97,8 +98,8 @@ pub const ROTATION_JOB: &str = "pepper-rotation";
 
 /// At startup: removes the pending pepper (and its hashes) of a rotation whose instance died,
 /// unless a rotation is running now (its lease is renewed while it runs).
-pub async fn clear_abandoned_rotation(store: &Store) -> StoreResult<()> {
-    let running = store.job_lease(ROTATION_JOB).await?.is_some_and(|lease| lease.lease_until > now_ms());
+pub async fn clear_abandoned_rotation(store: &Store, now: i64) -> StoreResult<()> {
+    let running = store.job_lease(ROTATION_JOB).await?.is_some_and(|lease| lease.lease_until > now);
     if running {
         return Ok(());
     }
@@ -252,10 +253,10 @@ pub async fn add_local_threepid(
     mxid: &str,
     source: &str,
     active: bool,
+    now: i64,
 ) -> ApiResult<()> {
     let address = super::threepid::normalize(medium, address)
         .ok_or_else(|| ApiError::new(ErrCode::InvalidParam, format!("invalid {medium} address")))?;
-    let now = now_ms();
     let id = store.upsert_local_threepid(medium, &address, mxid, source, active, now).await?;
     for (pepper, _) in store.all_peppers().await? {
         store.insert_local_hashes(&pepper, &[(hash_3pid(&address, medium, &pepper), id)]).await?;
@@ -270,14 +271,14 @@ const ROTATION_BATCH: i64 = 20_000;
 /// Rotates the pepper: a new CSPRNG pepper, the hashes of every local 3PID computed for it,
 /// then one switch (new current, old current kept as previous, older data deleted). On
 /// failure nothing is published and the partial work is removed.
-pub async fn rotate_pepper(store: &Store) -> anyhow::Result<String> {
+pub async fn rotate_pepper(store: &Store, clock: &Clock) -> anyhow::Result<String> {
     // The caller holds the rotation lease: a pending pepper now was left by a crashed run.
     let abandoned = store.discard_pending_peppers().await?;
     if abandoned > 0 {
         tracing::warn!(abandoned, "removed the pending pepper of an interrupted rotation");
     }
     let pepper = random_secret(32);
-    store.insert_pending_pepper(&pepper, now_ms()).await?;
+    store.insert_pending_pepper(&pepper, clock.now_ms()).await?;
     let computed = async {
         let mut after = 0;
         let mut hashed = 0_usize;
@@ -292,7 +293,7 @@ pub async fn rotate_pepper(store: &Store) -> anyhow::Result<String> {
             store.insert_local_hashes(&pepper, &rows).await?;
             hashed += rows.len();
         }
-        store.activate_pepper(&pepper, now_ms()).await?;
+        store.activate_pepper(&pepper, clock.now_ms()).await?;
         Ok::<usize, crate::store::StoreError>(hashed)
     }
     .await;

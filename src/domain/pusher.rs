@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::lookup::hash_3pid;
-use super::now_ms;
 use crate::state::AppState;
 
 pub use crate::config::PushTarget;
@@ -142,19 +141,22 @@ async fn push_target(
             continue;
         }
         if let Some(refusal) = empty_snapshot_refusal(hashes.len(), last.as_ref(), directory_users) {
-            state.store.record_push_failure(target.name(), pepper, &refusal, now_ms()).await?;
+            state.store.record_push_failure(target.name(), pepper, &refusal, state.clock.now_ms()).await?;
             anyhow::bail!(refusal);
         }
         let body = json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { key: hashes } });
         match send_with_retries(client, &base, target.secret(), &body).await {
             Ok(()) => {
                 let count = i64::try_from(hashes.len()).unwrap_or(i64::MAX);
-                state.store.record_push_success(target.name(), pepper, &digest, count, now_ms()).await?;
+                state.store.record_push_success(target.name(), pepper, &digest, count, state.clock.now_ms()).await?;
                 tracing::info!(target = target.name(), hashes = hashes.len(), "hashes pushed");
                 summary.push(format!("{} hashes pushed", hashes.len()));
             }
             Err(error) => {
-                state.store.record_push_failure(target.name(), pepper, &format!("{error:#}"), now_ms()).await?;
+                state
+                    .store
+                    .record_push_failure(target.name(), pepper, &format!("{error:#}"), state.clock.now_ms())
+                    .await?;
                 return Err(error);
             }
         }

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use super::now_ms;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::store::Store;
 
@@ -100,10 +99,10 @@ impl Terms {
         Ok(accepted)
     }
 
-    /// Records acceptance of the policies behind `urls` (all or nothing).
-    pub async fn accept(&self, store: &Store, user_id: &str, urls: &[String]) -> ApiResult<()> {
+    /// Records acceptance, at `now`, of the policies behind `urls` (all or nothing).
+    pub async fn accept(&self, store: &Store, user_id: &str, urls: &[String], now: i64) -> ApiResult<()> {
         let accepted = self.policies_for_urls(urls)?;
-        store.record_terms_acceptance(user_id, &accepted, now_ms()).await?;
+        store.record_terms_acceptance(user_id, &accepted, now).await?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use super::{now_ms, random_secret};
+use crate::secret::random_secret;
 use crate::store::{AccessTokenRecord, Store, StoreResult};
 
 /// The digest under which a token is stored.
@@ -15,9 +15,8 @@ pub fn token_digest(token: &str) -> String {
 }
 
 /// Issues a token for `user_id`, valid for `lifetime_ms`; returns the token itself.
-pub async fn issue(store: &Store, user_id: &str, lifetime_ms: i64) -> StoreResult<String> {
+pub async fn issue(store: &Store, user_id: &str, lifetime_ms: i64, now: i64) -> StoreResult<String> {
     let token = random_secret(32);
-    let now = now_ms();
     store
         .insert_access_token(&AccessTokenRecord {
             token_hash: token_digest(&token),
@@ -29,17 +28,19 @@ pub async fn issue(store: &Store, user_id: &str, lifetime_ms: i64) -> StoreResul
     Ok(token)
 }
 
-/// The user a token belongs to, if it is known and not expired. An empty token matches nothing.
-pub async fn authenticate(store: &Store, token: &str) -> StoreResult<Option<AccessTokenRecord>> {
+/// The user a token belongs to, if it is known and not expired at `now`. An empty token
+/// matches nothing.
+pub async fn authenticate(store: &Store, token: &str, now: i64) -> StoreResult<Option<AccessTokenRecord>> {
     if token.is_empty() {
         return Ok(None);
     }
-    store.find_access_token(&token_digest(token), now_ms()).await
+    store.find_access_token(&token_digest(token), now).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::random_secret;
 
     #[test]
     fn digests_are_stable_and_distinct() {

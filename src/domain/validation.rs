@@ -8,9 +8,10 @@
 
 use serde_json::Value;
 
-use super::{now_ms, random_secret, tokens::token_digest};
+use super::tokens::token_digest;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::notify::templates;
+use crate::secret::random_secret;
 use crate::state::AppState;
 use crate::store::ValidationSession;
 
@@ -151,7 +152,7 @@ pub fn check_next_link(next_link: Option<&str>, allowed_hosts: &[String]) -> Api
 /// The message is sent before answering, so a delivery failure is reported.
 pub async fn request_token(state: &AppState, client: std::net::IpAddr, request: TokenRequest) -> ApiResult<String> {
     let store = &state.store;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let lifetime = seconds_to_ms(state.config.validation_session_lifetime);
     let existing = store
         .session_for_address(&request.client_secret, request.medium.name(), &request.address)
@@ -239,7 +240,7 @@ pub async fn submit_token(
     token: &str,
 ) -> ApiResult<ValidationSession> {
     let store = &state.store;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let session = store.session(sid, client_secret).await?.ok_or_else(|| {
         ApiError::new(ErrCode::NoValidSession, "No valid session was found matching that sid and client secret")
     })?;
@@ -266,7 +267,9 @@ pub async fn validated_session(state: &AppState, sid: &str, client_secret: &str)
     let session = state.store.session(sid, client_secret).await?.ok_or_else(|| {
         ApiError::new(ErrCode::NoValidSession, "No valid session was found matching that sid and client secret")
     })?;
-    if session.updated_at.saturating_add(seconds_to_ms(state.config.validation_session_lifetime)) <= now_ms() {
+    if session.updated_at.saturating_add(seconds_to_ms(state.config.validation_session_lifetime))
+        <= state.clock.now_ms()
+    {
         return Err(ApiError::new(ErrCode::SessionExpired, "This validation session has expired"));
     }
     if session.validated_at.is_none() {

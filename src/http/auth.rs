@@ -38,7 +38,7 @@ impl FromRequestParts<AppState> for User {
         let ClientIp(address) = ClientIp::from_request_parts(parts, state).await?;
         state.rate_limits.check_address(address)?;
         let token = presented_token(parts)?;
-        let record = tokens::authenticate(&state.store, &token)
+        let record = tokens::authenticate(&state.store, &token, state.clock.now_ms())
             .await?
             .ok_or_else(|| ApiError::new(ErrCode::Unauthorized, "Unknown or expired access token"))?;
         state.rate_limits.check_token(&record.token_hash)?;

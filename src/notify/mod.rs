@@ -12,7 +12,7 @@ use sms::{HttpSmsGateway, SmsSender};
 use templates::Template;
 
 use crate::config::Config;
-use crate::domain::random_secret;
+use crate::secret::random_secret;
 
 /// Renders templates and delivers them.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ pub mod process;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use federated_identity_service::clock::Clock;
 use federated_identity_service::matrix::{Dns, SystemDns};
 use federated_identity_service::state::AppState;
 use federated_identity_service::{App, Config};
@@ -80,6 +81,8 @@ pub struct TestServer {
     pub address: SocketAddr,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// The server's clock: move it forward instead of waiting for an expiry.
+    pub clock: Clock,
     config: Config,
     dns: Arc<dyn Dns>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -103,13 +106,18 @@ impl TestServer {
         let data_dir = Arc::new(tempfile::tempdir().expect("temporary directory"));
         let mut config = test_config(&data_dir, Backend::from_env()).await;
         adjust(&mut config);
-        Self::launch(config, dns, data_dir).await
+        Self::launch(config, dns, Clock::new(), data_dir).await
     }
 
-    async fn launch(config: Config, dns: Arc<dyn Dns>, data_dir: Arc<TempDir>) -> Self {
+    async fn launch(config: Config, dns: Arc<dyn Dns>, clock: Clock, data_dir: Arc<TempDir>) -> Self {
         let listener = tokio::net::TcpListener::bind((config.listen_address, config.listen_port)).await.expect("bind");
         let address = listener.local_addr().expect("local address");
-        let app = App::build_with_dns(config.clone(), Arc::clone(&dns)).await.expect("the service starts");
+        let app = App::builder(config.clone())
+            .dns(Arc::clone(&dns))
+            .clock(clock.clone())
+            .build()
+            .await
+            .expect("the service starts");
         let state = app.state().clone();
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -123,6 +131,7 @@ impl TestServer {
             address,
             client: reqwest::Client::new(),
             state,
+            clock,
             config,
             dns,
             shutdown: Some(shutdown),
@@ -136,12 +145,12 @@ impl TestServer {
         self.halt().await;
         let mut config = self.config.clone();
         adjust(&mut config);
-        Self::launch(config, Arc::clone(&self.dns), Arc::clone(&self.data_dir)).await
+        Self::launch(config, Arc::clone(&self.dns), self.clock.clone(), Arc::clone(&self.data_dir)).await
     }
 
-    /// Starts a second server on the same database and configuration.
+    /// Starts a second server on the same database and configuration (and the same clock).
     pub async fn twin(&self) -> Self {
-        Self::launch(self.config.clone(), Arc::clone(&self.dns), Arc::clone(&self.data_dir)).await
+        Self::launch(self.config.clone(), Arc::clone(&self.dns), self.clock.clone(), Arc::clone(&self.data_dir)).await
     }
 
     /// The configuration this server runs with.
@@ -186,7 +195,9 @@ impl TestServer {
 
     /// Issues an access token for `user_id` directly, as a registration would.
     pub async fn token_for(&self, user_id: &str) -> String {
-        federated_identity_service::domain::tokens::issue(&self.state.store, user_id, 3_600_000).await.expect("token")
+        federated_identity_service::domain::tokens::issue(&self.state.store, user_id, 3_600_000, self.clock.now_ms())
+            .await
+            .expect("token")
     }
 
     /// Stops the server, waiting for in-flight requests.

@@ -23,7 +23,8 @@ pub async fn register(
 ) -> ApiResult<Json<Value>> {
     state.rate_limits.check_address(address)?;
     let lifetime_ms = i64::try_from(state.config.access_token_lifetime.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let (token, _user) = account::register(&state.homeserver, &state.store, lifetime_ms, &request).await?;
+    let (token, _user) =
+        account::register(&state.homeserver, &state.store, &state.clock, lifetime_ms, &request).await?;
     Ok(Json(json!({ "token": token, "access_token": token })))
 }
 

@@ -21,6 +21,6 @@ pub async fn push(
     TrustedServer(caller): TrustedServer,
     JsonBody(request): JsonBody<PushRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let answer = federation::accept_push(&state.store, &caller, request).await?;
+    let answer = federation::accept_push(&state.store, &caller, request, state.clock.now_ms()).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }

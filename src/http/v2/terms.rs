@@ -46,6 +46,6 @@ pub async fn accept_terms(
         Urls::One(url) => vec![url],
         Urls::Many(urls) => urls,
     };
-    state.terms.accept(&state.store, &user.user_id, &urls).await?;
+    state.terms.accept(&state.store, &user.user_id, &urls, state.clock.now_ms()).await?;
     Ok(Json(json!({})))
 }
