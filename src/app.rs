@@ -10,9 +10,14 @@ use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::{Config, DatabaseEngine, parse_network};
+use crate::domain::binding::Bindings;
+use crate::domain::directory::DirectorySync;
+use crate::domain::invite::Invitations;
 use crate::domain::keys::SigningKeys;
 use crate::domain::lookup;
+use crate::domain::pusher::Pusher;
 use crate::domain::terms::Terms;
+use crate::domain::validation::Validations;
 use crate::http;
 use crate::matrix::client::HomeserverSettings;
 use crate::matrix::{Dns, HomeserverClient, SystemDns};
@@ -82,20 +87,45 @@ impl App {
             );
         }
         let index = Arc::new(crate::domain::index::LookupIndex::load(&store).await?);
+        let rate_limits = Arc::new(RateLimits::new(
+            config.rate_limiting_window,
+            config.rate_limiting_nb_requests,
+            config.validation_send_limit,
+        ));
+        let notifier = Arc::new(crate::notify::Notifier::new(&config).map_err(anyhow::Error::msg)?);
+        let validations =
+            Validations::new(&config, store.clone(), Arc::clone(&notifier), Arc::clone(&rate_limits), clock.clone());
+        let invitations = Invitations::new(
+            &config,
+            store.clone(),
+            keys.clone(),
+            Arc::clone(&notifier),
+            homeserver.clone(),
+            clock.clone(),
+        );
+        let bindings = Bindings::new(
+            store.clone(),
+            validations.clone(),
+            invitations.clone(),
+            keys.clone(),
+            config.server_name.clone(),
+            clock.clone(),
+        );
+        let pusher = Pusher::new(&config, store.clone(), push_client, directory.is_some(), clock.clone());
+        let directory_sync =
+            directory.map(|directory| DirectorySync::new(&config, directory, synapse, store.clone(), clock.clone()));
         let state = AppState {
+            validations,
+            invitations,
+            bindings,
+            directory_sync,
+            pusher,
             clock,
             index,
-            push_client,
-            directory,
-            synapse,
             trusted_servers: Arc::new(trusted_servers),
             algorithms: Arc::new(lookup::offered_algorithms(&config)),
-            rate_limits: Arc::new(RateLimits::new(
-                config.rate_limiting_window,
-                config.rate_limiting_nb_requests,
-                config.validation_send_limit,
-            )),
-            notifier: Arc::new(crate::notify::Notifier::new(&config).map_err(anyhow::Error::msg)?),
+            rate_limits,
+            notifier,
             trusted_proxies: Arc::new(trusted_proxies(&config)),
             config: Arc::new(config),
             store,
@@ -239,14 +269,12 @@ async fn maintenance(state: AppState) {
             Ok(purged) => tracing::info!(purged, "expired access tokens deleted"),
             Err(error) => tracing::warn!(%error, "maintenance: cannot purge expired tokens"),
         }
-        let session_lifetime = crate::domain::validation::seconds_to_ms(state.config.validation_session_lifetime);
-        match state.store.purge_sessions(state.clock.now_ms().saturating_sub(session_lifetime)).await {
+        match state.validations.purge_expired().await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired validation sessions deleted"),
             Err(error) => tracing::warn!(%error, "maintenance: cannot purge validation sessions"),
         }
-        let invitation_lifetime = crate::domain::validation::seconds_to_ms(state.config.invitation_lifetime);
-        match crate::domain::invite::purge_expired(&state, invitation_lifetime).await {
+        match state.invitations.purge_expired().await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired invitations deleted"),
             Err(error) => tracing::warn!(%error, "maintenance: cannot purge invitations"),

@@ -201,8 +201,9 @@ pub fn masked(config: &Config) -> Value {
 
 async fn sync_directory(sources: &ConfigSources) -> ExitCode {
     let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
+    const NO_DIRECTORY: &str = "no user directory is configured (userdb_engine)";
     if loaded.config.userdb_engine.is_empty() {
-        eprintln!("no user directory is configured (userdb_engine)");
+        eprintln!("{NO_DIRECTORY}");
         return ExitCode::from(2);
     }
     if let Err(code) = require_existing_database(&loaded.config).await {
@@ -216,7 +217,11 @@ async fn sync_directory(sources: &ConfigSources) -> ExitCode {
         }
     };
     let started = std::time::Instant::now();
-    match crate::domain::directory::sync(app.state()).await {
+    let Some(sync) = &app.state().directory_sync else {
+        eprintln!("{NO_DIRECTORY}");
+        return ExitCode::from(2);
+    };
+    match sync.sync().await {
         Ok(summary) => {
             let report = serde_json::json!({
                 "users": summary.users, "added": summary.added, "removed": summary.removed,

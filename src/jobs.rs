@@ -15,7 +15,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
 use crate::clock::Clock;
-use crate::domain::{directory, lookup, pusher};
+use crate::domain::lookup;
 use crate::secret::random_secret;
 use crate::state::AppState;
 use crate::store::Store;
@@ -54,10 +54,11 @@ pub fn jobs(state: &AppState) -> anyhow::Result<Vec<Job>> {
         schedule: parse_cron(&config.pepper_cron).map_err(anyhow::Error::msg)?,
         body: rotation,
     }];
-    if state.directory.is_some() {
+    if state.directory_sync.is_some() {
         let sync: JobBody = Arc::new(|state: AppState| {
             Box::pin(async move {
-                let summary = directory::sync(&state).await?;
+                let Some(sync) = &state.directory_sync else { return Ok("no user directory".to_owned()) };
+                let summary = sync.sync().await?;
                 Ok(format!(
                     "{} users: {} added, {} removed, {} changed, {} skipped",
                     summary.users, summary.added, summary.removed, summary.changed, summary.skipped
@@ -71,7 +72,7 @@ pub fn jobs(state: &AppState) -> anyhow::Result<Vec<Job>> {
         });
     }
     if !config.federated_identity_services.is_empty() {
-        let push: JobBody = Arc::new(|state: AppState| Box::pin(async move { pusher::push_all(&state).await }));
+        let push: JobBody = Arc::new(|state: AppState| Box::pin(async move { state.pusher.push_all().await }));
         jobs.push(Job {
             name: "federation-push",
             schedule: parse_cron(&config.update_federated_identity_hashes_cron).map_err(anyhow::Error::msg)?,

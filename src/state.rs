@@ -6,8 +6,13 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::domain::binding::Bindings;
+use crate::domain::directory::DirectorySync;
+use crate::domain::invite::Invitations;
 use crate::domain::keys::SigningKeys;
+use crate::domain::pusher::Pusher;
 use crate::domain::terms::Terms;
+use crate::domain::validation::Validations;
 use crate::matrix::HomeserverClient;
 use crate::store::Store;
 
@@ -34,16 +39,18 @@ pub struct AppState {
     pub algorithms: Arc<Vec<crate::domain::lookup::Algorithm>>,
     /// E-mail and SMS delivery.
     pub notifier: Arc<crate::notify::Notifier>,
-    /// The user directory, if any.
-    pub directory: Option<Arc<dyn crate::directory::Directory>>,
-    /// The Synapse database, if configured.
-    pub synapse: Option<crate::directory::synapse::SynapseDatabase>,
     /// The lookup data in memory.
     pub index: Arc<crate::domain::index::LookupIndex>,
-    /// HTTP client for pushes to federated identity services: the same TLS trust as homeserver
-    /// calls (`homeserver_ca_file`, `homeserver_verify_tls`), but no address guard, since the
-    /// operator names these targets.
-    pub push_client: reqwest::Client,
+    /// Validation sessions (`validate/*/requestToken`, `submitToken`, `getValidated3pid`).
+    pub validations: Validations,
+    /// Invitations (`store-invite`, `sign-ed25519`, delivery on bind).
+    pub invitations: Invitations,
+    /// Associations (`3pid/bind`, `3pid/unbind`, the v1 `lookup`).
+    pub bindings: Bindings,
+    /// The directory sync, with a user directory (`userdb_engine`).
+    pub directory_sync: Option<DirectorySync>,
+    /// Pushes to `federated_identity_services`.
+    pub pusher: Pusher,
     /// The time every expiry and stored timestamp is read from.
     pub clock: Clock,
 }

@@ -6,8 +6,9 @@ mod common;
 use common::TestServer;
 use common::ldap::LdapServer;
 use federated_identity_service::Config;
-use federated_identity_service::domain::directory::{SyncSummary, sync};
+use federated_identity_service::domain::directory::SyncSummary;
 use federated_identity_service::domain::lookup::hash_3pid;
+use federated_identity_service::state::AppState;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -48,6 +49,11 @@ async fn look_up(server: &TestServer, threepids: &[(&str, &str)]) -> (Value, Val
         Value::Object(out)
     };
     (by_address(&response.body["mappings"]), by_address(response.body.get("inactive_mappings").unwrap_or(&json!({}))))
+}
+
+/// One directory sync of `state`'s service, which has a directory.
+async fn sync(state: &AppState) -> anyhow::Result<SyncSummary> {
+    state.directory_sync.as_ref().expect("a user directory is configured").sync().await
 }
 
 #[tokio::test]
@@ -298,7 +304,7 @@ async fn users_whose_uid_is_not_a_matrix_localpart_are_skipped_and_counted() {
 
 #[tokio::test]
 async fn the_pusher_waits_for_the_first_sync_and_never_wipes_a_target_with_an_empty_snapshot() {
-    use federated_identity_service::domain::pusher::{PushTarget, push_all};
+    use federated_identity_service::domain::pusher::PushTarget;
     let b = TestServer::start_with(|config| config.trusted_servers_addresses = vec!["127.0.0.1".into()]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("users.db");
@@ -318,17 +324,17 @@ async fn the_pusher_waits_for_the_first_sync_and_never_wipes_a_target_with_an_em
         async || b.state.store.push_snapshots().await.unwrap().iter().map(|s| s.hash_count).collect::<Vec<_>>();
 
     // Before the first sync: nothing is sent.
-    let summary = push_all(&a.state).await.unwrap();
+    let summary = a.state.pusher.push_all().await.unwrap();
     assert!(summary.contains("waiting for the first successful directory sync"), "{summary}");
     assert!(pushed().await.is_empty());
     sync(&a.state).await.unwrap();
-    push_all(&a.state).await.unwrap();
+    a.state.pusher.push_all().await.unwrap();
     assert_eq!(pushed().await, vec![2]);
 
     // The directory still lists its users, but none is published: the target keeps them.
     let a = a.restart_with(|config| config.directory_publish_all = false).await;
     sync(&a.state).await.unwrap();
-    let error = push_all(&a.state).await.expect_err("an empty snapshot is refused");
+    let error = a.state.pusher.push_all().await.expect_err("an empty snapshot is refused");
     assert!(format!("{error:#}").contains("refusing to replace 2 pushed hashes"), "{error:#}");
     assert_eq!(pushed().await, vec![2]);
 
@@ -336,7 +342,7 @@ async fn the_pusher_waits_for_the_first_sync_and_never_wipes_a_target_with_an_em
     people_database(&path, &[]);
     let summary = sync(&a.state).await.unwrap();
     assert_eq!(summary.users, 0);
-    push_all(&a.state).await.unwrap();
+    a.state.pusher.push_all().await.unwrap();
     assert_eq!(pushed().await, vec![0]);
     a.stop().await;
     b.stop().await;

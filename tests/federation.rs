@@ -10,7 +10,7 @@ use common::ldap::LdapServer;
 use common::{Backend, TestServer, test_config};
 use federated_identity_service::Config;
 use federated_identity_service::domain::lookup::{add_local_threepid, hash_3pid};
-use federated_identity_service::domain::pusher::{PushTarget, push_all};
+use federated_identity_service::domain::pusher::PushTarget;
 use federated_identity_service::store::NewThreepid;
 use serde_json::{Value, json};
 
@@ -54,7 +54,7 @@ async fn our_active_users_are_pushed_once_per_pepper_and_not_again_when_unchange
     .await
     .unwrap();
 
-    let summary = push_all(&a.state).await.unwrap();
+    let summary = a.state.pusher.push_all().await.unwrap();
     assert!(summary.contains("1 hashes pushed"), "{summary}");
     let peppers = b.state.store.peppers().await.unwrap();
     for pepper in [peppers.current.as_ref().unwrap(), peppers.previous.as_ref().unwrap()] {
@@ -66,7 +66,7 @@ async fn our_active_users_are_pushed_once_per_pepper_and_not_again_when_unchange
     }
     let received_at = b.state.store.push_snapshots().await.unwrap()[0].received_at;
 
-    let again = push_all(&a.state).await.unwrap();
+    let again = a.state.pusher.push_all().await.unwrap();
     assert!(again.contains("unchanged") && !again.contains("pushed"), "{again}");
     assert_eq!(b.state.store.push_snapshots().await.unwrap()[0].received_at, received_at, "nothing was sent");
     let statuses = a.state.store.push_statuses().await.unwrap();
@@ -98,7 +98,7 @@ async fn large_pushes_are_compressed_and_a_failing_target_does_not_block_the_oth
         .collect();
     a.state.store.insert_directory_threepids(&users, 1).await.unwrap();
 
-    let error = push_all(&a.state).await.unwrap_err().to_string();
+    let error = a.state.pusher.push_all().await.unwrap_err().to_string();
     assert!(error.contains(&dead) && error.contains("30000 hashes pushed"), "{error}");
     let pepper = b.state.store.peppers().await.unwrap().current.unwrap();
     let snapshot = b.state.store.push_snapshot("org.example:8443", &pepper).await.unwrap().unwrap();
@@ -136,7 +136,7 @@ async fn a_named_target_receives_the_shared_secret() {
     )
     .await
     .unwrap();
-    push_all(&a.state).await.unwrap();
+    a.state.pusher.push_all().await.unwrap();
     assert_eq!(b.state.store.push_snapshots().await.unwrap().len(), 1);
     a.stop().await;
     b.stop().await;
@@ -170,7 +170,7 @@ async fn pushes_to_an_https_target_trust_the_configured_ca_file() {
     )
     .await
     .unwrap();
-    let error = push_all(&untrusting.state).await.expect_err("an unknown CA is refused");
+    let error = untrusting.state.pusher.push_all().await.expect_err("an unknown CA is refused");
     assert!(format!("{error:#}").contains("127.0.0.1"), "{error:#}");
     untrusting.stop().await;
     // With `homeserver_ca_file`, the push goes through.
@@ -183,7 +183,7 @@ async fn pushes_to_an_https_target_trust_the_configured_ca_file() {
     add_local_threepid(&a.state.store, "email", "a@org.example", "@a:org.example", "binding", true, a.clock.now_ms())
         .await
         .unwrap();
-    let summary = push_all(&a.state).await.expect("the push is trusted");
+    let summary = a.state.pusher.push_all().await.expect("the push is trusted");
     assert!(summary.contains("1 hashes pushed"), "{summary}");
     assert_eq!(b.state.store.push_snapshots().await.unwrap().len(), 1);
     a.stop().await;

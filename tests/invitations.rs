@@ -262,9 +262,11 @@ async fn expired_invitations_are_purged_with_their_keys() {
         serde_urlencoded::to_string([("public_key", &ephemeral)]).unwrap()
     );
     assert_eq!(server.call(Method::GET, &check, None).await.body, json!({ "valid": true }));
-    server.clock.advance(Duration::from_millis(5));
-    let purged = federated_identity_service::domain::invite::purge_expired(&server.state, 1).await.unwrap();
-    assert_eq!(purged, 1);
+    let lifetime = Duration::from_secs(server.config().invitation_lifetime);
+    server.clock.advance(lifetime - Duration::from_secs(10));
+    assert_eq!(server.state.invitations.purge_expired().await.unwrap(), 0, "not expired yet");
+    server.clock.advance(Duration::from_secs(11));
+    assert_eq!(server.state.invitations.purge_expired().await.unwrap(), 1);
     assert_eq!(server.call(Method::GET, &check, None).await.body, json!({ "valid": false }));
     server.stop().await;
 }

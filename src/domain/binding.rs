@@ -4,66 +4,130 @@
 
 use serde_json::{Value, json};
 
-use super::validation::validated_session;
-use super::{invite, lookup};
+use super::invite::Invitations;
+use super::keys::SigningKeys;
+use super::lookup;
+use super::validation::Validations;
+use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::state::AppState;
-use crate::store::StoredAssociation;
+use crate::store::{Store, StoredAssociation};
 
 /// How long a signed association is declared valid (100 years, as other identity servers).
 const ASSOCIATION_LIFETIME_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
-/// Binds the 3PID of a validated session to `mxid`, which must be the caller's own ID. A
-/// previous binding of the 3PID is replaced. Pending invitations for the 3PID are then
-/// delivered to the user's homeserver in the background.
-pub async fn bind(state: &AppState, caller: &str, sid: &str, client_secret: &str, mxid: &str) -> ApiResult<Value> {
-    if mxid != caller {
-        return Err(ApiError::new(ErrCode::OtherUser, "You may only bind 3PIDs to your own Matrix ID"));
+/// Associations, with what they need: the store, the validated sessions that prove a 3PID,
+/// the key that signs associations, the invitations delivered on bind, and the clock.
+#[derive(Debug, Clone)]
+pub struct Bindings {
+    store: Store,
+    validations: Validations,
+    invitations: Invitations,
+    keys: SigningKeys,
+    /// `server_name`: the name associations are signed under.
+    server_name: String,
+    clock: Clock,
+}
+
+impl Bindings {
+    /// Associations proven by `validations`, signed with `keys` under `server_name`.
+    #[must_use]
+    pub fn new(
+        store: Store,
+        validations: Validations,
+        invitations: Invitations,
+        keys: SigningKeys,
+        server_name: String,
+        clock: Clock,
+    ) -> Self {
+        Self { store, validations, invitations, keys, server_name, clock }
     }
-    let session = validated_session(state, sid, client_secret).await?;
-    let now = state.clock.now_ms();
-    lookup::add_local_threepid(&state.store, &session.medium, &session.address, mxid, "binding", true, now).await?;
-    let stored = StoredAssociation {
-        mxid: mxid.to_owned(),
-        verified_at: session.validated_at.unwrap_or(now),
-        not_before: now,
-        not_after: Some(now.saturating_add(ASSOCIATION_LIFETIME_MS)),
-    };
-    state
-        .store
-        .set_association_times(
-            &session.medium,
-            &session.address,
-            stored.verified_at,
-            stored.not_before,
-            stored.not_after.unwrap_or_default(),
-        )
-        .await?;
-    let signed = signed_association(state, &session.medium, &session.address, &stored)?;
-    tracing::info!(medium = %session.medium, "3PID bound");
-    invite::deliver_pending_in_background(state.clone(), session.medium, session.address, mxid.to_owned());
-    Ok(signed)
-}
 
-/// The signed association of a plain 3PID as it was made (v1 `lookup`), or `None`.
-pub async fn association(state: &AppState, medium: &str, address: &str) -> ApiResult<Option<Value>> {
-    let Some(address) = super::threepid::normalize(medium, address) else { return Ok(None) };
-    let Some(stored) = state.store.association(medium, &address).await? else { return Ok(None) };
-    signed_association(state, medium, &address, &stored).map(Some)
-}
+    /// Binds the 3PID of a validated session to `mxid`, which must be the caller's own ID. A
+    /// previous binding of the 3PID is replaced. Pending invitations for the 3PID are then
+    /// delivered to the user's homeserver in the background.
+    pub async fn bind(&self, caller: &str, sid: &str, client_secret: &str, mxid: &str) -> ApiResult<Value> {
+        if mxid != caller {
+            return Err(ApiError::new(ErrCode::OtherUser, "You may only bind 3PIDs to your own Matrix ID"));
+        }
+        let session = self.validations.validated_session(sid, client_secret).await?;
+        let now = self.clock.now_ms();
+        lookup::add_local_threepid(&self.store, &session.medium, &session.address, mxid, "binding", true, now).await?;
+        let stored = StoredAssociation {
+            mxid: mxid.to_owned(),
+            verified_at: session.validated_at.unwrap_or(now),
+            not_before: now,
+            not_after: Some(now.saturating_add(ASSOCIATION_LIFETIME_MS)),
+        };
+        self.store
+            .set_association_times(
+                &session.medium,
+                &session.address,
+                stored.verified_at,
+                stored.not_before,
+                stored.not_after.unwrap_or_default(),
+            )
+            .await?;
+        let signed = self.signed_association(&session.medium, &session.address, &stored)?;
+        tracing::info!(medium = %session.medium, "3PID bound");
+        self.invitations.deliver_pending_in_background(session.medium, session.address, mxid.to_owned());
+        Ok(signed)
+    }
 
-/// Signs an association with the times it was made with; a directory entry, never bound
-/// through this service, is valid from its creation for the lifetime of a binding.
-fn signed_association(state: &AppState, medium: &str, address: &str, stored: &StoredAssociation) -> ApiResult<Value> {
-    let association = json!({
-        "address": address,
-        "medium": medium,
-        "mxid": stored.mxid,
-        "not_before": stored.not_before,
-        "not_after": stored.not_after.unwrap_or_else(|| stored.not_before.saturating_add(ASSOCIATION_LIFETIME_MS)),
-        "ts": stored.verified_at,
-    });
-    state.keys.sign_json(&state.config.server_name, association).map_err(ApiError::internal)
+    /// The signed association of a plain 3PID as it was made (v1 `lookup`), or `None`.
+    pub async fn association(&self, medium: &str, address: &str) -> ApiResult<Option<Value>> {
+        let Some(address) = super::threepid::normalize(medium, address) else { return Ok(None) };
+        let Some(stored) = self.store.association(medium, &address).await? else { return Ok(None) };
+        self.signed_association(medium, &address, &stored).map(Some)
+    }
+
+    /// Signs an association with the times it was made with; a directory entry, never bound
+    /// through this service, is valid from its creation for the lifetime of a binding.
+    fn signed_association(&self, medium: &str, address: &str, stored: &StoredAssociation) -> ApiResult<Value> {
+        let association = json!({
+            "address": address,
+            "medium": medium,
+            "mxid": stored.mxid,
+            "not_before": stored.not_before,
+            "not_after": stored.not_after.unwrap_or_else(|| stored.not_before.saturating_add(ASSOCIATION_LIFETIME_MS)),
+            "ts": stored.verified_at,
+        });
+        self.keys.sign_json(&self.server_name, association).map_err(ApiError::internal)
+    }
+
+    /// Removes the binding of the request's 3PID to its `mxid`.
+    pub async fn unbind(&self, request: &UnbindRequest, proof: UnbindProof) -> ApiResult<Value> {
+        let address =
+            super::threepid::normalize(&request.threepid.medium, &request.threepid.address).ok_or_else(|| {
+                ApiError::new(ErrCode::InvalidParam, "threepid is not a valid e-mail address or phone number")
+            })?;
+        match proof {
+            UnbindProof::Homeserver(origin) => {
+                // A localpart has no colon; the server name may (a port, an IPv6 address).
+                let server = request.mxid.split_once(':').map(|(_, server)| server);
+                if !server.is_some_and(|server| server.eq_ignore_ascii_case(&origin)) {
+                    return Err(ApiError::new(ErrCode::Forbidden, "The homeserver may only unbind its own users"));
+                }
+            }
+            UnbindProof::Session => {
+                let (Some(sid), Some(secret)) = (&request.sid, &request.client_secret) else {
+                    return Err(ApiError::new(
+                        ErrCode::MissingParams,
+                        "sid and client_secret, or an X-Matrix signature, are required",
+                    ));
+                };
+                let session = self.validations.validated_session(sid, secret).await?;
+                if session.medium != request.threepid.medium || session.address != address {
+                    return Err(ApiError::new(ErrCode::Forbidden, "The session does not prove ownership of this 3PID"));
+                }
+            }
+        }
+        let removed = self.store.delete_binding(&request.threepid.medium, &address, &request.mxid).await?;
+        if removed {
+            self.store.record_local_change(self.clock.now_ms()).await?;
+        }
+        tracing::info!(medium = %request.threepid.medium, removed, "3PID unbind");
+        Ok(json!({}))
+    }
 }
 
 /// The 3PID of an unbind request.
@@ -97,38 +161,4 @@ pub enum UnbindProof {
     Homeserver(String),
     /// A user with a validation session for the 3PID.
     Session,
-}
-
-/// Removes the binding of the request's 3PID to its `mxid`.
-pub async fn unbind(state: &AppState, request: &UnbindRequest, proof: UnbindProof) -> ApiResult<Value> {
-    let address = super::threepid::normalize(&request.threepid.medium, &request.threepid.address).ok_or_else(|| {
-        ApiError::new(ErrCode::InvalidParam, "threepid is not a valid e-mail address or phone number")
-    })?;
-    match proof {
-        UnbindProof::Homeserver(origin) => {
-            // A localpart has no colon; the server name may (a port, an IPv6 address).
-            let server = request.mxid.split_once(':').map(|(_, server)| server);
-            if !server.is_some_and(|server| server.eq_ignore_ascii_case(&origin)) {
-                return Err(ApiError::new(ErrCode::Forbidden, "The homeserver may only unbind its own users"));
-            }
-        }
-        UnbindProof::Session => {
-            let (Some(sid), Some(secret)) = (&request.sid, &request.client_secret) else {
-                return Err(ApiError::new(
-                    ErrCode::MissingParams,
-                    "sid and client_secret, or an X-Matrix signature, are required",
-                ));
-            };
-            let session = validated_session(state, sid, secret).await?;
-            if session.medium != request.threepid.medium || session.address != address {
-                return Err(ApiError::new(ErrCode::Forbidden, "The session does not prove ownership of this 3PID"));
-            }
-        }
-    }
-    let removed = state.store.delete_binding(&request.threepid.medium, &address, &request.mxid).await?;
-    if removed {
-        state.store.record_local_change(state.clock.now_ms()).await?;
-    }
-    tracing::info!(medium = %request.threepid.medium, removed, "3PID unbind");
-    Ok(json!({}))
 }

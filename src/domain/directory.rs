@@ -12,8 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::lookup::hash_3pid;
 use super::validation::{normalize_email, normalize_msisdn};
-use crate::state::AppState;
-use crate::store::NewThreepid;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::directory::synapse::SynapseDatabase;
+use crate::store::{NewThreepid, Store};
 
 /// What a sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,87 +35,125 @@ pub struct SyncSummary {
     pub skipped: usize,
 }
 
-/// Reads the directory and applies the difference.
-pub async fn sync(state: &AppState) -> anyhow::Result<SyncSummary> {
-    let Some(directory) = &state.directory else { return Ok(SyncSummary::default()) };
-    let users = directory.users().await.map_err(anyhow::Error::msg)?;
-    let matrix_users = match &state.synapse {
-        Some(synapse) => Some(synapse.active_localparts(&state.config.server_name).await.map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    let server_name = &state.config.server_name;
-    let region = Some(state.config.phone_default_region.as_str()).filter(|region| !region.is_empty());
-    let mut summary = SyncSummary { users: users.len(), ..SyncSummary::default() };
-    let mut wanted: BTreeMap<(String, String), (String, bool)> = BTreeMap::new();
-    for user in users {
-        let localpart = user.uid.trim().to_lowercase();
-        let mxid = format!("@{localpart}:{server_name}");
-        // Historical user IDs (spaces, `!`, quotes, non-ASCII...) are only accepted for old
-        // accounts; a new publication needs a localpart of the current grammar (spec,
-        // "User Identifiers": `a-z 0-9 - . = _ / +`).
-        let conforming = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.=_/+".contains(c);
-        if localpart.is_empty() || !localpart.chars().all(conforming) || ruma::UserId::parse(mxid.as_str()).is_err() {
-            tracing::warn!(uid = %user.uid, "directory user skipped: the uid is not a valid Matrix localpart");
-            summary.skipped += 1;
-            continue;
+/// The directory sync, with what it needs: the directory, the Synapse database that says
+/// who is active, the store and the clock. Built once per service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DirectorySync {
+    directory: Arc<dyn Directory>,
+    synapse: Option<SynapseDatabase>,
+    store: Store,
+    clock: Clock,
+    /// `server_name`: directory users become `@<uid>:<server_name>`.
+    server_name: String,
+    /// `phone_default_region`: the region of national phone numbers, if any.
+    phone_region: Option<String>,
+    /// `directory_publish_all`: without a Synapse database, publish every directory user.
+    publish_all: bool,
+}
+
+impl DirectorySync {
+    /// The sync of `directory` into `store`, publishing the users `synapse` knows as active.
+    #[must_use]
+    pub fn new(
+        config: &Config,
+        directory: Arc<dyn Directory>,
+        synapse: Option<SynapseDatabase>,
+        store: Store,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            directory,
+            synapse,
+            store,
+            clock,
+            server_name: config.server_name.clone(),
+            phone_region: Some(config.phone_default_region.clone()).filter(|region| !region.is_empty()),
+            publish_all: config.directory_publish_all,
         }
-        let active = matrix_users.as_ref().map_or(state.config.directory_publish_all, |set| set.contains(&localpart));
-        let mails = user.mails.iter().map(|mail| ("email", normalize_email(mail).ok(), mail));
-        let phones = user.mobiles.iter().map(|mobile| ("msisdn", normalize_msisdn(region, mobile).ok(), mobile));
-        for (medium, address, raw) in mails.chain(phones) {
-            let Some(address) = address else {
-                tracing::warn!(uid = %user.uid, medium, value = %raw, "directory entry skipped: invalid address");
+    }
+
+    /// Reads the directory and applies the difference.
+    pub async fn sync(&self) -> anyhow::Result<SyncSummary> {
+        let users = self.directory.users().await.map_err(anyhow::Error::msg)?;
+        let matrix_users = match &self.synapse {
+            Some(synapse) => Some(synapse.active_localparts(&self.server_name).await.map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let server_name = &self.server_name;
+        let region = self.phone_region.as_deref();
+        let mut summary = SyncSummary { users: users.len(), ..SyncSummary::default() };
+        let mut wanted: BTreeMap<(String, String), (String, bool)> = BTreeMap::new();
+        for user in users {
+            let localpart = user.uid.trim().to_lowercase();
+            let mxid = format!("@{localpart}:{server_name}");
+            // Historical user IDs (spaces, `!`, quotes, non-ASCII...) are only accepted for old
+            // accounts; a new publication needs a localpart of the current grammar (spec,
+            // "User Identifiers": `a-z 0-9 - . = _ / +`).
+            let conforming = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.=_/+".contains(c);
+            if localpart.is_empty() || !localpart.chars().all(conforming) || ruma::UserId::parse(mxid.as_str()).is_err()
+            {
+                tracing::warn!(uid = %user.uid, "directory user skipped: the uid is not a valid Matrix localpart");
                 summary.skipped += 1;
                 continue;
-            };
-            match wanted.get(&(medium.to_owned(), address.clone())) {
-                Some((owner, _)) if *owner != mxid => {
-                    tracing::warn!(%owner, duplicate = %mxid, medium, "directory entry skipped: address of two users");
+            }
+            let active = matrix_users.as_ref().map_or(self.publish_all, |set| set.contains(&localpart));
+            let mails = user.mails.iter().map(|mail| ("email", normalize_email(mail).ok(), mail));
+            let phones = user.mobiles.iter().map(|mobile| ("msisdn", normalize_msisdn(region, mobile).ok(), mobile));
+            for (medium, address, raw) in mails.chain(phones) {
+                let Some(address) = address else {
+                    tracing::warn!(uid = %user.uid, medium, value = %raw, "directory entry skipped: invalid address");
                     summary.skipped += 1;
-                }
-                Some(_) => {}
-                None => {
-                    wanted.insert((medium.to_owned(), address), (mxid.clone(), active));
+                    continue;
+                };
+                match wanted.get(&(medium.to_owned(), address.clone())) {
+                    Some((owner, _)) if *owner != mxid => {
+                        tracing::warn!(%owner, duplicate = %mxid, medium, "directory entry skipped: address of two users");
+                        summary.skipped += 1;
+                    }
+                    Some(_) => {}
+                    None => {
+                        wanted.insert((medium.to_owned(), address), (mxid.clone(), active));
+                    }
                 }
             }
         }
-    }
 
-    let now = state.clock.now_ms();
-    let stored = state.store.directory_threepids().await?;
-    let mut removed = Vec::new();
-    let mut seen = BTreeSet::new();
-    for row in stored {
-        let key = (row.medium.clone(), row.address.clone());
-        match wanted.get(&key) {
-            None => removed.push(row.id),
-            Some((mxid, active)) => {
-                if *mxid != row.mxid || *active != row.active {
-                    state.store.update_threepid(row.id, mxid, *active, now).await?;
-                    summary.changed += 1;
+        let now = self.clock.now_ms();
+        let stored = self.store.directory_threepids().await?;
+        let mut removed = Vec::new();
+        let mut seen = BTreeSet::new();
+        for row in stored {
+            let key = (row.medium.clone(), row.address.clone());
+            match wanted.get(&key) {
+                None => removed.push(row.id),
+                Some((mxid, active)) => {
+                    if *mxid != row.mxid || *active != row.active {
+                        self.store.update_threepid(row.id, mxid, *active, now).await?;
+                        summary.changed += 1;
+                    }
+                    seen.insert(key);
                 }
-                seen.insert(key);
             }
         }
-    }
-    state.store.delete_threepids(&removed).await?;
-    summary.removed = removed.len();
+        self.store.delete_threepids(&removed).await?;
+        summary.removed = removed.len();
 
-    let new: Vec<NewThreepid> = wanted
-        .into_iter()
-        .filter(|(key, _)| !seen.contains(key))
-        .map(|((medium, address), (mxid, active))| NewThreepid { medium, address, mxid, active })
-        .collect();
-    let inserted = state.store.insert_directory_threepids(&new, now).await?;
-    summary.added = inserted.len();
-    for (pepper, _) in state.store.all_peppers().await? {
-        let hashes: Vec<(String, i64)> =
-            inserted.iter().map(|row| (hash_3pid(&row.address, &row.medium, &pepper), row.id)).collect();
-        state.store.insert_local_hashes(&pepper, &hashes).await?;
+        let new: Vec<NewThreepid> = wanted
+            .into_iter()
+            .filter(|(key, _)| !seen.contains(key))
+            .map(|((medium, address), (mxid, active))| NewThreepid { medium, address, mxid, active })
+            .collect();
+        let inserted = self.store.insert_directory_threepids(&new, now).await?;
+        summary.added = inserted.len();
+        for (pepper, _) in self.store.all_peppers().await? {
+            let hashes: Vec<(String, i64)> =
+                inserted.iter().map(|row| (hash_3pid(&row.address, &row.medium, &pepper), row.id)).collect();
+            self.store.insert_local_hashes(&pepper, &hashes).await?;
+        }
+        if summary.added + summary.removed + summary.changed > 0 {
+            self.store.record_local_change(now).await?;
+        }
+        self.store.record_directory_sync(i64::try_from(summary.users).unwrap_or(i64::MAX), now).await?;
+        Ok(summary)
     }
-    if summary.added + summary.removed + summary.changed > 0 {
-        state.store.record_local_change(now).await?;
-    }
-    state.store.record_directory_sync(i64::try_from(summary.users).unwrap_or(i64::MAX), now).await?;
-    Ok(summary)
 }

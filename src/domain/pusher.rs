@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::lookup::hash_3pid;
-use crate::state::AppState;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::Store;
 
 pub use crate::config::PushTarget;
 
@@ -49,119 +51,149 @@ pub fn http_client(settings: &crate::matrix::client::HomeserverSettings) -> Resu
         .map_err(|error| format!("cannot build the push client: {error}"))
 }
 
-/// Pushes to every target; returns a summary, or an error naming the targets that failed.
-pub async fn push_all(state: &AppState) -> anyhow::Result<String> {
-    let targets = state.config.federated_identity_services.clone();
-    if targets.is_empty() {
-        return Ok("no federated identity service configured".to_owned());
-    }
-    let key = push_key(&state.config.base_url)?;
-    // With a directory, nothing is known of our users before its first successful read: an
-    // empty snapshot now would withdraw every one of them from the targets.
-    let directory_users = match state.directory {
-        Some(_) => match state.store.last_directory_sync().await? {
-            Some((_, users)) => Some(users),
-            None => return Ok("nothing pushed: waiting for the first successful directory sync".to_owned()),
-        },
-        None => None,
-    };
-    let threepids = std::sync::Arc::new(state.store.active_threepids().await?);
-    let mut tasks = tokio::task::JoinSet::new();
-    for target in targets {
-        let (state, key, threepids) = (state.clone(), key.clone(), std::sync::Arc::clone(&threepids));
-        tasks.spawn(async move {
-            let outcome = push_target(&state, &target, &key, &threepids, directory_users).await;
-            (target.name().to_owned(), outcome)
-        });
-    }
-    let mut done = Vec::new();
-    let mut failed = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((target, Ok(summary))) => done.push(format!("{target}: {summary}")),
-            Ok((target, Err(error))) => {
-                tracing::warn!(%target, %error, "push failed");
-                failed.push(format!("{target}: {error:#}"));
-            }
-            Err(panic) => failed.push(format!("push task failed: {panic}")),
-        }
-    }
-    if failed.is_empty() {
-        Ok(done.join("; "))
-    } else {
-        Err(anyhow::anyhow!("{} (succeeded: {})", failed.join("; "), done.join("; ")))
-    }
+/// The pusher, with what it needs: the targets, the store it reads our 3PIDs from, its HTTP
+/// client and the clock. Built once per service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    targets: Vec<PushTarget>,
+    /// `base_url`, whose `host:port` we push under.
+    base_url: String,
+    /// Whether a user directory feeds the local 3PIDs (then nothing is pushed before its
+    /// first successful read).
+    has_directory: bool,
+    store: Store,
+    client: reqwest::Client,
+    clock: Clock,
 }
 
-async fn push_target(
-    state: &AppState,
-    target: &PushTarget,
-    key: &str,
-    threepids: &[(String, String)],
-    directory_users: Option<i64>,
-) -> anyhow::Result<String> {
-    let client = &state.push_client;
-    let base = target.base_url();
-    let mut request = client.get(format!("{base}/_matrix/identity/v2/hash_details"));
-    if let Some(secret) = target.secret() {
-        request = request.bearer_auth(secret);
+impl Pusher {
+    /// The pusher of `config`'s `federated_identity_services`, sending with `client`;
+    /// `has_directory` when a user directory feeds the local 3PIDs.
+    #[must_use]
+    pub fn new(config: &Config, store: Store, client: reqwest::Client, has_directory: bool, clock: Clock) -> Self {
+        Self {
+            targets: config.federated_identity_services.clone(),
+            base_url: config.base_url.clone(),
+            has_directory,
+            store,
+            client,
+            clock,
+        }
     }
-    let response = request.send().await?;
-    if !response.status().is_success() {
-        anyhow::bail!("hash_details answered HTTP {}", response.status());
-    }
-    let details: Value = response.json().await?;
-    if !details["algorithms"].as_array().is_some_and(|list| list.iter().any(|a| a == "sha256")) {
-        anyhow::bail!("the target does not offer sha256");
-    }
-    let mut peppers: Vec<String> = details["lookup_pepper"].as_str().map(str::to_owned).into_iter().collect();
-    peppers.extend(
-        details["alt_lookup_peppers"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned),
-    );
-    peppers.retain(|pepper| !pepper.is_empty());
-    peppers.dedup();
-    if peppers.is_empty() {
-        anyhow::bail!("hash_details has no pepper");
-    }
-    state.store.forget_push_statuses(target.name(), &peppers).await?;
 
-    let mut summary = Vec::new();
-    for pepper in &peppers {
-        let mut hashes: Vec<String> =
-            threepids.iter().map(|(medium, address)| hash_3pid(address, medium, pepper)).collect();
-        hashes.sort_unstable();
-        hashes.dedup();
-        let digest = super::federation::snapshot_digest(&hashes);
-        let last = state.store.push_status(target.name(), pepper).await?;
-        if last
-            .as_ref()
-            .is_some_and(|status| status.digest.as_deref() == Some(digest.as_str()) && status.last_success_at.is_some())
-        {
-            summary.push(format!("{} hashes unchanged", hashes.len()));
-            continue;
+    /// Pushes to every target; returns a summary, or an error naming the targets that failed.
+    pub async fn push_all(&self) -> anyhow::Result<String> {
+        let targets = self.targets.clone();
+        if targets.is_empty() {
+            return Ok("no federated identity service configured".to_owned());
         }
-        if let Some(refusal) = empty_snapshot_refusal(hashes.len(), last.as_ref(), directory_users) {
-            state.store.record_push_failure(target.name(), pepper, &refusal, state.clock.now_ms()).await?;
-            anyhow::bail!(refusal);
+        let key = push_key(&self.base_url)?;
+        // With a directory, nothing is known of our users before its first successful read: an
+        // empty snapshot now would withdraw every one of them from the targets.
+        let directory_users = if self.has_directory {
+            match self.store.last_directory_sync().await? {
+                Some((_, users)) => Some(users),
+                None => return Ok("nothing pushed: waiting for the first successful directory sync".to_owned()),
+            }
+        } else {
+            None
+        };
+        let threepids = std::sync::Arc::new(self.store.active_threepids().await?);
+        let mut tasks = tokio::task::JoinSet::new();
+        for target in targets {
+            let (pusher, key, threepids) = (self.clone(), key.clone(), std::sync::Arc::clone(&threepids));
+            tasks.spawn(async move {
+                let outcome = pusher.push_target(&target, &key, &threepids, directory_users).await;
+                (target.name().to_owned(), outcome)
+            });
         }
-        let body = json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { key: hashes } });
-        match send_with_retries(client, &base, target.secret(), &body).await {
-            Ok(()) => {
-                let count = i64::try_from(hashes.len()).unwrap_or(i64::MAX);
-                state.store.record_push_success(target.name(), pepper, &digest, count, state.clock.now_ms()).await?;
-                tracing::info!(target = target.name(), hashes = hashes.len(), "hashes pushed");
-                summary.push(format!("{} hashes pushed", hashes.len()));
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((target, Ok(summary))) => done.push(format!("{target}: {summary}")),
+                Ok((target, Err(error))) => {
+                    tracing::warn!(%target, %error, "push failed");
+                    failed.push(format!("{target}: {error:#}"));
+                }
+                Err(panic) => failed.push(format!("push task failed: {panic}")),
             }
-            Err(error) => {
-                state
-                    .store
-                    .record_push_failure(target.name(), pepper, &format!("{error:#}"), state.clock.now_ms())
-                    .await?;
-                return Err(error);
-            }
+        }
+        if failed.is_empty() {
+            Ok(done.join("; "))
+        } else {
+            Err(anyhow::anyhow!("{} (succeeded: {})", failed.join("; "), done.join("; ")))
         }
     }
-    Ok(summary.join(", "))
+
+    async fn push_target(
+        &self,
+        target: &PushTarget,
+        key: &str,
+        threepids: &[(String, String)],
+        directory_users: Option<i64>,
+    ) -> anyhow::Result<String> {
+        let client = &self.client;
+        let base = target.base_url();
+        let mut request = client.get(format!("{base}/_matrix/identity/v2/hash_details"));
+        if let Some(secret) = target.secret() {
+            request = request.bearer_auth(secret);
+        }
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            anyhow::bail!("hash_details answered HTTP {}", response.status());
+        }
+        let details: Value = response.json().await?;
+        if !details["algorithms"].as_array().is_some_and(|list| list.iter().any(|a| a == "sha256")) {
+            anyhow::bail!("the target does not offer sha256");
+        }
+        let mut peppers: Vec<String> = details["lookup_pepper"].as_str().map(str::to_owned).into_iter().collect();
+        peppers.extend(
+            details["alt_lookup_peppers"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned),
+        );
+        peppers.retain(|pepper| !pepper.is_empty());
+        peppers.dedup();
+        if peppers.is_empty() {
+            anyhow::bail!("hash_details has no pepper");
+        }
+        self.store.forget_push_statuses(target.name(), &peppers).await?;
+
+        let mut summary = Vec::new();
+        for pepper in &peppers {
+            let mut hashes: Vec<String> =
+                threepids.iter().map(|(medium, address)| hash_3pid(address, medium, pepper)).collect();
+            hashes.sort_unstable();
+            hashes.dedup();
+            let digest = super::federation::snapshot_digest(&hashes);
+            let last = self.store.push_status(target.name(), pepper).await?;
+            if last.as_ref().is_some_and(|status| {
+                status.digest.as_deref() == Some(digest.as_str()) && status.last_success_at.is_some()
+            }) {
+                summary.push(format!("{} hashes unchanged", hashes.len()));
+                continue;
+            }
+            if let Some(refusal) = empty_snapshot_refusal(hashes.len(), last.as_ref(), directory_users) {
+                self.store.record_push_failure(target.name(), pepper, &refusal, self.clock.now_ms()).await?;
+                anyhow::bail!(refusal);
+            }
+            let body = json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { key: hashes } });
+            match send_with_retries(client, &base, target.secret(), &body).await {
+                Ok(()) => {
+                    let count = i64::try_from(hashes.len()).unwrap_or(i64::MAX);
+                    self.store.record_push_success(target.name(), pepper, &digest, count, self.clock.now_ms()).await?;
+                    tracing::info!(target = target.name(), hashes = hashes.len(), "hashes pushed");
+                    summary.push(format!("{} hashes pushed", hashes.len()));
+                }
+                Err(error) => {
+                    self.store
+                        .record_push_failure(target.name(), pepper, &format!("{error:#}"), self.clock.now_ms())
+                        .await?;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(summary.join(", "))
+    }
 }
 
 async fn send_with_retries(

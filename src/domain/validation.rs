@@ -6,14 +6,18 @@
 //! session expires `validation_session_lifetime` after its last change; a token
 //! `mail_link_delay` after it was sent. Ten wrong tokens void the current one.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::tokens::token_digest;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::notify::templates;
+use crate::notify::{Notifier, templates};
+use crate::ratelimit::RateLimits;
 use crate::secret::random_secret;
-use crate::state::AppState;
-use crate::store::ValidationSession;
+use crate::store::{Store, ValidationSession};
 
 /// Wrong tokens allowed before the current one is voided.
 const WRONG_TOKEN_LIMIT: i64 = 10;
@@ -148,134 +152,169 @@ pub fn check_next_link(next_link: Option<&str>, allowed_hosts: &[String]) -> Api
     Ok(Some(link.to_owned()))
 }
 
-/// Starts or continues a session; sends a message unless this attempt was already served.
-/// The message is sent before answering, so a delivery failure is reported.
-pub async fn request_token(state: &AppState, client: std::net::IpAddr, request: TokenRequest) -> ApiResult<String> {
-    let store = &state.store;
-    let now = state.clock.now_ms();
-    let lifetime = seconds_to_ms(state.config.validation_session_lifetime);
-    let existing = store
-        .session_for_address(&request.client_secret, request.medium.name(), &request.address)
-        .await?
-        .filter(|session| session.updated_at.saturating_add(lifetime) > now);
-    if let Some(session) = &existing
-        && request.send_attempt <= session.send_attempt
-    {
-        return Ok(session.sid.clone());
-    }
-    state.rate_limits.check_send(client, &request.address)?;
-    let token = match request.medium {
-        Medium::Email => random_secret(24),
-        Medium::Msisdn => format!("{:06}", rand::random_range(0..1_000_000_u32)),
-    };
-    let sid = existing.as_ref().map_or_else(|| random_secret(18), |session| session.sid.clone());
-    send_token(state, &request, &sid, &token).await?;
-    match existing {
-        Some(session) => {
-            store.renew_session_token(&session.sid, request.send_attempt, &token_digest(&token), now).await?
-        }
-        None => {
-            store
-                .put_session(&ValidationSession {
-                    sid: sid.clone(),
-                    client_secret: request.client_secret.clone(),
-                    medium: request.medium.name().to_owned(),
-                    address: request.address.clone(),
-                    send_attempt: request.send_attempt,
-                    token_hash: token_digest(&token),
-                    token_sent_at: now,
-                    failed_attempts: 0,
-                    next_link: request.next_link.clone(),
-                    created_at: now,
-                    updated_at: now,
-                    validated_at: None,
-                })
-                .await?;
-        }
-    }
-    tracing::info!(medium = request.medium.name(), "validation message sent");
-    Ok(sid)
+/// Validation sessions, with what they need: the store, the messages, the send limits and
+/// the clock. Built once per service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Validations {
+    store: Store,
+    notifier: Arc<Notifier>,
+    send_limits: Arc<RateLimits>,
+    clock: Clock,
+    /// `validation_session_lifetime`, in milliseconds.
+    session_lifetime_ms: i64,
+    /// `mail_link_delay`: how long a sent token stays valid, in milliseconds.
+    token_lifetime_ms: i64,
 }
 
-async fn send_token(state: &AppState, request: &TokenRequest, sid: &str, token: &str) -> ApiResult<()> {
-    let notifier = &state.notifier;
-    match request.medium {
-        Medium::Email => {
-            let link = notifier.public_url(&format!(
-                "/_matrix/identity/v2/validate/email/submitToken?{}",
-                serde_urlencoded::to_string([
+impl Validations {
+    /// Sessions of `config`'s lifetimes, sending through `notifier` within `send_limits`.
+    #[must_use]
+    pub fn new(
+        config: &Config,
+        store: Store,
+        notifier: Arc<Notifier>,
+        send_limits: Arc<RateLimits>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            store,
+            notifier,
+            send_limits,
+            clock,
+            session_lifetime_ms: seconds_to_ms(config.validation_session_lifetime),
+            token_lifetime_ms: seconds_to_ms(config.mail_link_delay),
+        }
+    }
+
+    /// Starts or continues a session; sends a message unless this attempt was already
+    /// served. The message is sent before answering, so a delivery failure is reported.
+    pub async fn request_token(&self, client: std::net::IpAddr, request: TokenRequest) -> ApiResult<String> {
+        let store = &self.store;
+        let now = self.clock.now_ms();
+        let existing = store
+            .session_for_address(&request.client_secret, request.medium.name(), &request.address)
+            .await?
+            .filter(|session| session.updated_at.saturating_add(self.session_lifetime_ms) > now);
+        if let Some(session) = &existing
+            && request.send_attempt <= session.send_attempt
+        {
+            return Ok(session.sid.clone());
+        }
+        self.send_limits.check_send(client, &request.address)?;
+        let token = match request.medium {
+            Medium::Email => random_secret(24),
+            Medium::Msisdn => format!("{:06}", rand::random_range(0..1_000_000_u32)),
+        };
+        let sid = existing.as_ref().map_or_else(|| random_secret(18), |session| session.sid.clone());
+        self.send_token(&request, &sid, &token).await?;
+        match existing {
+            Some(session) => {
+                store.renew_session_token(&session.sid, request.send_attempt, &token_digest(&token), now).await?
+            }
+            None => {
+                store
+                    .put_session(&ValidationSession {
+                        sid: sid.clone(),
+                        client_secret: request.client_secret.clone(),
+                        medium: request.medium.name().to_owned(),
+                        address: request.address.clone(),
+                        send_attempt: request.send_attempt,
+                        token_hash: token_digest(&token),
+                        token_sent_at: now,
+                        failed_attempts: 0,
+                        next_link: request.next_link.clone(),
+                        created_at: now,
+                        updated_at: now,
+                        validated_at: None,
+                    })
+                    .await?;
+            }
+        }
+        tracing::info!(medium = request.medium.name(), "validation message sent");
+        Ok(sid)
+    }
+
+    async fn send_token(&self, request: &TokenRequest, sid: &str, token: &str) -> ApiResult<()> {
+        let notifier = &self.notifier;
+        match request.medium {
+            Medium::Email => {
+                let link = notifier.public_url(&format!(
+                    "/_matrix/identity/v2/validate/email/submitToken?{}",
+                    serde_urlencoded::to_string([
+                        ("token", token),
+                        ("client_secret", &request.client_secret),
+                        ("sid", sid)
+                    ])
+                    .unwrap_or_default()
+                ));
+                let values = [
+                    ("link", link.as_str()),
                     ("token", token),
-                    ("client_secret", &request.client_secret),
-                    ("sid", sid)
-                ])
-                .unwrap_or_default()
+                    ("sid", sid),
+                    ("client_secret", request.client_secret.as_str()),
+                    ("address", request.address.as_str()),
+                ];
+                notifier.send_mail(&templates::MAIL_VERIFICATION, &request.address, &values).await.map_err(|error| {
+                    tracing::warn!(%error, "cannot send the validation email");
+                    ApiError::new(ErrCode::EmailSendError, "The validation email could not be sent")
+                })
+            }
+            Medium::Msisdn => {
+                let values = [("token", token), ("sid", sid), ("address", request.address.as_str())];
+                notifier.send_sms(&templates::SMS_VERIFICATION, &request.address, &values).await.map_err(|error| {
+                    tracing::warn!(%error, "cannot send the validation SMS");
+                    ApiError::new(ErrCode::SendError, "The validation SMS could not be sent")
+                })
+            }
+        }
+    }
+
+    /// Checks a submitted token; on success the session is validated and returned.
+    pub async fn submit_token(&self, sid: &str, client_secret: &str, token: &str) -> ApiResult<ValidationSession> {
+        let store = &self.store;
+        let now = self.clock.now_ms();
+        let session = store.session(sid, client_secret).await?.ok_or_else(no_valid_session)?;
+        if session.updated_at.saturating_add(self.session_lifetime_ms) <= now {
+            return Err(ApiError::new(ErrCode::SessionExpired, "This validation session has expired"));
+        }
+        if session.validated_at.is_some() && session.token_hash.is_empty() {
+            // Opening the link twice is not an error.
+            return Ok(session);
+        }
+        if session.token_sent_at.saturating_add(self.token_lifetime_ms) <= now {
+            return Err(ApiError::new(ErrCode::SessionExpired, "The token has expired; request a new one"));
+        }
+        if session.token_hash.is_empty() || session.token_hash != token_digest(token) {
+            store.record_wrong_token(sid, WRONG_TOKEN_LIMIT).await?;
+            return Err(ApiError::new(ErrCode::TokenIncorrect, "The token is incorrect"));
+        }
+        store.mark_session_validated(sid, now).await?;
+        Ok(ValidationSession { validated_at: Some(now), updated_at: now, ..session })
+    }
+
+    /// The validated, unexpired session `sid`; the errors of `getValidated3pid` and `bind`.
+    pub async fn validated_session(&self, sid: &str, client_secret: &str) -> ApiResult<ValidationSession> {
+        let session = self.store.session(sid, client_secret).await?.ok_or_else(no_valid_session)?;
+        if session.updated_at.saturating_add(self.session_lifetime_ms) <= self.clock.now_ms() {
+            return Err(ApiError::new(ErrCode::SessionExpired, "This validation session has expired"));
+        }
+        if session.validated_at.is_none() {
+            return Err(ApiError::new(
+                ErrCode::SessionNotValidated,
+                "This validation session has not yet been completed",
             ));
-            let values = [
-                ("link", link.as_str()),
-                ("token", token),
-                ("sid", sid),
-                ("client_secret", request.client_secret.as_str()),
-                ("address", request.address.as_str()),
-            ];
-            notifier.send_mail(&templates::MAIL_VERIFICATION, &request.address, &values).await.map_err(|error| {
-                tracing::warn!(%error, "cannot send the validation email");
-                ApiError::new(ErrCode::EmailSendError, "The validation email could not be sent")
-            })
         }
-        Medium::Msisdn => {
-            let values = [("token", token), ("sid", sid), ("address", request.address.as_str())];
-            notifier.send_sms(&templates::SMS_VERIFICATION, &request.address, &values).await.map_err(|error| {
-                tracing::warn!(%error, "cannot send the validation SMS");
-                ApiError::new(ErrCode::SendError, "The validation SMS could not be sent")
-            })
-        }
+        Ok(session)
+    }
+
+    /// Deletes the sessions that expired, returning how many.
+    pub async fn purge_expired(&self) -> crate::store::StoreResult<u64> {
+        self.store.purge_sessions(self.clock.now_ms().saturating_sub(self.session_lifetime_ms)).await
     }
 }
 
-/// Checks a submitted token; on success the session is validated and returned.
-pub async fn submit_token(
-    state: &AppState,
-    sid: &str,
-    client_secret: &str,
-    token: &str,
-) -> ApiResult<ValidationSession> {
-    let store = &state.store;
-    let now = state.clock.now_ms();
-    let session = store.session(sid, client_secret).await?.ok_or_else(|| {
-        ApiError::new(ErrCode::NoValidSession, "No valid session was found matching that sid and client secret")
-    })?;
-    if session.updated_at.saturating_add(seconds_to_ms(state.config.validation_session_lifetime)) <= now {
-        return Err(ApiError::new(ErrCode::SessionExpired, "This validation session has expired"));
-    }
-    if session.validated_at.is_some() && session.token_hash.is_empty() {
-        // Opening the link twice is not an error.
-        return Ok(session);
-    }
-    if session.token_sent_at.saturating_add(seconds_to_ms(state.config.mail_link_delay)) <= now {
-        return Err(ApiError::new(ErrCode::SessionExpired, "The token has expired; request a new one"));
-    }
-    if session.token_hash.is_empty() || session.token_hash != token_digest(token) {
-        store.record_wrong_token(sid, WRONG_TOKEN_LIMIT).await?;
-        return Err(ApiError::new(ErrCode::TokenIncorrect, "The token is incorrect"));
-    }
-    store.mark_session_validated(sid, now).await?;
-    Ok(ValidationSession { validated_at: Some(now), updated_at: now, ..session })
-}
-
-/// The validated, unexpired session `sid`; the errors of `getValidated3pid` and `bind`.
-pub async fn validated_session(state: &AppState, sid: &str, client_secret: &str) -> ApiResult<ValidationSession> {
-    let session = state.store.session(sid, client_secret).await?.ok_or_else(|| {
-        ApiError::new(ErrCode::NoValidSession, "No valid session was found matching that sid and client secret")
-    })?;
-    if session.updated_at.saturating_add(seconds_to_ms(state.config.validation_session_lifetime))
-        <= state.clock.now_ms()
-    {
-        return Err(ApiError::new(ErrCode::SessionExpired, "This validation session has expired"));
-    }
-    if session.validated_at.is_none() {
-        return Err(ApiError::new(ErrCode::SessionNotValidated, "This validation session has not yet been completed"));
-    }
-    Ok(session)
+fn no_valid_session() -> ApiError {
+    ApiError::new(ErrCode::NoValidSession, "No valid session was found matching that sid and client secret")
 }
 
 /// Seconds of configuration as milliseconds.

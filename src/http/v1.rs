@@ -10,9 +10,8 @@ use serde_json::{Map, Value, json};
 use super::client_ip::ClientIp;
 use super::extract::{JsonBody, QueryParams};
 use super::v2;
-use crate::domain::invite::{self, ApiVersion};
-use crate::domain::validation;
-use crate::domain::{binding, threepid};
+use crate::domain::invite::ApiVersion;
+use crate::domain::threepid;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::state::AppState;
 
@@ -54,7 +53,7 @@ pub async fn lookup(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<LookupQuery>,
 ) -> ApiResult<Json<Value>> {
-    let association = binding::association(&state, &query.medium, &query.address).await?;
+    let association = state.bindings.association(&query.medium, &query.address).await?;
     Ok(Json(association.unwrap_or_else(|| json!({}))))
 }
 
@@ -105,7 +104,7 @@ pub async fn get_validated(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<v2::threepid::SessionQuery>,
 ) -> ApiResult<Json<Value>> {
-    let session = validation::validated_session(&state, &query.sid, &query.client_secret).await?;
+    let session = state.validations.validated_session(&query.sid, &query.client_secret).await?;
     Ok(Json(json!({ "medium": session.medium, "address": session.address, "validated_at": session.validated_at })))
 }
 
@@ -114,7 +113,7 @@ pub async fn get_validated(
 /// Binds a validated session's 3PID to `mxid` (v1 has no caller to check it against).
 pub async fn bind(State(state): State<AppState>, request: Request) -> ApiResult<Json<Value>> {
     let JsonBody(body) = JsonBody::<v2::threepid::BindBody>::from_request(request, &state).await?;
-    Ok(Json(binding::bind(&state, &body.mxid, &body.sid, &body.client_secret, &body.mxid).await?))
+    Ok(Json(state.bindings.bind(&body.mxid, &body.sid, &body.client_secret, &body.mxid).await?))
 }
 
 /// # `POST /_matrix/identity/api/v1/store-invite`
@@ -125,7 +124,7 @@ pub async fn store_invite(
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let sender = body.get("sender").and_then(Value::as_str).unwrap_or_default().to_owned();
-    Ok(Json(invite::store_invite(&state, &sender, body, ApiVersion::V1).await?))
+    Ok(Json(state.invitations.store_invite(&sender, body, ApiVersion::V1).await?))
 }
 
 /// # `POST /_matrix/identity/api/v1/sign-ed25519`
@@ -135,5 +134,5 @@ pub async fn sign_ed25519(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<v2::invite::SignBody>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(invite::sign_invitation(&state, &body.mxid, &body.token).await?))
+    Ok(Json(state.invitations.sign_invitation(&body.mxid, &body.token).await?))
 }

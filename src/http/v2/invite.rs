@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value};
 
-use crate::domain::invite::{self, ApiVersion};
+use crate::domain::invite::ApiVersion;
 use crate::error::ApiResult;
 use crate::http::auth::UserWithTerms;
 use crate::http::extract::JsonBody;
@@ -21,7 +21,7 @@ pub async fn store_invite(
     UserWithTerms(user): UserWithTerms,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(invite::store_invite(&state, &user.user_id, body, ApiVersion::V2).await?))
+    Ok(Json(state.invitations.store_invite(&user.user_id, body, ApiVersion::V2).await?))
 }
 
 /// The body of `sign-ed25519`.
@@ -45,5 +45,5 @@ pub async fn sign_ed25519(
     _user: UserWithTerms,
     JsonBody(body): JsonBody<SignBody>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(invite::sign_invitation(&state, &body.mxid, &body.token).await?))
+    Ok(Json(state.invitations.sign_invitation(&body.mxid, &body.token).await?))
 }

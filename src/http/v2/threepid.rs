@@ -7,8 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, HOST};
 use serde_json::{Value, json};
 
-use crate::domain::binding::{self, UnbindProof, UnbindRequest};
-use crate::domain::validation::validated_session;
+use crate::domain::binding::{UnbindProof, UnbindRequest};
 use crate::domain::xmatrix;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::http::auth::UserWithTerms;
@@ -32,7 +31,7 @@ pub async fn get_validated(
     _user: UserWithTerms,
     QueryParams(query): QueryParams<SessionQuery>,
 ) -> ApiResult<Json<Value>> {
-    let session = validated_session(&state, &query.sid, &query.client_secret).await?;
+    let session = state.validations.validated_session(&query.sid, &query.client_secret).await?;
     Ok(Json(json!({
         "medium": session.medium,
         "address": session.address,
@@ -59,7 +58,7 @@ pub async fn bind(
     UserWithTerms(user): UserWithTerms,
     JsonBody(body): JsonBody<BindBody>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(binding::bind(&state, &user.user_id, &body.sid, &body.client_secret, &body.mxid).await?))
+    Ok(Json(state.bindings.bind(&user.user_id, &body.sid, &body.client_secret, &body.mxid).await?))
 }
 
 /// # `POST /_matrix/identity/v2/3pid/unbind`
@@ -90,7 +89,7 @@ pub async fn unbind(State(state): State<AppState>, request: Request) -> ApiResul
         }
         (None, _) => UnbindProof::Session,
     };
-    Ok(Json(binding::unbind(&state, &request, proof).await?))
+    Ok(Json(state.bindings.unbind(&request, proof).await?))
 }
 
 /// The names a homeserver may have used for this service when signing: the `Host` it

@@ -93,7 +93,7 @@ pub(crate) async fn request_email_token(
         send_attempt: validation::parse_send_attempt(&body.send_attempt)?,
         next_link: validation::check_next_link(body.next_link.as_deref(), &state.config.next_link_allowed_hosts)?,
     };
-    let sid = validation::request_token(state, client, request).await?;
+    let sid = state.validations.request_token(client, request).await?;
     Ok(Json(json!({ "sid": sid })))
 }
 
@@ -119,7 +119,7 @@ pub async fn msisdn_request_token(
         send_attempt: validation::parse_send_attempt(&body.send_attempt)?,
         next_link: validation::check_next_link(body.next_link.as_deref(), &state.config.next_link_allowed_hosts)?,
     };
-    let sid = validation::request_token(&state, client, request).await?;
+    let sid = state.validations.request_token(client, request).await?;
     Ok(Json(json!({ "sid": sid, "msisdn": msisdn, "intl_fmt": validation::international_format(&msisdn) })))
 }
 
@@ -131,7 +131,7 @@ pub async fn submit_token_post(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<SubmitToken>,
 ) -> ApiResult<Json<Value>> {
-    validation::submit_token(&state, &body.sid, &body.client_secret, &body.token).await?;
+    state.validations.submit_token(&body.sid, &body.client_secret, &body.token).await?;
     Ok(Json(json!({ "success": true })))
 }
 
@@ -145,9 +145,7 @@ pub async fn submit_token_get(
     query: Result<QueryParams<SubmitToken>, ApiError>,
 ) -> Response {
     let outcome = match query {
-        Ok(QueryParams(query)) => {
-            validation::submit_token(&state, &query.sid, &query.client_secret, &query.token).await
-        }
+        Ok(QueryParams(query)) => state.validations.submit_token(&query.sid, &query.client_secret, &query.token).await,
         Err(error) => Err(error),
     };
     match outcome {
