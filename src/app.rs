@@ -14,11 +14,11 @@ use crate::domain::binding::Bindings;
 use crate::domain::directory::DirectorySync;
 use crate::domain::invite::Invitations;
 use crate::domain::keys::SigningKeys;
-use crate::domain::lookup;
 use crate::domain::pusher::Pusher;
 use crate::domain::terms::Terms;
 use crate::domain::validation::Validations;
 use crate::http;
+use crate::lookups::{Lookups, offered_algorithms};
 use crate::matrix::client::HomeserverSettings;
 use crate::matrix::{Dns, HomeserverClient, SystemDns};
 use crate::ratelimit::RateLimits;
@@ -67,8 +67,6 @@ impl App {
         let key_file = Some(config.signing_key_path.as_str()).filter(|path| !path.is_empty()).map(Path::new);
         let keys = SigningKeys::load_or_create(&store, key_file, clock.now_ms()).await?;
         tracing::info!(key_id = keys.key_id(), public_key = keys.public_key(), "signing key");
-        lookup::ensure_pepper(&store, clock.now_ms()).await?;
-        lookup::clear_abandoned_rotation(&store, clock.now_ms()).await?;
         let trusted_servers =
             crate::domain::trusted::TrustedServers::new(&config.trusted_servers_addresses, &config.trusted_servers)
                 .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
@@ -86,7 +84,7 @@ impl App {
                  (inactive) unless directory_publish_all is on"
             );
         }
-        let index = Arc::new(crate::domain::index::LookupIndex::load(&store).await?);
+        let lookups = Arc::new(Lookups::open(store.clone(), clock.clone()).await?);
         let rate_limits = Arc::new(RateLimits::new(
             config.rate_limiting_window,
             config.rate_limiting_nb_requests,
@@ -105,6 +103,7 @@ impl App {
         );
         let bindings = Bindings::new(
             store.clone(),
+            Arc::clone(&lookups),
             validations.clone(),
             invitations.clone(),
             keys.clone(),
@@ -112,8 +111,9 @@ impl App {
             clock.clone(),
         );
         let pusher = Pusher::new(&config, store.clone(), push_client, directory.is_some(), clock.clone());
-        let directory_sync =
-            directory.map(|directory| DirectorySync::new(&config, directory, synapse, store.clone(), clock.clone()));
+        let directory_sync = directory.map(|directory| {
+            DirectorySync::new(&config, directory, synapse, store.clone(), Arc::clone(&lookups), clock.clone())
+        });
         let state = AppState {
             validations,
             invitations,
@@ -121,9 +121,9 @@ impl App {
             directory_sync,
             pusher,
             clock,
-            index,
+            lookups,
             trusted_servers: Arc::new(trusted_servers),
-            algorithms: Arc::new(lookup::offered_algorithms(&config)),
+            algorithms: Arc::new(offered_algorithms(&config)),
             rate_limits,
             notifier,
             trusted_proxies: Arc::new(trusted_proxies(&config)),
@@ -143,6 +143,31 @@ impl App {
         &self.state
     }
 
+    /// Every route of the service with its middleware, to mount in a host application's
+    /// router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the
+    /// per-address rate limits read the peer address from there.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// What runs beside the routes: the periodic clean-up, the catch-up with other instances'
+    /// lookup changes, and, with `cron_service`, the scheduled jobs. Spawn it; it runs until it
+    /// is dropped (aborting its task stops everything it started).
+    pub fn background(&self) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(maintenance(self.state.clone()));
+        tasks.spawn(Arc::clone(&self.state.lookups).follow());
+        if self.state.config.cron_service {
+            crate::jobs::spawn(&self.state, &mut tasks)?;
+        } else {
+            tracing::info!("cron_service is off: this instance runs no scheduled jobs");
+        }
+        Ok(async move {
+            // The tasks loop for ever; dropping the set aborts them.
+            while tasks.join_next().await.is_some() {}
+        })
+    }
+
     /// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish.
     pub async fn serve(
         self,
@@ -150,15 +175,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
-        let maintenance = tokio::spawn(maintenance(self.state.clone()));
-        let follower =
-            tokio::spawn(crate::domain::index::follow(Arc::clone(&self.state.index), self.state.store.clone()));
-        let jobs = if self.state.config.cron_service {
-            crate::jobs::spawn(&self.state)?
-        } else {
-            tracing::info!("cron_service is off: this instance runs no scheduled jobs");
-            Vec::new()
-        };
+        let background = tokio::spawn(self.background()?);
         let settings = crate::listener::ListenerSettings {
             header_timeout: Duration::from_secs(self.state.config.http_header_timeout.max(1)),
             max_connections: usize::try_from(self.state.config.http_max_connections).unwrap_or(usize::MAX),
@@ -180,9 +197,8 @@ impl App {
         if let Some(watcher) = watcher {
             watcher.abort();
         }
-        maintenance.abort();
-        follower.abort();
-        jobs.iter().for_each(tokio::task::JoinHandle::abort);
+        background.abort();
+        let _ = background.await;
         self.state.store.close().await;
         served?;
         tracing::info!("stopped");

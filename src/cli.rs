@@ -272,11 +272,11 @@ async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {
     // The scheduler's lease: never two rotations at once, whoever starts them.
     let holder = format!("rotate-pepper-command-{}", crate::secret::random_secret(6));
     let clock = crate::clock::Clock::new();
-    let rotation = crate::domain::lookup::rotate_pepper(&store, &clock);
+    let rotation = crate::lookups::rotation::rotate_pepper(&store, &clock);
     let outcome = crate::jobs::run_leased(
         &store,
         &clock,
-        crate::domain::lookup::ROTATION_JOB,
+        crate::lookups::ROTATION_JOB,
         &holder,
         clock.now_ms(),
         crate::jobs::LEASE,

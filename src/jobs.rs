@@ -15,7 +15,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
 use crate::clock::Clock;
-use crate::domain::lookup;
+use crate::lookups::ROTATION_JOB;
 use crate::secret::random_secret;
 use crate::state::AppState;
 use crate::store::Store;
@@ -47,10 +47,9 @@ pub struct Job {
 /// directory; pushes with federated identity services to push to.
 pub fn jobs(state: &AppState) -> anyhow::Result<Vec<Job>> {
     let config = &state.config;
-    let rotation: JobBody =
-        Arc::new(|state: AppState| Box::pin(async move { lookup::rotate_pepper(&state.store, &state.clock).await }));
+    let rotation: JobBody = Arc::new(|state: AppState| Box::pin(async move { state.lookups.rotate_pepper().await }));
     let mut jobs = vec![Job {
-        name: lookup::ROTATION_JOB,
+        name: ROTATION_JOB,
         schedule: parse_cron(&config.pepper_cron).map_err(anyhow::Error::msg)?,
         body: rotation,
     }];
@@ -167,47 +166,44 @@ pub async fn run_leased(
     RunOutcome::Ran(result)
 }
 
-/// Starts every job of `state`'s configuration; each runs until its task is aborted.
-pub fn spawn(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+/// Starts every job of `state`'s configuration in `tasks`; each runs until its task is aborted.
+pub fn spawn(state: &AppState, tasks: &mut tokio::task::JoinSet<()>) -> anyhow::Result<()> {
     let instance = random_secret(9);
     let jobs = jobs(state)?;
     // At startup the push waits for the directory sync: pushing first would send what the
     // database held before the directory was read.
     let has_directory_job = jobs.iter().any(|job| job.name == "directory-sync");
     let (synced, _) = tokio::sync::watch::channel(!has_directory_job);
-    let handles = jobs
-        .into_iter()
-        .map(|job| {
-            let state = state.clone();
-            let instance = instance.clone();
-            let synced_sender = synced.clone();
-            let mut synced = synced.subscribe();
-            tokio::spawn(async move {
-                tracing::info!(job = job.name, schedule = %job.schedule.pattern, "job scheduled (UTC)");
-                if job.name == "federation-push" {
-                    let _ = synced.wait_for(|done| *done).await;
-                }
-                if job.name != lookup::ROTATION_JOB {
-                    // Directory sync and pushes also run once at startup, so that a new
-                    // instance does not wait for the first occurrence.
-                    run_occurrence(&state, &instance, &job, state.clock.now_ms()).await;
-                }
-                if job.name == "directory-sync" {
-                    synced_sender.send_replace(true);
-                }
-                loop {
-                    let Some(next) = next_occurrence(&job.schedule, Utc::now()) else {
-                        tracing::warn!(job = job.name, "the schedule has no next occurrence");
-                        return;
-                    };
-                    let wait = (next - Utc::now()).to_std().unwrap_or_default();
-                    tokio::time::sleep(wait).await;
-                    run_occurrence(&state, &instance, &job, next.timestamp_millis()).await;
-                }
-            })
-        })
-        .collect();
-    Ok(handles)
+    for job in jobs {
+        let state = state.clone();
+        let instance = instance.clone();
+        let synced_sender = synced.clone();
+        let mut synced = synced.subscribe();
+        tasks.spawn(async move {
+            tracing::info!(job = job.name, schedule = %job.schedule.pattern, "job scheduled (UTC)");
+            if job.name == "federation-push" {
+                let _ = synced.wait_for(|done| *done).await;
+            }
+            if job.name != ROTATION_JOB {
+                // Directory sync and pushes also run once at startup, so that a new
+                // instance does not wait for the first occurrence.
+                run_occurrence(&state, &instance, &job, state.clock.now_ms()).await;
+            }
+            if job.name == "directory-sync" {
+                synced_sender.send_replace(true);
+            }
+            loop {
+                let Some(next) = next_occurrence(&job.schedule, Utc::now()) else {
+                    tracing::warn!(job = job.name, "the schedule has no next occurrence");
+                    return;
+                };
+                let wait = (next - Utc::now()).to_std().unwrap_or_default();
+                tokio::time::sleep(wait).await;
+                run_occurrence(&state, &instance, &job, next.timestamp_millis()).await;
+            }
+        });
+    }
+    Ok(())
 }
 
 fn next_occurrence(schedule: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {

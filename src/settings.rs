@@ -26,7 +26,7 @@ pub fn validate(config: &Config) -> Vec<String> {
         problems.extend(found);
     }
     for name in &config.lookup_algorithms {
-        if crate::domain::lookup::Algorithm::parse(name).is_none() {
+        if crate::vocabulary::Algorithm::parse(name).is_none() {
             problems.push(format!("key `lookup_algorithms`: `{name}` is not `sha256` or `none`"));
         }
     }

@@ -36,11 +36,11 @@ pub struct AppState {
     /// Servers that may push hashes and look up without a token.
     pub trusted_servers: Arc<crate::domain::trusted::TrustedServers>,
     /// Lookup algorithms offered, in order.
-    pub algorithms: Arc<Vec<crate::domain::lookup::Algorithm>>,
+    pub algorithms: Arc<Vec<crate::vocabulary::Algorithm>>,
     /// E-mail and SMS delivery.
     pub notifier: Arc<crate::notify::Notifier>,
-    /// The lookup data in memory.
-    pub index: Arc<crate::domain::index::LookupIndex>,
+    /// What lookups answer, and every write that changes it.
+    pub lookups: Arc<crate::lookups::Lookups>,
     /// Validation sessions (`validate/*/requestToken`, `submitToken`, `getValidated3pid`).
     pub validations: Validations,
     /// Invitations (`store-invite`, `sign-ed25519`, delivery on bind).

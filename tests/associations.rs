@@ -11,7 +11,7 @@ use common::homeserver::{Behaviour, FakeDns, Pki, StandIn};
 use common::messages::{SmsGateway, SmtpCapture};
 use common::{Response, TestServer};
 use federated_identity_service::Config;
-use federated_identity_service::domain::lookup::{hash_3pid, rotate_pepper};
+use federated_identity_service::vocabulary::hash_3pid;
 use reqwest::Method;
 use ruma::canonical_json::CanonicalJsonValue;
 use ruma::serde::Base64;
@@ -286,7 +286,7 @@ async fn bind_publishes_to_lookup_and_a_new_bind_replaces_it() {
     let smtp = SmtpCapture::start();
     let server = TestServer::start_with(with_smtp(&smtp)).await;
     let previous = server.state.store.peppers().await.unwrap().current.unwrap();
-    rotate_pepper(&server.state.store, &server.clock).await.unwrap();
+    server.state.lookups.rotate_pepper().await.unwrap();
     let current = server.state.store.peppers().await.unwrap().current.unwrap();
     let alice = server.token_for("@alice:example.org").await;
     let bob = server.token_for("@bob:example.org").await;

@@ -7,8 +7,8 @@ use common::TestServer;
 use common::ldap::LdapServer;
 use federated_identity_service::Config;
 use federated_identity_service::domain::directory::SyncSummary;
-use federated_identity_service::domain::lookup::hash_3pid;
 use federated_identity_service::state::AppState;
+use federated_identity_service::vocabulary::hash_3pid;
 use reqwest::Method;
 use serde_json::{Value, json};
 

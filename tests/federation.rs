@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use common::ldap::LdapServer;
 use common::{Backend, TestServer, test_config};
 use federated_identity_service::Config;
-use federated_identity_service::domain::lookup::{add_local_threepid, hash_3pid};
 use federated_identity_service::domain::pusher::PushTarget;
-use federated_identity_service::store::NewThreepid;
+use federated_identity_service::store::{DirectoryChanges, NewThreepid};
+use federated_identity_service::vocabulary::{Source, hash_3pid};
 use serde_json::{Value, json};
 
 async fn federated_service() -> TestServer {
@@ -29,30 +29,18 @@ fn pushing_to(targets: Vec<PushTarget>) -> impl FnOnce(&mut Config) {
 #[tokio::test]
 async fn our_active_users_are_pushed_once_per_pepper_and_not_again_when_unchanged() {
     let b = federated_service().await;
-    federated_identity_service::domain::lookup::rotate_pepper(&b.state.store, &b.clock).await.unwrap();
+    b.state.lookups.rotate_pepper().await.unwrap();
     let a = TestServer::start_with(pushing_to(vec![PushTarget::Name(format!("http://{}", b.address))])).await;
-    add_local_threepid(
-        &a.state.store,
-        "email",
-        "alice@org.example",
-        "@alice:org.example",
-        "binding",
-        true,
-        a.clock.now_ms(),
-    )
-    .await
-    .unwrap();
-    add_local_threepid(
-        &a.state.store,
-        "email",
-        "gone@org.example",
-        "@gone:org.example",
-        "directory",
-        false,
-        a.clock.now_ms(),
-    )
-    .await
-    .unwrap();
+    a.state
+        .lookups
+        .add_local_threepid("email", "alice@org.example", "@alice:org.example", Source::Binding, true)
+        .await
+        .unwrap();
+    a.state
+        .lookups
+        .add_local_threepid("email", "gone@org.example", "@gone:org.example", Source::Directory, false)
+        .await
+        .unwrap();
 
     let summary = a.state.pusher.push_all().await.unwrap();
     assert!(summary.contains("1 hashes pushed"), "{summary}");
@@ -96,7 +84,8 @@ async fn large_pushes_are_compressed_and_a_failing_target_does_not_block_the_oth
             active: true,
         })
         .collect();
-    a.state.store.insert_directory_threepids(&users, 1).await.unwrap();
+    let changes = DirectoryChanges { added: users, ..DirectoryChanges::default() };
+    a.state.lookups.apply_directory_changes(&changes).await.unwrap();
 
     let error = a.state.pusher.push_all().await.unwrap_err().to_string();
     assert!(error.contains(&dead) && error.contains("30000 hashes pushed"), "{error}");
@@ -125,17 +114,11 @@ async fn a_named_target_receives_the_shared_secret() {
         secret: "org-example-push-secret".into(),
     }]))
     .await;
-    add_local_threepid(
-        &a.state.store,
-        "email",
-        "alice@org.example",
-        "@alice:org.example",
-        "binding",
-        true,
-        a.clock.now_ms(),
-    )
-    .await
-    .unwrap();
+    a.state
+        .lookups
+        .add_local_threepid("email", "alice@org.example", "@alice:org.example", Source::Binding, true)
+        .await
+        .unwrap();
     a.state.pusher.push_all().await.unwrap();
     assert_eq!(b.state.store.push_snapshots().await.unwrap().len(), 1);
     a.stop().await;
@@ -159,17 +142,12 @@ async fn pushes_to_an_https_target_trust_the_configured_ca_file() {
     let target = vec![PushTarget::Name(format!("https://127.0.0.1:{}", b.address.port()))];
     // Without the CA, the private certificate is refused.
     let untrusting = TestServer::start_with(pushing_to(target.clone())).await;
-    add_local_threepid(
-        &untrusting.state.store,
-        "email",
-        "a@org.example",
-        "@a:org.example",
-        "binding",
-        true,
-        untrusting.clock.now_ms(),
-    )
-    .await
-    .unwrap();
+    untrusting
+        .state
+        .lookups
+        .add_local_threepid("email", "a@org.example", "@a:org.example", Source::Binding, true)
+        .await
+        .unwrap();
     let error = untrusting.state.pusher.push_all().await.expect_err("an unknown CA is refused");
     assert!(format!("{error:#}").contains("127.0.0.1"), "{error:#}");
     untrusting.stop().await;
@@ -180,7 +158,9 @@ async fn pushes_to_an_https_target_trust_the_configured_ca_file() {
         config.homeserver_ca_file = ca_path;
     })
     .await;
-    add_local_threepid(&a.state.store, "email", "a@org.example", "@a:org.example", "binding", true, a.clock.now_ms())
+    a.state
+        .lookups
+        .add_local_threepid("email", "a@org.example", "@a:org.example", Source::Binding, true)
         .await
         .unwrap();
     let summary = a.state.pusher.push_all().await.expect("the push is trusted");

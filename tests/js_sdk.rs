@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::TestServer;
 use common::homeserver::{Behaviour, Pki, StandIn};
 use common::messages::SmtpCapture;
-use federated_identity_service::domain::lookup::hash_3pid;
+use federated_identity_service::vocabulary::hash_3pid;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -113,7 +113,8 @@ async fn a_synapse_style_key_file_is_imported() {
 
 #[tokio::test]
 async fn instances_starting_together_agree_on_one_key_and_one_pepper() {
-    use federated_identity_service::domain::{keys::SigningKeys, lookup::ensure_pepper};
+    use federated_identity_service::domain::keys::SigningKeys;
+    use federated_identity_service::lookups::rotation::ensure_pepper;
     use federated_identity_service::store::Store;
     let dir = tempfile::tempdir().unwrap();
     let config = common::test_config(&dir, common::Backend::from_env()).await;

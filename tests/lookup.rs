@@ -5,8 +5,8 @@ mod common;
 
 use base64::Engine as _;
 use common::TestServer;
-use federated_identity_service::domain::lookup::{add_local_threepid, rotate_pepper};
 use federated_identity_service::jobs::{self, RunOutcome};
+use federated_identity_service::vocabulary::Source;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -49,9 +49,7 @@ impl<'a> Client<'a> {
 }
 
 async fn bind(server: &TestServer, medium: &str, address: &str, mxid: &str) {
-    add_local_threepid(&server.state.store, medium, address, mxid, "binding", true, server.clock.now_ms())
-        .await
-        .unwrap();
+    server.state.lookups.add_local_threepid(medium, address, mxid, Source::Binding, true).await.unwrap();
 }
 
 #[tokio::test]
@@ -137,17 +135,12 @@ async fn the_none_algorithm_is_offered_only_when_configured() {
 #[tokio::test]
 async fn inactive_users_appear_only_with_additional_features() {
     let server = TestServer::start_with(|config| config.additional_features = true).await;
-    add_local_threepid(
-        &server.state.store,
-        "email",
-        "gone@example.com",
-        "@gone:example.org",
-        "directory",
-        false,
-        server.clock.now_ms(),
-    )
-    .await
-    .unwrap();
+    server
+        .state
+        .lookups
+        .add_local_threepid("email", "gone@example.com", "@gone:example.org", Source::Directory, false)
+        .await
+        .unwrap();
     let client = Client::new(&server).await;
     let pepper = client.details().await["lookup_pepper"].as_str().unwrap().to_owned();
     let hash = spec_hash("gone@example.com", "email", &pepper);
@@ -169,7 +162,7 @@ async fn after_a_rotation_both_peppers_work_and_after_two_the_oldest_is_refused(
     let client = Client::new(&server).await;
     let first = client.details().await["lookup_pepper"].as_str().unwrap().to_owned();
 
-    rotate_pepper(&server.state.store, &server.clock).await.unwrap();
+    server.state.lookups.rotate_pepper().await.unwrap();
     let details = client.details().await;
     let second = details["lookup_pepper"].as_str().unwrap().to_owned();
     assert_ne!(first, second);
@@ -184,7 +177,7 @@ async fn after_a_rotation_both_peppers_work_and_after_two_the_oldest_is_refused(
     let response = client.lookup(json!({ "algorithm": "sha256", "pepper": second, "addresses": [crossed] })).await;
     assert_eq!(response.body["mappings"], json!({}));
 
-    rotate_pepper(&server.state.store, &server.clock).await.unwrap();
+    server.state.lookups.rotate_pepper().await.unwrap();
     let details = client.details().await;
     assert_eq!(details["alt_lookup_peppers"], json!([second.clone()]));
     let hash = spec_hash("alice@example.com", "email", &first);
@@ -268,19 +261,14 @@ async fn trusted_servers_need_no_token_and_untrusted_callers_do() {
 
 #[tokio::test]
 async fn a_crash_mid_rotation_leaves_nothing_behind_and_blocks_rotations_only_briefly() {
-    use federated_identity_service::domain::lookup::ROTATION_JOB;
+    use federated_identity_service::lookups::ROTATION_JOB;
     let server = TestServer::start().await;
-    add_local_threepid(
-        &server.state.store,
-        "email",
-        "a@example.org",
-        "@a:example.org",
-        "binding",
-        true,
-        server.clock.now_ms(),
-    )
-    .await
-    .unwrap();
+    server
+        .state
+        .lookups
+        .add_local_threepid("email", "a@example.org", "@a:example.org", Source::Binding, true)
+        .await
+        .unwrap();
     let peppers = server.state.store.peppers().await.unwrap();
     // An instance took the lease, started a rotation, and died (kill -9): a pending pepper and its
     // hashes, a lease nobody renews.
@@ -318,7 +306,7 @@ async fn a_crash_mid_rotation_leaves_nothing_behind_and_blocks_rotations_only_br
 
 #[tokio::test]
 async fn a_running_job_renews_its_lease_and_the_command_takes_the_same_lease() {
-    use federated_identity_service::domain::lookup::ROTATION_JOB;
+    use federated_identity_service::lookups::ROTATION_JOB;
     use std::time::Duration;
     let server = TestServer::start().await;
     let store = server.state.store.clone();

@@ -5,8 +5,8 @@ mod common;
 
 use common::{Response, TestServer};
 use federated_identity_service::Config;
-use federated_identity_service::domain::lookup::{hash_3pid, rotate_pepper};
 use federated_identity_service::domain::trusted::TrustedServerConfig;
+use federated_identity_service::vocabulary::{Source, hash_3pid};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -236,12 +236,12 @@ async fn a_rotation_drops_the_pushed_hashes_of_the_oldest_pepper() {
     let hashes = hashes_of(&["x@t.example"], &first);
     assert_eq!(push(&server, &push_body("t.example:443", &first, &hashes)).await.status, 201);
 
-    rotate_pepper(&server.state.store, &server.clock).await.unwrap();
+    server.state.lookups.rotate_pepper().await.unwrap();
     // The previous pepper still works, for lookups and pushes.
     assert_eq!(lookup(&server, &first, &hashes).await["third_party_mappings"]["t.example:443"], json!(hashes));
     assert_eq!(push(&server, &push_body("t.example:443", &first, &hashes)).await.status, 201);
 
-    rotate_pepper(&server.state.store, &server.clock).await.unwrap();
+    server.state.lookups.rotate_pepper().await.unwrap();
     let body = json!({ "algorithm": "sha256", "pepper": first, "addresses": hashes }).to_string();
     server.call(Method::POST, "/_matrix/identity/v2/lookup", Some(&body)).await.assert_error(400, "M_INVALID_PEPPER");
     assert!(
@@ -280,17 +280,12 @@ async fn a_push_of_a_million_hashes_succeeds() {
 async fn inspect_reports_peppers_hashes_and_pushes() {
     let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
     let pepper = current_pepper(&server).await;
-    federated_identity_service::domain::lookup::add_local_threepid(
-        &server.state.store,
-        "email",
-        "alice@example.com",
-        "@alice:example.org",
-        "binding",
-        true,
-        server.clock.now_ms(),
-    )
-    .await
-    .unwrap();
+    server
+        .state
+        .lookups
+        .add_local_threepid("email", "alice@example.com", "@alice:example.org", Source::Binding, true)
+        .await
+        .unwrap();
     let hashes = hashes_of(&["a@t.example", "b@t.example"], &pepper);
     assert_eq!(push(&server, &push_body("t.example:443", &pepper, &hashes)).await.status, 201);
 
@@ -377,7 +372,7 @@ async fn a_push_or_a_rotation_on_one_instance_is_seen_by_another() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    rotate_pepper(&a.state.store, &a.clock).await.unwrap();
+    a.state.lookups.rotate_pepper().await.unwrap();
     let second = current_pepper(&a).await;
     let started = std::time::Instant::now();
     loop {
@@ -514,8 +509,9 @@ async fn rotations_are_never_missed_by_another_instance_under_concurrent_pushes(
             active: true,
         })
         .collect();
-    a.state.store.insert_directory_threepids(&rows, 0).await.unwrap();
-    rotate_pepper(&a.state.store, &a.clock).await.unwrap();
+    let changes = federated_identity_service::store::DirectoryChanges { added: rows, ..Default::default() };
+    a.state.lookups.apply_directory_changes(&changes).await.unwrap();
+    a.state.lookups.rotate_pepper().await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut pushers = Vec::new();
@@ -536,7 +532,7 @@ async fn rotations_are_never_missed_by_another_instance_under_concurrent_pushes(
         }));
     }
     for round in 0..3 {
-        rotate_pepper(&a.state.store, &a.clock).await.unwrap();
+        a.state.lookups.rotate_pepper().await.unwrap();
         let new = current_pepper(&a).await;
         let started = Instant::now();
         for server in [&a, b.as_ref()] {

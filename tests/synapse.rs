@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::homeserver::Pki;
 use common::messages::SmtpCapture;
 use common::{Backend, test_config};
-use federated_identity_service::domain::lookup::hash_3pid;
+use federated_identity_service::vocabulary::hash_3pid;
 use serde_json::{Value, json};
 
 struct Process(Child);

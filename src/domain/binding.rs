@@ -2,15 +2,18 @@
 //! answers a signed association; `3pid/unbind` removes it, proven either by the validation
 //! session or by the homeserver of the user (X-Matrix signature).
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::invite::Invitations;
 use super::keys::SigningKeys;
-use super::lookup;
 use super::validation::Validations;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::store::{Store, StoredAssociation};
+use crate::lookups::Lookups;
+use crate::store::{AssociationTimes, LocalThreepidWrite, Store, StoredAssociation};
+use crate::vocabulary::{Source, normalize_address};
 
 /// How long a signed association is declared valid (100 years, as other identity servers).
 const ASSOCIATION_LIFETIME_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
@@ -20,6 +23,7 @@ const ASSOCIATION_LIFETIME_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 #[derive(Debug, Clone)]
 pub struct Bindings {
     store: Store,
+    lookups: Arc<Lookups>,
     validations: Validations,
     invitations: Invitations,
     keys: SigningKeys,
@@ -33,13 +37,14 @@ impl Bindings {
     #[must_use]
     pub fn new(
         store: Store,
+        lookups: Arc<Lookups>,
         validations: Validations,
         invitations: Invitations,
         keys: SigningKeys,
         server_name: String,
         clock: Clock,
     ) -> Self {
-        Self { store, validations, invitations, keys, server_name, clock }
+        Self { store, lookups, validations, invitations, keys, server_name, clock }
     }
 
     /// Binds the 3PID of a validated session to `mxid`, which must be the caller's own ID. A
@@ -51,22 +56,28 @@ impl Bindings {
         }
         let session = self.validations.validated_session(sid, client_secret).await?;
         let now = self.clock.now_ms();
-        lookup::add_local_threepid(&self.store, &session.medium, &session.address, mxid, "binding", true, now).await?;
-        let stored = StoredAssociation {
-            mxid: mxid.to_owned(),
+        let times = AssociationTimes {
             verified_at: session.validated_at.unwrap_or(now),
             not_before: now,
-            not_after: Some(now.saturating_add(ASSOCIATION_LIFETIME_MS)),
+            not_after: now.saturating_add(ASSOCIATION_LIFETIME_MS),
         };
-        self.store
-            .set_association_times(
-                &session.medium,
-                &session.address,
-                stored.verified_at,
-                stored.not_before,
-                stored.not_after.unwrap_or_default(),
-            )
+        self.lookups
+            .write_local_threepid(LocalThreepidWrite {
+                medium: session.medium.clone(),
+                address: session.address.clone(),
+                mxid: mxid.to_owned(),
+                source: Source::Binding,
+                active: true,
+                association: Some(times),
+            })
             .await?;
+        let stored = StoredAssociation {
+            mxid: mxid.to_owned(),
+            source: Source::Binding.as_str().to_owned(),
+            verified_at: times.verified_at,
+            not_before: times.not_before,
+            not_after: Some(times.not_after),
+        };
         let signed = self.signed_association(&session.medium, &session.address, &stored)?;
         tracing::info!(medium = %session.medium, "3PID bound");
         self.invitations.deliver_pending_in_background(session.medium, session.address, mxid.to_owned());
@@ -75,7 +86,7 @@ impl Bindings {
 
     /// The signed association of a plain 3PID as it was made (v1 `lookup`), or `None`.
     pub async fn association(&self, medium: &str, address: &str) -> ApiResult<Option<Value>> {
-        let Some(address) = super::threepid::normalize(medium, address) else { return Ok(None) };
+        let Some(address) = normalize_address(medium, address) else { return Ok(None) };
         let Some(stored) = self.store.association(medium, &address).await? else { return Ok(None) };
         self.signed_association(medium, &address, &stored).map(Some)
     }
@@ -96,10 +107,9 @@ impl Bindings {
 
     /// Removes the binding of the request's 3PID to its `mxid`.
     pub async fn unbind(&self, request: &UnbindRequest, proof: UnbindProof) -> ApiResult<Value> {
-        let address =
-            super::threepid::normalize(&request.threepid.medium, &request.threepid.address).ok_or_else(|| {
-                ApiError::new(ErrCode::InvalidParam, "threepid is not a valid e-mail address or phone number")
-            })?;
+        let address = normalize_address(&request.threepid.medium, &request.threepid.address).ok_or_else(|| {
+            ApiError::new(ErrCode::InvalidParam, "threepid is not a valid e-mail address or phone number")
+        })?;
         match proof {
             UnbindProof::Homeserver(origin) => {
                 // A localpart has no colon; the server name may (a port, an IPv6 address).
@@ -121,10 +131,7 @@ impl Bindings {
                 }
             }
         }
-        let removed = self.store.delete_binding(&request.threepid.medium, &address, &request.mxid).await?;
-        if removed {
-            self.store.record_local_change(self.clock.now_ms()).await?;
-        }
+        let removed = self.lookups.remove_binding(&request.threepid.medium, &address, &request.mxid).await?;
         tracing::info!(medium = %request.threepid.medium, removed, "3PID unbind");
         Ok(json!({}))
     }

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::lookup::hash_3pid;
 use super::validation::{normalize_email, normalize_msisdn};
 use std::sync::Arc;
 
@@ -18,6 +17,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::directory::synapse::SynapseDatabase;
+use crate::lookups::{DirectoryChanges, Lookups};
 use crate::store::{NewThreepid, Store};
 
 /// What a sync did.
@@ -42,6 +42,7 @@ pub struct DirectorySync {
     directory: Arc<dyn Directory>,
     synapse: Option<SynapseDatabase>,
     store: Store,
+    lookups: Arc<Lookups>,
     clock: Clock,
     /// `server_name`: directory users become `@<uid>:<server_name>`.
     server_name: String,
@@ -59,12 +60,14 @@ impl DirectorySync {
         directory: Arc<dyn Directory>,
         synapse: Option<SynapseDatabase>,
         store: Store,
+        lookups: Arc<Lookups>,
         clock: Clock,
     ) -> Self {
         Self {
             directory,
             synapse,
             store,
+            lookups,
             clock,
             server_name: config.server_name.clone(),
             phone_region: Some(config.phone_default_region.clone()).filter(|region| !region.is_empty()),
@@ -118,42 +121,30 @@ impl DirectorySync {
             }
         }
 
-        let now = self.clock.now_ms();
-        let stored = self.store.directory_threepids().await?;
-        let mut removed = Vec::new();
+        let mut changes = DirectoryChanges::default();
         let mut seen = BTreeSet::new();
-        for row in stored {
+        for row in self.store.directory_threepids().await? {
             let key = (row.medium.clone(), row.address.clone());
             match wanted.get(&key) {
-                None => removed.push(row.id),
+                None => changes.removed.push(row.id),
                 Some((mxid, active)) => {
                     if *mxid != row.mxid || *active != row.active {
-                        self.store.update_threepid(row.id, mxid, *active, now).await?;
-                        summary.changed += 1;
+                        changes.updated.push((row.id, mxid.clone(), *active));
                     }
                     seen.insert(key);
                 }
             }
         }
-        self.store.delete_threepids(&removed).await?;
-        summary.removed = removed.len();
-
-        let new: Vec<NewThreepid> = wanted
+        changes.added = wanted
             .into_iter()
             .filter(|(key, _)| !seen.contains(key))
             .map(|((medium, address), (mxid, active))| NewThreepid { medium, address, mxid, active })
             .collect();
-        let inserted = self.store.insert_directory_threepids(&new, now).await?;
-        summary.added = inserted.len();
-        for (pepper, _) in self.store.all_peppers().await? {
-            let hashes: Vec<(String, i64)> =
-                inserted.iter().map(|row| (hash_3pid(&row.address, &row.medium, &pepper), row.id)).collect();
-            self.store.insert_local_hashes(&pepper, &hashes).await?;
-        }
-        if summary.added + summary.removed + summary.changed > 0 {
-            self.store.record_local_change(now).await?;
-        }
-        self.store.record_directory_sync(i64::try_from(summary.users).unwrap_or(i64::MAX), now).await?;
+        summary.changed = changes.updated.len();
+        summary.removed = changes.removed.len();
+        summary.added = self.lookups.apply_directory_changes(&changes).await?;
+        let users = i64::try_from(summary.users).unwrap_or(i64::MAX);
+        self.store.record_directory_sync(users, self.clock.now_ms()).await?;
         Ok(summary)
     }
 }

@@ -4,15 +4,11 @@
 pub mod account;
 pub mod binding;
 pub mod directory;
-pub mod federation;
-pub mod index;
 pub mod inspect;
 pub mod invite;
 pub mod keys;
-pub mod lookup;
 pub mod pusher;
 pub mod terms;
-pub mod threepid;
 pub mod tokens;
 pub mod trusted;
 pub mod validation;

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::lookup::hash_3pid;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::Store;
+use crate::vocabulary::{hash_3pid, snapshot_digest};
 
 pub use crate::config::PushTarget;
 
@@ -164,7 +164,7 @@ impl Pusher {
                 threepids.iter().map(|(medium, address)| hash_3pid(address, medium, pepper)).collect();
             hashes.sort_unstable();
             hashes.dedup();
-            let digest = super::federation::snapshot_digest(&hashes);
+            let digest = snapshot_digest(&hashes);
             let last = self.store.push_status(target.name(), pepper).await?;
             if last.as_ref().is_some_and(|status| {
                 status.digest.as_deref() == Some(digest.as_str()) && status.last_success_at.is_some()

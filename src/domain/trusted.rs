@@ -27,6 +27,17 @@ pub enum TrustedCaller {
     Named(String),
 }
 
+impl TrustedCaller {
+    /// The server name the caller is bound to, if any.
+    #[must_use]
+    pub fn bound_name(&self) -> Option<&str> {
+        match self {
+            Self::Anonymous => None,
+            Self::Named(name) => Some(name),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct NamedServer {
     name: String,

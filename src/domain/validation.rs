@@ -18,29 +18,10 @@ use crate::notify::{Notifier, templates};
 use crate::ratelimit::RateLimits;
 use crate::secret::random_secret;
 use crate::store::{Store, ValidationSession};
+use crate::vocabulary::Medium;
 
 /// Wrong tokens allowed before the current one is voided.
 const WRONG_TOKEN_LIMIT: i64 = 10;
-
-/// The media that can be validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Medium {
-    /// E-mail address.
-    Email,
-    /// Phone number.
-    Msisdn,
-}
-
-impl Medium {
-    /// The wire name.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Email => "email",
-            Self::Msisdn => "msisdn",
-        }
-    }
-}
 
 /// Whether a client secret has the spec's form: `[0-9a-zA-Z.=_-]`, 1 to 255 characters.
 #[must_use]

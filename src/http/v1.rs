@@ -11,9 +11,9 @@ use super::client_ip::ClientIp;
 use super::extract::{JsonBody, QueryParams};
 use super::v2;
 use crate::domain::invite::ApiVersion;
-use crate::domain::threepid;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::state::AppState;
+use crate::vocabulary::normalize_address;
 
 /// The v1 routes.
 pub fn routes() -> Router<AppState> {
@@ -77,7 +77,7 @@ pub async fn bulk_lookup(
     }
     let mut found = Vec::new();
     for (medium, address) in body.threepids {
-        if let Some(normalized) = threepid::normalize(&medium, &address)
+        if let Some(normalized) = normalize_address(&medium, &address)
             && let Some(mxid) = state.store.associated_user(&medium, &normalized).await?
         {
             found.push(json!([medium, address, mxid]));

@@ -1,5 +1,5 @@
 //! The log of changes that lookups must see, so that every instance can update the lookup data
-//! it keeps in memory (see `domain::index`).
+//! it keeps in memory (see `lookups`).
 
 use futures_util::TryStreamExt as _;
 
@@ -115,18 +115,6 @@ impl Store {
     /// the lock is held only for the commit itself. SQLite has one writer at a time already.
     pub(super) fn change_log_lock(&self) -> &'static str {
         self.dialect("SELECT 1", "LOCK TABLE lookup_changes IN EXCLUSIVE MODE")
-    }
-
-    /// Logs a change of local 3PIDs on its own (pushes and rotations log theirs inside their
-    /// own transaction).
-    pub async fn record_local_change(&self, now: i64) -> StoreResult<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin_with(self.write_transaction()).await?;
-            log_change!(self, tx, ChangeKind::Local, None::<&str>, None::<&str>, now);
-            tx.commit().await
-        })?;
-        self.note_local_write();
-        Ok(())
     }
 
     /// The sequence numbers of the first and the last change kept (0 when none).

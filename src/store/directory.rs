@@ -1,6 +1,6 @@
 //! Directory users as local 3PIDs, and what the pusher last sent to each federated service.
 
-use super::{LocalThreepid, Store, StoreResult, on_pool};
+use super::{Store, StoreResult, on_pool};
 
 /// A directory 3PID as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -58,61 +58,6 @@ impl Store {
         .fetch_all(pool)
         .await)?;
         Ok(rows)
-    }
-
-    /// Stores directory 3PIDs in bulk; returns their ids.
-    pub async fn insert_directory_threepids(&self, rows: &[NewThreepid], now: i64) -> StoreResult<Vec<LocalThreepid>> {
-        let sql = self.dialect(
-            "INSERT INTO local_threepids (medium, address, mxid, source, active, created_at, updated_at) \
-             SELECT json_extract(value, '$.medium'), json_extract(value, '$.address'), json_extract(value, '$.mxid'), \
-             'directory', json_extract(value, '$.active'), $2, $2 FROM json_each($1) WHERE 1 \
-             ON CONFLICT (medium, address, source) DO UPDATE SET mxid = excluded.mxid, active = excluded.active, \
-             updated_at = excluded.updated_at RETURNING id, medium, address",
-            "INSERT INTO local_threepids (medium, address, mxid, source, active, created_at, updated_at) \
-             SELECT e->>'medium', e->>'address', e->>'mxid', 'directory', (e->>'active')::boolean, $2, $2 \
-             FROM jsonb_array_elements($1::jsonb) AS e \
-             ON CONFLICT (medium, address, source) DO UPDATE SET mxid = excluded.mxid, active = excluded.active, \
-             updated_at = excluded.updated_at RETURNING id, medium, address",
-        );
-        let mut stored = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(10_000) {
-            let json = serde_json::to_string(chunk).unwrap_or_else(|_| "[]".to_owned());
-            let found = on_pool!(self, pool => sqlx::query_as::<_, LocalThreepid>(sql)
-                .bind(json)
-                .bind(now)
-                .fetch_all(pool)
-                .await)?;
-            stored.extend(found);
-        }
-        Ok(stored)
-    }
-
-    /// Changes the user or the state of a local 3PID.
-    pub async fn update_threepid(&self, id: i64, mxid: &str, active: bool, now: i64) -> StoreResult<()> {
-        on_pool!(self, pool => sqlx::query(
-            "UPDATE local_threepids SET mxid = $2, active = $3, updated_at = $4 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(mxid)
-        .bind(active)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
-        Ok(())
-    }
-
-    /// Deletes local 3PIDs (and their hashes).
-    pub async fn delete_threepids(&self, ids: &[i64]) -> StoreResult<()> {
-        let sql = self.dialect(
-            "DELETE FROM local_threepids WHERE id IN (SELECT value FROM json_each($1))",
-            "DELETE FROM local_threepids WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)",
-        );
-        for chunk in ids.chunks(10_000) {
-            let json = serde_json::to_string(chunk).unwrap_or_else(|_| "[]".to_owned());
-            on_pool!(self, pool => sqlx::query(sql).bind(json).execute(pool).await.map(|_| ()))?;
-        }
-        Ok(())
     }
 
     /// `(medium, address)` of every active local 3PID (bindings and directory), without

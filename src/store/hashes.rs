@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use super::changes::log_change;
 use super::{Pool, Store, StoreError, StoreResult, on_pool};
+use crate::vocabulary::Source;
 
 /// Rows written per statement in bulk writes.
 const CHUNK: usize = 20_000;
@@ -31,6 +32,8 @@ pub struct LocalMatch {
 pub struct StoredAssociation {
     /// The Matrix user.
     pub mxid: String,
+    /// `binding` or `directory`.
+    pub source: String,
     /// When the 3PID was verified (`ts`).
     pub verified_at: i64,
     /// Start of validity.
@@ -79,7 +82,7 @@ const UPSERT_SNAPSHOT: &str = "INSERT INTO push_snapshots (server, pepper, hash_
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (server, pepper) DO UPDATE SET \
      hash_count = excluded.hash_count, digest = excluded.digest, received_at = excluded.received_at";
 
-fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+pub(super) fn json_list<T: serde::Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
 
@@ -134,102 +137,41 @@ impl Store {
         Ok(rows)
     }
 
-    /// Creates or updates a local 3PID and returns its id.
-    pub async fn upsert_local_threepid(
-        &self,
-        medium: &str,
-        address: &str,
-        mxid: &str,
-        source: &str,
-        active: bool,
-        now: i64,
-    ) -> StoreResult<i64> {
-        let id = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(
-            "INSERT INTO local_threepids (medium, address, mxid, source, active, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) \
-             ON CONFLICT (medium, address, source) DO UPDATE SET mxid = excluded.mxid, active = excluded.active, \
-             updated_at = excluded.updated_at RETURNING id",
-        )
-        .bind(medium)
-        .bind(address)
-        .bind(mxid)
-        .bind(source)
-        .bind(active)
-        .bind(now)
-        .fetch_one(pool)
-        .await)?;
-        Ok(id)
-    }
-
-    /// Removes the binding of a 3PID to `mxid` (and its hashes); returns whether there was one.
-    pub async fn delete_binding(&self, medium: &str, address: &str, mxid: &str) -> StoreResult<bool> {
-        let deleted = on_pool!(self, pool => sqlx::query(
-            "DELETE FROM local_threepids WHERE source = 'binding' AND medium = $1 AND address = $2 AND mxid = $3",
-        )
-        .bind(medium)
-        .bind(address)
-        .bind(mxid)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))?;
-        Ok(deleted > 0)
-    }
-
     /// The Matrix user a 3PID is actively associated with (binding first, then directory).
     pub async fn associated_user(&self, medium: &str, address: &str) -> StoreResult<Option<String>> {
         Ok(self.association(medium, address).await?.map(|association| association.mxid))
-    }
-
-    /// Records the validity of the association just made for a binding: when the 3PID was
-    /// verified and the signed `not_before`/`not_after`.
-    pub async fn set_association_times(
-        &self,
-        medium: &str,
-        address: &str,
-        verified_at: i64,
-        not_before: i64,
-        not_after: i64,
-    ) -> StoreResult<()> {
-        on_pool!(self, pool => sqlx::query(
-            "UPDATE local_threepids SET verified_at = $3, not_before = $4, not_after = $5 \
-             WHERE source = 'binding' AND medium = $1 AND address = $2",
-        )
-        .bind(medium)
-        .bind(address)
-        .bind(verified_at)
-        .bind(not_before)
-        .bind(not_after)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
-        Ok(())
     }
 
     /// The active association of a 3PID (binding first, then directory), with its times; a
     /// directory entry, never verified by this service, dates from its creation.
     pub async fn association(&self, medium: &str, address: &str) -> StoreResult<Option<StoredAssociation>> {
         let found = on_pool!(self, pool => sqlx::query_as::<_, StoredAssociation>(
-            "SELECT mxid, COALESCE(verified_at, created_at) AS verified_at, \
+            "SELECT mxid, source, COALESCE(verified_at, created_at) AS verified_at, \
              COALESCE(not_before, created_at) AS not_before, not_after FROM local_threepids \
-             WHERE medium = $1 AND address = $2 AND active \
-             ORDER BY CASE source WHEN 'binding' THEN 0 ELSE 1 END LIMIT 1",
+             WHERE medium = $1 AND address = $2 AND active",
         )
         .bind(medium)
         .bind(address)
-        .fetch_optional(pool)
+        .fetch_all(pool)
         .await)?;
-        Ok(found)
+        Ok(found.into_iter().max_by_key(|found| Source::from_stored(&found.source).precedence(true)))
     }
 
-    /// Stores `(hash, threepid id)` pairs for `pepper`; pairs already stored are kept.
-    pub async fn insert_local_hashes(&self, pepper: &str, rows: &[(String, i64)]) -> StoreResult<()> {
-        let sql = self.dialect(
+    /// The statement that stores `(hash, threepid id)` pairs (`$2`, a JSON list) for a pepper
+    /// (`$1`), keeping pairs already stored.
+    pub(super) fn insert_local_hashes_sql(&self) -> &'static str {
+        self.dialect(
             "INSERT INTO local_hashes (pepper, hash, threepid_id) \
              SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($2) \
              WHERE 1 ON CONFLICT DO NOTHING",
             "INSERT INTO local_hashes (pepper, hash, threepid_id) \
              SELECT $1, e->>0, (e->>1)::bigint FROM jsonb_array_elements($2::jsonb) AS e ON CONFLICT DO NOTHING",
-        );
+        )
+    }
+
+    /// Stores `(hash, threepid id)` pairs for `pepper`; pairs already stored are kept.
+    pub async fn insert_local_hashes(&self, pepper: &str, rows: &[(String, i64)]) -> StoreResult<()> {
+        let sql = self.insert_local_hashes_sql();
         for chunk in rows.chunks(CHUNK) {
             on_pool!(self, pool => sqlx::query(sql)
                 .bind(pepper)
@@ -304,7 +246,6 @@ impl Store {
             log_change!(self, tx, super::ChangeKind::Rotation, None::<&str>, None::<&str>, now);
             tx.commit().await
         })?;
-        self.note_local_write();
         Ok(())
     }
 
@@ -403,7 +344,6 @@ impl Store {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(PushOutcome { added: added.len() as u64, removed: removed.len() as u64 })
         })?;
-        self.note_local_write();
         Ok(outcome)
     }
 

@@ -12,6 +12,7 @@ mod hashes;
 mod invitations;
 mod keys;
 mod leases;
+mod local;
 mod peppers;
 mod sessions;
 mod terms;
@@ -31,6 +32,7 @@ pub use hashes::{LocalMatch, LocalThreepid, PushOutcome, PushSnapshot, StoredAss
 pub use invitations::InvitationRecord;
 pub use keys::{KeyPurpose, SigningKeyRecord};
 pub use leases::JobLease;
+pub use local::{AssociationTimes, DirectoryChanges, LocalThreepidWrite};
 pub use peppers::Peppers;
 pub use sessions::ValidationSession;
 pub use tokens::AccessTokenRecord;
@@ -76,9 +78,6 @@ use on_pool;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
-    /// Counts the lookup changes this process made, so that its lookup index can catch up
-    /// at once (other processes' changes are polled).
-    local_writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -169,7 +168,7 @@ impl Store {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        let store = Self { pool: Pool::Sqlite(pool), local_writes: std::sync::Arc::default() };
+        let store = Self { pool: Pool::Sqlite(pool) };
         store.migrate().await?;
         Ok(store)
     }
@@ -181,7 +180,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        let store = Self { pool: Pool::Postgres(pool), local_writes: std::sync::Arc::default() };
+        let store = Self { pool: Pool::Postgres(pool) };
         // sqlx serialises PostgreSQL migrations with an advisory lock.
         store.migrate().await?;
         Ok(store)
@@ -202,16 +201,6 @@ impl Store {
             Pool::Sqlite(_) => DatabaseEngine::Sqlite,
             Pool::Postgres(_) => DatabaseEngine::Postgres,
         }
-    }
-
-    /// How many lookup changes this process has made.
-    #[must_use]
-    pub fn local_writes(&self) -> u64 {
-        self.local_writes.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn note_local_write(&self) {
-        self.local_writes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Checks that the database answers.

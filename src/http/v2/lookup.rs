@@ -5,10 +5,10 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::Value;
 
-use crate::domain::lookup::{self, LookupRequest};
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::http::auth::Caller;
 use crate::http::extract::JsonBody;
+use crate::lookups::LookupRequest;
 use crate::state::AppState;
 
 /// # `GET /_matrix/identity/v2/hash_details`
@@ -16,7 +16,7 @@ use crate::state::AppState;
 /// The hash algorithms and the pepper to hash with; the previous pepper, still accepted, in
 /// `alt_lookup_peppers` (omitted when there is none). Trusted servers need no token.
 pub async fn hash_details(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
-    Ok(Json(lookup::hash_details(&state.store, &state.index, &state.algorithms).await?))
+    Ok(Json(state.lookups.hash_details(&state.algorithms).await?))
 }
 
 /// The body of `POST /lookup`, before its addresses are checked.
@@ -53,8 +53,6 @@ pub async fn lookup(
         })
         .collect::<ApiResult<Vec<String>>>()?;
     let request = LookupRequest { algorithm: body.algorithm, pepper: body.pepper, addresses };
-    let answer =
-        lookup::lookup(&state.store, &state.index, &state.algorithms, &request, state.config.additional_features)
-            .await?;
+    let answer = state.lookups.lookup(&state.algorithms, &request, state.config.additional_features).await?;
     Ok(Json(answer))
 }

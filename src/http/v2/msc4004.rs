@@ -6,10 +6,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::domain::federation::{self, PushRequest};
 use crate::error::ApiResult;
 use crate::http::auth::TrustedServer;
 use crate::http::extract::JsonBody;
+use crate::lookups::push::PushRequest;
 use crate::state::AppState;
 
 /// # `POST /_matrix/identity/v2/lookups`
@@ -21,6 +21,6 @@ pub async fn push(
     TrustedServer(caller): TrustedServer,
     JsonBody(request): JsonBody<PushRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let answer = federation::accept_push(&state.store, &caller, request, state.clock.now_ms()).await?;
+    let answer = state.lookups.accept_push(caller.bound_name(), request).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }

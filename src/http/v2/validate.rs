@@ -10,13 +10,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
 
-use crate::domain::validation::{self, Medium, TokenRequest};
+use crate::domain::validation::{self, TokenRequest};
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::http::auth::UserWithTerms;
 use crate::http::client_ip::ClientIp;
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::notify::templates;
 use crate::state::AppState;
+use crate::vocabulary::Medium;
 
 /// The body of `validate/email/requestToken`.
 #[derive(Debug, serde::Deserialize)]

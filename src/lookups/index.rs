@@ -10,15 +10,15 @@
 //! everything.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::lookup::decode_sha256_hash as decode;
+use super::{PepperSlot, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::store::{ChangeKind, Peppers, Store, StoreResult};
+use crate::vocabulary::{Algorithm, Source, decode_sha256_hash as decode};
 
 /// How often the change log of other instances is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -97,7 +97,7 @@ impl Table {
 struct LocalHit {
     mxid: Arc<str>,
     active: bool,
-    binding: bool,
+    source: Source,
 }
 
 #[derive(Debug, Default)]
@@ -154,8 +154,6 @@ impl Data {
 #[derive(Debug, Default)]
 pub struct LookupIndex {
     data: RwLock<Data>,
-    /// `Store::local_writes` when the index last caught up.
-    seen_local_writes: AtomicU64,
     /// One refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -168,26 +166,15 @@ impl LookupIndex {
         Ok(index)
     }
 
-    /// Catches up with this process's own changes before a lookup (a counter check when there
-    /// are none).
-    pub async fn ensure_fresh(&self, store: &Store) -> StoreResult<()> {
-        if store.local_writes() == self.seen_local_writes.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        self.refresh(store).await
-    }
-
     /// Applies the changes logged since the last refresh.
     pub async fn refresh(&self, store: &Store) -> StoreResult<()> {
         let _one_at_a_time = self.refreshing.lock().await;
-        let local_writes = store.local_writes();
         let (applied, built) = {
             let data = self.read();
             (data.seq, data.peppers.current.is_some())
         };
         let (first, last) = store.lookup_change_bounds().await?;
         if built && last == applied {
-            self.seen_local_writes.store(local_writes, Ordering::Release);
             return Ok(());
         }
         let changes = store.lookup_changes_after(applied).await?;
@@ -214,7 +201,6 @@ impl LookupIndex {
             }
             self.write().seq = seq;
         }
-        self.seen_local_writes.store(local_writes, Ordering::Release);
         Ok(())
     }
 
@@ -271,15 +257,15 @@ impl LookupIndex {
         self.read().peppers.clone()
     }
 
-    /// A sha256 lookup: own active users in `mappings` (a binding before a directory entry),
+    /// A sha256 lookup: own active users in `mappings` (the owner that wins by
+    /// [`Source::precedence`]),
     /// the servers that pushed the other hashes in `third_party_mappings`, own inactive users
     /// in `inactive_mappings` when asked. An unknown pepper is `M_INVALID_PEPPER`.
     pub fn lookup_sha256(&self, pepper: &str, addresses: &[String], with_inactive: bool) -> ApiResult<Value> {
         let data = self.read();
-        let Some(slot) = data.slot(pepper) else {
-            return Err(ApiError::new(ErrCode::InvalidPepper, "Unknown or invalid pepper - has it been rotated?")
-                .with_field("algorithm", "sha256")
-                .with_field("lookup_pepper", data.peppers.current.clone().unwrap_or_default()));
+        let slot = match check_pepper(&data.peppers, Algorithm::Sha256, pepper)? {
+            PepperSlot::Current => 0,
+            PepperSlot::Previous => 1,
         };
         let mut mappings = serde_json::Map::new();
         let mut inactive = serde_json::Map::new();
@@ -302,7 +288,7 @@ impl LookupIndex {
                 .owners(&hash)
                 .iter()
                 .filter_map(|index| data.local_hits.get(*index as usize))
-                .max_by_key(|hit| (hit.active, hit.binding));
+                .max_by_key(|hit| hit.source.precedence(hit.active));
             if let Some(hit) = best {
                 if hit.active {
                     mappings.insert(address.clone(), Value::from(hit.mxid.as_ref()));
@@ -357,22 +343,11 @@ async fn local_part(store: &Store, data: &Data) -> StoreResult<([Table; 2], Vec<
             let (Some(slot), Some(hash)) = (data.slot(&row.pepper), decode(&row.hash)) else { return };
             let mxid = Arc::clone(users.entry(row.mxid.clone()).or_insert_with(|| Arc::from(row.mxid.as_str())));
             let index = u32::try_from(hits.len()).unwrap_or(SEVERAL - 1);
-            hits.push(LocalHit { mxid, active: row.active, binding: row.source == "binding" });
+            hits.push(LocalHit { mxid, active: row.active, source: Source::from_stored(&row.source) });
             tables[slot].insert(hash, index);
         })
         .await?;
     Ok((tables, hits))
-}
-
-/// Applies other instances' changes every [`POLL_INTERVAL`], until aborted.
-pub async fn follow(index: Arc<LookupIndex>, store: Store) {
-    let mut ticker = tokio::time::interval(POLL_INTERVAL);
-    loop {
-        ticker.tick().await;
-        if let Err(error) = index.refresh(&store).await {
-            tracing::warn!(%error, "cannot refresh the lookup index");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,164 @@
+//! The one owner of what a lookup answers: the peppers, the hashes of our own 3PIDs, the
+//! hashes other servers pushed, the change log that keeps every instance's copy in memory up
+//! to date, and every write that changes any of them.
+//!
+//! A lookup hash is `base64url_unpadded(sha256("<address> <medium> <pepper>"))`. Local 3PIDs
+//! (bindings, directory users) have a hash for every live pepper: the current one, the
+//! previous one (still accepted), and a pending one while a rotation computes it.
+//!
+//! Writes go through [`Lookups`] (a bind, an unbind, a directory sync, a push, a rotation):
+//! each logs its change in the same transaction, and the next lookup of this instance applies
+//! it before answering; other instances apply it within [`index::POLL_INTERVAL`].
+//!
+//! - `mod.rs`: the owner, `hash_details`, `lookup` and the pepper check;
+//! - `index.rs`: the data in memory;
+//! - `local.rs`: writes of our own 3PIDs;
+//! - `push.rs`: pushes received from trusted servers (MSC4004);
+//! - `rotation.rs`: the pepper and its rotation;
+//! - `plain.rs`: the `none` algorithm.
+
+pub mod index;
+mod local;
+mod plain;
+pub mod push;
+pub mod rotation;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+
+use self::index::LookupIndex;
+pub use self::local::DirectoryChanges;
+pub use self::rotation::ROTATION_JOB;
+use crate::clock::Clock;
+use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::store::{Peppers, Store, StoreResult};
+pub use crate::vocabulary::Algorithm;
+
+/// The lookup algorithms offered, in the configured order (validated to contain `sha256`).
+#[must_use]
+pub fn offered_algorithms(config: &crate::config::Config) -> Vec<Algorithm> {
+    config.lookup_algorithms.iter().filter_map(|name| Algorithm::parse(name)).collect()
+}
+
+/// Which live pepper a request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PepperSlot {
+    /// The pepper `hash_details` answers now.
+    Current,
+    /// The pepper before the last rotation, still accepted.
+    Previous,
+}
+
+/// The pepper check of lookups and pushes alike: `pepper` must be the current or the previous
+/// one, else 400 `M_INVALID_PEPPER` naming the current pepper (spec, `POST /lookup`).
+pub fn check_pepper(peppers: &Peppers, algorithm: Algorithm, pepper: &str) -> ApiResult<PepperSlot> {
+    if peppers.current.as_deref() == Some(pepper) {
+        return Ok(PepperSlot::Current);
+    }
+    if peppers.previous.as_deref() == Some(pepper) {
+        return Ok(PepperSlot::Previous);
+    }
+    Err(ApiError::new(ErrCode::InvalidPepper, "Unknown or invalid pepper - has it been rotated?")
+        .with_field("algorithm", algorithm.name())
+        .with_field("lookup_pepper", peppers.current.clone().unwrap_or_default()))
+}
+
+/// A `lookup` request, validated.
+#[derive(Debug, Clone)]
+pub struct LookupRequest {
+    /// The algorithm the addresses are encoded with.
+    pub algorithm: String,
+    /// The pepper they were hashed with.
+    pub pepper: String,
+    /// Hashes (sha256) or `"<address> <medium>"` (none).
+    pub addresses: Vec<String>,
+}
+
+/// The lookup data of this instance and the writes that change it. Shared by the handlers,
+/// the domain services and the jobs of one service (behind an `Arc`).
+#[derive(Debug)]
+pub struct Lookups {
+    store: Store,
+    clock: Clock,
+    index: LookupIndex,
+    /// Writes this instance made through [`Lookups`]...
+    written: AtomicU64,
+    /// ...and how many of them the index had seen at its last refresh: a lookup refreshes
+    /// first when they differ, so that a write is visible as soon as it has answered.
+    applied: AtomicU64,
+}
+
+impl Lookups {
+    /// Makes sure a pepper exists, removes what an interrupted rotation left, and loads the
+    /// lookup data into memory.
+    pub async fn open(store: Store, clock: Clock) -> StoreResult<Self> {
+        rotation::ensure_pepper(&store, clock.now_ms()).await?;
+        rotation::clear_abandoned_rotation(&store, clock.now_ms()).await?;
+        let index = LookupIndex::load(&store).await?;
+        Ok(Self { store, clock, index, written: AtomicU64::new(0), applied: AtomicU64::new(0) })
+    }
+
+    /// The `hash_details` answer.
+    pub async fn hash_details(&self, algorithms: &[Algorithm]) -> ApiResult<Value> {
+        self.ensure_fresh().await?;
+        let peppers = self.index.peppers();
+        let current = peppers.current.ok_or_else(|| ApiError::internal("no current pepper"))?;
+        let names: Vec<&str> = algorithms.iter().map(|algorithm| algorithm.name()).collect();
+        let mut body = json!({ "algorithms": names, "lookup_pepper": current });
+        if let Some(previous) = peppers.previous {
+            body["alt_lookup_peppers"] = json!([previous]);
+        }
+        Ok(body)
+    }
+
+    /// Answers a lookup: own active 3PIDs in `mappings`, hashes pushed by other servers in
+    /// `third_party_mappings`, and, when `with_inactive`, own inactive 3PIDs in
+    /// `inactive_mappings`. `sha256` lookups are answered from memory; `none` (plain
+    /// addresses, off by default) finds own 3PIDs in the database and pushed hashes in memory.
+    pub async fn lookup(
+        &self,
+        offered: &[Algorithm],
+        request: &LookupRequest,
+        with_inactive: bool,
+    ) -> ApiResult<Value> {
+        let algorithm =
+            Algorithm::parse(&request.algorithm).filter(|algorithm| offered.contains(algorithm)).ok_or_else(|| {
+                ApiError::new(ErrCode::InvalidParam, format!("Unsupported algorithm `{}`", request.algorithm))
+            })?;
+        self.ensure_fresh().await?;
+        match algorithm {
+            Algorithm::Sha256 => self.index.lookup_sha256(&request.pepper, &request.addresses, with_inactive),
+            Algorithm::None => self.lookup_plain(request, with_inactive).await,
+        }
+    }
+
+    /// Counts a write of this instance; the next lookup applies it first.
+    fn note_write(&self) {
+        self.written.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Catches up with this instance's own writes before a lookup (a counter check when
+    /// there are none).
+    async fn ensure_fresh(&self) -> StoreResult<()> {
+        let written = self.written.load(Ordering::Acquire);
+        if written == self.applied.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.index.refresh(&self.store).await?;
+        self.applied.fetch_max(written, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Applies other instances' changes every [`index::POLL_INTERVAL`], until aborted.
+    pub async fn follow(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(index::POLL_INTERVAL);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = self.index.refresh(&self.store).await {
+                tracing::warn!(%error, "cannot refresh the lookup index");
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The words every layer shares: media, where a local 3PID comes from, lookup algorithms and
+//! lookup hashes. A leaf: it imports nothing of the service, so the store, the domain and the
+//! HTTP layer can all use it.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+/// The kinds of third-party identifier this service validates and looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// E-mail address.
+    Email,
+    /// Phone number.
+    Msisdn,
+}
+
+impl Medium {
+    /// The wire name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Msisdn => "msisdn",
+        }
+    }
+
+    /// The medium of a wire name.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "email" => Some(Self::Email),
+            "msisdn" => Some(Self::Msisdn),
+            _ => None,
+        }
+    }
+}
+
+/// Where a local 3PID comes from. When a 3PID is known from both, the binding wins: the user
+/// proved it to this service, while the directory only lists it. [`Source::precedence`] is the
+/// one place that rule is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Bound by its user through `3pid/bind`.
+    Binding,
+    /// Read from the user directory (`userdb_engine`).
+    Directory,
+}
+
+impl Source {
+    /// The stored form.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Binding => "binding",
+            Self::Directory => "directory",
+        }
+    }
+
+    /// The source of a stored form; anything but `binding` is a directory entry.
+    #[must_use]
+    pub fn from_stored(stored: &str) -> Self {
+        if stored == "binding" { Self::Binding } else { Self::Directory }
+    }
+
+    /// Higher wins when one 3PID has several local owners: an active owner before an inactive
+    /// one, then a binding before a directory entry.
+    #[must_use]
+    pub fn precedence(self, active: bool) -> (bool, bool) {
+        (active, self == Self::Binding)
+    }
+}
+
+/// The normalised form of `address` for `medium`, or `None` when it cannot be one, so that
+/// every client's hash of an address finds it: e-mail addresses trimmed and lower-cased
+/// (matrix-js-sdk lower-cases before hashing, Synapse does not); phone numbers as E.164 digits
+/// without `+`.
+#[must_use]
+pub fn normalize_address(medium: &str, address: &str) -> Option<String> {
+    match medium {
+        "email" => {
+            let address = address.trim().to_lowercase();
+            let (local, domain) = address.split_once('@')?;
+            (!local.is_empty() && !domain.is_empty() && !address.contains(char::is_whitespace)).then_some(address)
+        }
+        "msisdn" => {
+            let digits: String = address.chars().filter(char::is_ascii_digit).collect();
+            let only_digits =
+                address.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'));
+            (only_digits && (5..=15).contains(&digits.len())).then_some(digits)
+        }
+        _ => None,
+    }
+}
+
+/// The algorithms a lookup may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Hashed addresses (always offered).
+    Sha256,
+    /// Plain `"<address> <medium>"` (offered only when configured).
+    None,
+}
+
+impl Algorithm {
+    /// Parses an algorithm name.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sha256" => Some(Self::Sha256),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+
+    /// The wire name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::None => "none",
+        }
+    }
+}
+
+/// Length of a sha256 lookup hash in unpadded base64.
+pub const SHA256_HASH_LENGTH: usize = 43;
+
+/// The lookup hash of a 3PID for a pepper: `base64url_unpadded(sha256("<address> <medium>
+/// <pepper>"))`.
+#[must_use]
+pub fn hash_3pid(address: &str, medium: &str, pepper: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(format!("{address} {medium} {pepper}").as_bytes()))
+}
+
+/// A sha256 lookup hash decoded to its 32 bytes, or `None` when `text` is not one: exactly 43
+/// characters of unpadded base64url, in the canonical spelling (43 characters carry 258 bits
+/// for 256; the spare two must be zero). Another spelling of the same bytes would be stored and
+/// never found, since hashes are compared as text on the wire.
+#[must_use]
+pub fn decode_sha256_hash(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0_u8; 32];
+    // The engine refuses padding and non-zero trailing bits.
+    (text.len() == SHA256_HASH_LENGTH && URL_SAFE_NO_PAD.decode_slice(text, &mut out).ok() == Some(32)).then_some(out)
+}
+
+/// Whether `text` is a sha256 lookup hash (see [`decode_sha256_hash`]).
+#[must_use]
+pub fn is_sha256_hash(text: &str) -> bool {
+    decode_sha256_hash(text).is_some()
+}
+
+/// The digest of a snapshot of pushed hashes (sorted and without duplicates): how a receiver
+/// recognises an identical re-push, and how a pusher knows it has nothing new to send. Both
+/// sides must compute it the same way, so it exists once.
+#[must_use]
+pub fn snapshot_digest(sorted: &[String]) -> String {
+    let mut digest = Sha256::new();
+    for hash in sorted {
+        digest.update(hash.as_bytes());
+        digest.update(b"\n");
+    }
+    URL_SAFE_NO_PAD.encode(digest.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_test_vectors() {
+        assert_eq!(
+            hash_3pid("alice@example.com", "email", "matrixrocks"),
+            "4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc"
+        );
+        assert_eq!(hash_3pid("bob@example.com", "email", "matrixrocks"), "LJwSazmv46n0hlMlsb_iYxI0_HXEqy_yj6Jm636cdT8");
+        assert_eq!(hash_3pid("18005552067", "msisdn", "matrixrocks"), "nlo35_T5fzSGZzJApqu8lgIudJvmOQtDaHtr-I4rU7I");
+        assert!(is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc"));
+        assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZU="));
+        assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZU"));
+        assert!(!is_sha256_hash("short"));
+        assert!(!is_sha256_hash(""));
+        // The same bytes with non-zero trailing bits: not canonical.
+        assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUd"));
+        assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUf"));
+    }
+
+    #[test]
+    fn a_binding_wins_over_a_directory_entry_and_active_over_inactive() {
+        let best = [(Source::Directory, true), (Source::Binding, false), (Source::Binding, true)]
+            .into_iter()
+            .max_by_key(|(source, active)| source.precedence(*active));
+        assert_eq!(best, Some((Source::Binding, true)));
+        assert!(Source::Directory.precedence(true) > Source::Binding.precedence(false));
+        assert_eq!(Source::from_stored("binding"), Source::Binding);
+        assert_eq!(Medium::parse("msisdn").map(Medium::name), Some("msisdn"));
+        assert_eq!(Medium::parse("fax"), None);
+    }
+
+    #[test]
+    fn addresses_are_normalised() {
+        assert_eq!(normalize_address("email", " Alice@Example.COM ").as_deref(), Some("alice@example.com"));
+        assert_eq!(normalize_address("email", "no-at-sign"), None);
+        assert_eq!(normalize_address("msisdn", "+33 6 12 34 56 78").as_deref(), Some("33612345678"));
+        assert_eq!(normalize_address("msisdn", "call me"), None);
+        assert_eq!(normalize_address("fax", "123"), None);
+    }
+}
