@@ -1,21 +1,27 @@
-//! The one error type of the HTTP API and its mapping to Matrix error bodies.
+//! The one error type of the service and its mapping to Matrix error codes.
 //!
-//! Every failure a client can see is an [`ApiError`]: a Matrix `errcode`, a human-readable
-//! `error` and, for a few codes, extra fields (`M_INVALID_PEPPER` carries `algorithm` and
-//! `lookup_pepper`, `M_LIMIT_EXCEEDED` carries `retry_after_ms`). The HTTP status of each code is
-//! decided in exactly one place, [`ErrCode::status`]. Internal failures are logged with their
-//! cause and answered with a generic 500 body, so nothing internal leaks to clients.
+//! Every failure a client can see is an [`ApiError`]: an [`ErrCode`], a human-readable `error`
+//! and, for a few codes, the fields the spec adds (`M_INVALID_PEPPER` carries `algorithm` and
+//! `lookup_pepper`, `M_LIMIT_EXCEEDED` `retry_after_ms`, `M_THREEPID_IN_USE` `mxid`), set only by
+//! their typed constructors. The Matrix `errcode` and the HTTP status of each code are decided
+//! in exactly one place, [`ErrCode::as_str`] and [`ErrCode::status`]. Internal failures are
+//! logged with their cause and answered with a generic 500 body, so nothing internal leaks to
+//! clients. The domain returns these; turning one into an HTTP answer is the HTTP layer's job
+//! (`http::error_response`).
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use http::StatusCode;
 use serde_json::{Map, Value};
 
 /// The Matrix error codes this service answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrCode {
-    /// Unknown endpoint or wrong method (404 or 405).
+    /// Unknown endpoint (404).
     Unrecognized,
+    /// A known endpoint called with another method (405 `M_UNRECOGNIZED`).
+    MethodNotAllowed,
+    /// A value this server does not support, e.g. an invitation's medium (400
+    /// `M_UNRECOGNIZED`).
+    UnrecognizedValue,
     /// The request body is not valid JSON.
     NotJson,
     /// The JSON body does not have the expected shape.
@@ -74,7 +80,9 @@ impl ErrCode {
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Unrecognized | Self::UnsupportedEncoding => "M_UNRECOGNIZED",
+            Self::Unrecognized | Self::MethodNotAllowed | Self::UnrecognizedValue | Self::UnsupportedEncoding => {
+                "M_UNRECOGNIZED"
+            }
             Self::NotJson => "M_NOT_JSON",
             Self::BadJson => "M_BAD_JSON",
             Self::MissingParams => "M_MISSING_PARAMS",
@@ -100,17 +108,16 @@ impl ErrCode {
     }
 
     /// The HTTP status that goes with the code: the one table of the service.
-    ///
-    /// `Unrecognized` is 404 by default; a wrong method on a known path uses
-    /// [`ApiError::method_not_allowed`], which overrides it with 405.
     #[must_use]
     pub fn status(self) -> StatusCode {
         match self {
             Self::Unrecognized | Self::NotFound | Self::NoValidSession => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotJson
             | Self::BadJson
             | Self::MissingParams
             | Self::InvalidParam
+            | Self::UnrecognizedValue
             | Self::InvalidPepper
             | Self::SessionNotValidated
             | Self::SessionExpired
@@ -149,9 +156,7 @@ impl ApiError {
     /// 405 `M_UNRECOGNIZED`: the path exists but not with this method.
     #[must_use]
     pub fn method_not_allowed() -> Self {
-        let mut error = Self::new(ErrCode::Unrecognized, "Unrecognized request");
-        error.status = StatusCode::METHOD_NOT_ALLOWED;
-        error
+        Self::new(ErrCode::MethodNotAllowed, "Unrecognized request")
     }
 
     /// 404 `M_UNRECOGNIZED`: no such endpoint.
@@ -185,17 +190,29 @@ impl ApiError {
         Self::new(ErrCode::Unknown, "Internal server error")
     }
 
-    /// Answers with 400 instead of the code's usual status (`M_UNRECOGNIZED` for an
-    /// unsupported value rather than an unknown endpoint).
+    /// 400 `M_INVALID_PEPPER`: the pepper of a lookup or a push is not a live one; the answer
+    /// names the algorithm and the current pepper, so that the client can hash again.
     #[must_use]
-    pub fn with_status_400(mut self) -> Self {
-        self.status = StatusCode::BAD_REQUEST;
-        self
+    pub fn invalid_pepper(algorithm: &str, current: String) -> Self {
+        Self::new(ErrCode::InvalidPepper, "Unknown or invalid pepper - has it been rotated?")
+            .with_field("algorithm", algorithm)
+            .with_field("lookup_pepper", current)
     }
 
-    /// Adds a field next to `errcode` and `error` (e.g. `lookup_pepper`).
+    /// 429 `M_LIMIT_EXCEEDED` with `retry_after_ms` (and a `Retry-After` header).
     #[must_use]
-    pub fn with_field(mut self, key: &str, value: impl Into<Value>) -> Self {
+    pub fn limit_exceeded(retry_after_ms: u64) -> Self {
+        Self::new(ErrCode::LimitExceeded, "Too many requests").with_field("retry_after_ms", retry_after_ms)
+    }
+
+    /// 400 `M_THREEPID_IN_USE`, naming the user the 3PID is bound to.
+    #[must_use]
+    pub fn threepid_in_use(mxid: String) -> Self {
+        Self::new(ErrCode::ThreepidInUse, "The third party identifier is already in use by another user")
+            .with_field("mxid", mxid)
+    }
+
+    fn with_field(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_owned(), value.into());
         self
     }
@@ -217,6 +234,21 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The Matrix error body: `errcode`, `error` and the code's extra fields.
+    #[must_use]
+    pub fn body(&self) -> Value {
+        let mut body = self.extra.clone();
+        body.insert("errcode".to_owned(), Value::from(self.code.as_str()));
+        body.insert("error".to_owned(), Value::from(self.message.as_str()));
+        Value::Object(body)
+    }
+
+    /// The `retry_after_ms` of a `M_LIMIT_EXCEEDED`.
+    #[must_use]
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.extra.get("retry_after_ms").and_then(Value::as_u64)
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -226,23 +258,6 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let retry_after_ms = self.extra.get("retry_after_ms").and_then(Value::as_u64);
-        let mut body = self.extra;
-        body.insert("errcode".to_owned(), Value::from(self.code.as_str()));
-        body.insert("error".to_owned(), Value::from(self.message));
-        let mut response = (self.status, Json(Value::Object(body))).into_response();
-        if let Some(milliseconds) = retry_after_ms {
-            let seconds = milliseconds.div_ceil(1000).to_string();
-            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds) {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
-            }
-        }
-        response
-    }
-}
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {

@@ -40,6 +40,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod vocabulary;
+pub mod wire;
 
 pub use app::App;
 pub use config::Config;

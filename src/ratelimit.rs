@@ -9,7 +9,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::error::{ApiError, ApiResult};
 
 /// The limiters of one instance.
 #[derive(Debug)]
@@ -74,12 +74,13 @@ fn quota(window_ms: u64, requests: u64) -> Quota {
 
 fn limited(wait: Duration) -> ApiError {
     let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-    ApiError::new(ErrCode::LimitExceeded, "Too many requests").with_field("retry_after_ms", retry_after_ms)
+    ApiError::limit_exceeded(retry_after_ms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrCode;
 
     #[test]
     fn the_bucket_holds_the_configured_number_of_requests() {

@@ -106,7 +106,7 @@ impl Bindings {
     }
 
     /// Removes the binding of the request's 3PID to its `mxid`.
-    pub async fn unbind(&self, request: &UnbindRequest, proof: UnbindProof) -> ApiResult<Value> {
+    pub async fn unbind(&self, request: &UnbindRequest, proof: UnbindProof) -> ApiResult<()> {
         let address = normalize_address(&request.threepid.medium, &request.threepid.address).ok_or_else(|| {
             ApiError::new(ErrCode::InvalidParam, "threepid is not a valid e-mail address or phone number")
         })?;
@@ -133,7 +133,7 @@ impl Bindings {
         }
         let removed = self.lookups.remove_binding(&request.threepid.medium, &address, &request.mxid).await?;
         tracing::info!(medium = %request.threepid.medium, removed, "3PID unbind");
-        Ok(json!({}))
+        Ok(())
     }
 }
 

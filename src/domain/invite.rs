@@ -21,6 +21,7 @@ use crate::matrix::{HomeserverClient, ServerName};
 use crate::notify::{Notifier, templates};
 use crate::secret::random_secret;
 use crate::store::{InvitationRecord, Store};
+use crate::wire::{InviteKey, StoredInvite};
 
 /// Where the `key_validity_url`s of an answer point: the v2 or the v1 API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +87,12 @@ impl Invitations {
     }
 
     /// Stores an invitation from `caller` (who must be its `sender`) and notifies the invitee.
-    pub async fn store_invite(&self, caller: &str, body: Map<String, Value>, version: ApiVersion) -> ApiResult<Value> {
+    pub async fn store_invite(
+        &self,
+        caller: &str,
+        body: Map<String, Value>,
+        version: ApiVersion,
+    ) -> ApiResult<StoredInvite> {
         let missing: Vec<&str> =
             ["medium", "room_id", "sender"].into_iter().filter(|name| field(&body, name).is_none()).collect();
         let raw_address = field(&body, "address").or_else(|| field(&body, "phone"));
@@ -109,14 +115,10 @@ impl Invitations {
         let address = match medium {
             "email" => normalize_email(raw_address)?,
             "msisdn" => normalize_msisdn(None, &format!("+{}", raw_address.trim_start_matches('+')))?,
-            _ => return Err(ApiError::new(ErrCode::Unrecognized, "This medium is not supported").with_status_400()),
+            _ => return Err(ApiError::new(ErrCode::UnrecognizedValue, "This medium is not supported")),
         };
         if let Some(mxid) = self.store.associated_user(medium, &address).await? {
-            return Err(ApiError::new(
-                ErrCode::ThreepidInUse,
-                "The third party identifier is already in use by another user",
-            )
-            .with_field("mxid", mxid));
+            return Err(ApiError::threepid_in_use(mxid));
         }
 
         let token = random_secret(24);
@@ -143,15 +145,16 @@ impl Invitations {
         tracing::info!(medium, "invitation stored and sent");
 
         let base = self.notifier.public_url(version.prefix());
-        Ok(json!({
-            "token": token,
-            "public_key": self.keys.public_key(),
-            "public_keys": [
-                { "public_key": self.keys.public_key(), "key_validity_url": format!("{base}/pubkey/isvalid") },
-                { "public_key": ephemeral.public_key(), "key_validity_url": format!("{base}/pubkey/ephemeral/isvalid") },
-            ],
-            "display_name": redact(medium, &address),
-        }))
+        let key = |public_key: &str, check: &str| InviteKey {
+            public_key: public_key.to_owned(),
+            key_validity_url: format!("{base}/pubkey/{check}"),
+        };
+        Ok(StoredInvite {
+            token,
+            public_key: self.keys.public_key().to_owned(),
+            public_keys: vec![key(self.keys.public_key(), "isvalid"), key(ephemeral.public_key(), "ephemeral/isvalid")],
+            display_name: redact(medium, &address),
+        })
     }
 
     /// Sends the invitation e-mail or SMS. Every string field of the request is available as a

@@ -11,12 +11,11 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::Store;
-use crate::vocabulary::{hash_3pid, snapshot_digest};
+use crate::vocabulary::{Algorithm, hash_3pid, snapshot_digest};
+use crate::wire::{HashDetails, PushRequest};
 
 pub use crate::config::PushTarget;
 
@@ -143,14 +142,12 @@ impl Pusher {
         if !response.status().is_success() {
             anyhow::bail!("hash_details answered HTTP {}", response.status());
         }
-        let details: Value = response.json().await?;
-        if !details["algorithms"].as_array().is_some_and(|list| list.iter().any(|a| a == "sha256")) {
+        let details: HashDetails = response.json().await.map_err(|error| anyhow::anyhow!("hash_details: {error}"))?;
+        if !details.algorithms.iter().any(|algorithm| algorithm == Algorithm::Sha256.name()) {
             anyhow::bail!("the target does not offer sha256");
         }
-        let mut peppers: Vec<String> = details["lookup_pepper"].as_str().map(str::to_owned).into_iter().collect();
-        peppers.extend(
-            details["alt_lookup_peppers"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned),
-        );
+        let mut peppers: Vec<String> =
+            std::iter::once(details.lookup_pepper).chain(details.alt_lookup_peppers).collect();
         peppers.retain(|pepper| !pepper.is_empty());
         peppers.dedup();
         if peppers.is_empty() {
@@ -176,13 +173,18 @@ impl Pusher {
                 self.store.record_push_failure(target.name(), pepper, &refusal, self.clock.now_ms()).await?;
                 anyhow::bail!(refusal);
             }
-            let body = json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { key: hashes } });
+            let count = hashes.len();
+            let body = PushRequest {
+                algorithm: Algorithm::Sha256.name().to_owned(),
+                pepper: pepper.clone(),
+                mappings: std::iter::once((key.to_owned(), hashes)).collect(),
+            };
             match send_with_retries(client, &base, target.secret(), &body).await {
                 Ok(()) => {
-                    let count = i64::try_from(hashes.len()).unwrap_or(i64::MAX);
-                    self.store.record_push_success(target.name(), pepper, &digest, count, self.clock.now_ms()).await?;
-                    tracing::info!(target = target.name(), hashes = hashes.len(), "hashes pushed");
-                    summary.push(format!("{} hashes pushed", hashes.len()));
+                    let stored = i64::try_from(count).unwrap_or(i64::MAX);
+                    self.store.record_push_success(target.name(), pepper, &digest, stored, self.clock.now_ms()).await?;
+                    tracing::info!(target = target.name(), hashes = count, "hashes pushed");
+                    summary.push(format!("{count} hashes pushed"));
                 }
                 Err(error) => {
                     self.store
@@ -200,7 +202,7 @@ async fn send_with_retries(
     client: &reqwest::Client,
     base: &str,
     secret: Option<&str>,
-    body: &Value,
+    body: &PushRequest,
 ) -> anyhow::Result<()> {
     let json = serde_json::to_vec(body)?;
     let compressed = if json.len() > COMPRESS_ABOVE { Some(gzip(&json)?) } else { None };

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod client_ip;
+pub mod error_response;
 pub mod extract;
 pub mod layers;
 pub mod v1;

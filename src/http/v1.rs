@@ -14,6 +14,7 @@ use crate::domain::invite::ApiVersion;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::state::AppState;
 use crate::vocabulary::normalize_address;
+use crate::wire::{SessionId, StoredInvite, ValidatedThreepid};
 
 /// The v1 routes.
 pub fn routes() -> Router<AppState> {
@@ -93,7 +94,7 @@ pub async fn email_request_token(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
     JsonBody(body): JsonBody<v2::validate::EmailTokenBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionId>> {
     v2::validate::request_email_token(&state, client, body).await
 }
 
@@ -103,9 +104,13 @@ pub async fn email_request_token(
 pub async fn get_validated(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<v2::threepid::SessionQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ValidatedThreepid>> {
     let session = state.validations.validated_session(&query.sid, &query.client_secret).await?;
-    Ok(Json(json!({ "medium": session.medium, "address": session.address, "validated_at": session.validated_at })))
+    Ok(Json(ValidatedThreepid {
+        validated_at: session.validated_at.unwrap_or_default(),
+        medium: session.medium,
+        address: session.address,
+    }))
 }
 
 /// # `POST /_matrix/identity/api/v1/3pid/bind`
@@ -122,7 +127,7 @@ pub async fn bind(State(state): State<AppState>, request: Request) -> ApiResult<
 pub async fn store_invite(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<Map<String, Value>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StoredInvite>> {
     let sender = body.get("sender").and_then(Value::as_str).unwrap_or_default().to_owned();
     Ok(Json(state.invitations.store_invite(&sender, body, ApiVersion::V1).await?))
 }

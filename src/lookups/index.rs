@@ -13,12 +13,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
 use super::{PepperSlot, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::store::{ChangeKind, Peppers, Store, StoreResult};
 use crate::vocabulary::{Algorithm, Source, decode_sha256_hash as decode};
+use crate::wire::LookupAnswer;
 
 /// How often the change log of other instances is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -261,14 +260,14 @@ impl LookupIndex {
     /// [`Source::precedence`]),
     /// the servers that pushed the other hashes in `third_party_mappings`, own inactive users
     /// in `inactive_mappings` when asked. An unknown pepper is `M_INVALID_PEPPER`.
-    pub fn lookup_sha256(&self, pepper: &str, addresses: &[String], with_inactive: bool) -> ApiResult<Value> {
+    pub fn lookup_sha256(&self, pepper: &str, addresses: &[String], with_inactive: bool) -> ApiResult<LookupAnswer> {
         let data = self.read();
         let slot = match check_pepper(&data.peppers, Algorithm::Sha256, pepper)? {
             PepperSlot::Current => 0,
             PepperSlot::Previous => 1,
         };
-        let mut mappings = serde_json::Map::new();
-        let mut inactive = serde_json::Map::new();
+        let mut mappings = BTreeMap::new();
+        let mut inactive = BTreeMap::new();
         let mut third_party: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
         for (position, address) in addresses.iter().enumerate() {
             let Some(hash) = decode(address) else {
@@ -291,11 +290,11 @@ impl LookupIndex {
                 .max_by_key(|hit| hit.source.precedence(hit.active));
             if let Some(hit) = best {
                 if hit.active {
-                    mappings.insert(address.clone(), Value::from(hit.mxid.as_ref()));
+                    mappings.insert(address.clone(), hit.mxid.to_string());
                     continue;
                 }
                 if with_inactive {
-                    inactive.insert(address.clone(), Value::from(hit.mxid.as_ref()));
+                    inactive.insert(address.clone(), hit.mxid.to_string());
                     continue;
                 }
             }
@@ -303,15 +302,13 @@ impl LookupIndex {
                 third_party.entry(*server).or_default().insert(address.as_str());
             }
         }
-        let third_party: serde_json::Map<String, Value> = third_party
+        let third_party_mappings = third_party
             .into_iter()
-            .map(|(server, hashes)| (data.servers[server as usize].to_string(), json!(hashes)))
+            .map(|(server, hashes)| {
+                (data.servers[server as usize].to_string(), hashes.into_iter().map(str::to_owned).collect())
+            })
             .collect();
-        let mut body = json!({ "mappings": mappings, "third_party_mappings": third_party });
-        if with_inactive {
-            body["inactive_mappings"] = Value::Object(inactive);
-        }
-        Ok(body)
+        Ok(LookupAnswer { mappings, third_party_mappings, inactive_mappings: with_inactive.then_some(inactive) })
     }
 
     /// The `(hash, server)` pairs pushed with `pepper` among `hashes` (an unknown pepper has

@@ -26,8 +26,6 @@ pub mod rotation;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::{Value, json};
-
 use self::index::LookupIndex;
 pub use self::local::DirectoryChanges;
 pub use self::rotation::ROTATION_JOB;
@@ -35,6 +33,7 @@ use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::store::{Peppers, Store, StoreResult};
 pub use crate::vocabulary::Algorithm;
+use crate::wire::{HashDetails, LookupAnswer};
 
 /// The lookup algorithms offered, in the configured order (validated to contain `sha256`).
 #[must_use]
@@ -60,9 +59,7 @@ pub fn check_pepper(peppers: &Peppers, algorithm: Algorithm, pepper: &str) -> Ap
     if peppers.previous.as_deref() == Some(pepper) {
         return Ok(PepperSlot::Previous);
     }
-    Err(ApiError::new(ErrCode::InvalidPepper, "Unknown or invalid pepper - has it been rotated?")
-        .with_field("algorithm", algorithm.name())
-        .with_field("lookup_pepper", peppers.current.clone().unwrap_or_default()))
+    Err(ApiError::invalid_pepper(algorithm.name(), peppers.current.clone().unwrap_or_default()))
 }
 
 /// A `lookup` request, validated.
@@ -101,16 +98,14 @@ impl Lookups {
     }
 
     /// The `hash_details` answer.
-    pub async fn hash_details(&self, algorithms: &[Algorithm]) -> ApiResult<Value> {
+    pub async fn hash_details(&self, algorithms: &[Algorithm]) -> ApiResult<HashDetails> {
         self.ensure_fresh().await?;
         let peppers = self.index.peppers();
-        let current = peppers.current.ok_or_else(|| ApiError::internal("no current pepper"))?;
-        let names: Vec<&str> = algorithms.iter().map(|algorithm| algorithm.name()).collect();
-        let mut body = json!({ "algorithms": names, "lookup_pepper": current });
-        if let Some(previous) = peppers.previous {
-            body["alt_lookup_peppers"] = json!([previous]);
-        }
-        Ok(body)
+        Ok(HashDetails {
+            algorithms: algorithms.iter().map(|algorithm| algorithm.name().to_owned()).collect(),
+            lookup_pepper: peppers.current.ok_or_else(|| ApiError::internal("no current pepper"))?,
+            alt_lookup_peppers: peppers.previous.into_iter().collect(),
+        })
     }
 
     /// Answers a lookup: own active 3PIDs in `mappings`, hashes pushed by other servers in
@@ -122,7 +117,7 @@ impl Lookups {
         offered: &[Algorithm],
         request: &LookupRequest,
         with_inactive: bool,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<LookupAnswer> {
         let algorithm =
             Algorithm::parse(&request.algorithm).filter(|algorithm| offered.contains(algorithm)).ok_or_else(|| {
                 ApiError::new(ErrCode::InvalidParam, format!("Unsupported algorithm `{}`", request.algorithm))

@@ -4,16 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value, json};
-
 use super::{LookupRequest, Lookups, check_pepper};
 use crate::error::{ApiError, ApiResult};
 use crate::store::LocalMatch;
 use crate::vocabulary::{Algorithm, Source, hash_3pid, normalize_address};
+use crate::wire::LookupAnswer;
 
 impl Lookups {
     /// A `none` lookup; the caller checked that `none` is offered.
-    pub(super) async fn lookup_plain(&self, request: &LookupRequest, with_inactive: bool) -> ApiResult<Value> {
+    pub(super) async fn lookup_plain(&self, request: &LookupRequest, with_inactive: bool) -> ApiResult<LookupAnswer> {
         let peppers = self.index.peppers();
         if peppers.current.is_none() {
             return Err(ApiError::internal("no current pepper"));
@@ -45,18 +44,13 @@ impl Lookups {
             .into_iter()
             .filter(|key| !(mappings.contains_key(key) || (with_inactive && inactive.contains_key(key))))
             .collect();
-        let third_party = self.plain_third_party_mappings(&request.pepper, &remaining);
-
-        let mut body = json!({ "mappings": mappings, "third_party_mappings": third_party });
-        if with_inactive {
-            body["inactive_mappings"] = json!(inactive);
-        }
-        Ok(body)
+        let third_party_mappings = self.plain_third_party_mappings(&request.pepper, &remaining);
+        Ok(LookupAnswer { mappings, third_party_mappings, inactive_mappings: with_inactive.then_some(inactive) })
     }
 
     /// `{"<server>": [entry, ...]}` for the entries that other servers pushed: each entry is
     /// hashed with the request's pepper to find it, and given back as sent.
-    fn plain_third_party_mappings(&self, pepper: &str, remaining: &[String]) -> Map<String, Value> {
+    fn plain_third_party_mappings(&self, pepper: &str, remaining: &[String]) -> BTreeMap<String, Vec<String>> {
         let hashed: BTreeMap<String, &String> = remaining
             .iter()
             .filter_map(|entry| {
@@ -70,7 +64,7 @@ impl Lookups {
                 by_server.entry(server).or_default().insert((*entry).clone());
             }
         }
-        by_server.into_iter().map(|(server, entries)| (server, json!(entries))).collect()
+        by_server.into_iter().map(|(server, entries)| (server, entries.into_iter().collect())).collect()
     }
 }
 

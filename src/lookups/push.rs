@@ -5,24 +5,12 @@
 //! identical re-push changes nothing, hashes missing from it are removed, and a failed push
 //! leaves the previous snapshot in place.
 
-use std::collections::HashMap;
-
-use serde_json::{Value, json};
-
 use super::{Lookups, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::vocabulary::{Algorithm, is_sha256_hash, snapshot_digest};
+use crate::wire::PushAnswer;
 
-/// The body of `POST /lookups`.
-#[derive(Debug, serde::Deserialize)]
-pub struct PushRequest {
-    /// Must be `sha256`.
-    pub algorithm: String,
-    /// One of our peppers (current or previous).
-    pub pepper: String,
-    /// Exactly one entry: the pushing server's name and its hashes.
-    pub mappings: HashMap<String, Vec<String>>,
-}
+pub use crate::wire::PushRequest;
 
 /// The key a push is stored under: the server name with its host lower-cased and the port
 /// made explicit (443 when absent, the port of an `https` base URL, as pushers name
@@ -37,7 +25,7 @@ impl Lookups {
     /// Validates and stores a push from a trusted caller; `bound_name` is the server name the
     /// caller's address is bound to (`None`: trusted by address alone, it may push under any
     /// name). Returns the answer body (201).
-    pub async fn accept_push(&self, bound_name: Option<&str>, request: PushRequest) -> ApiResult<Value> {
+    pub async fn accept_push(&self, bound_name: Option<&str>, request: PushRequest) -> ApiResult<PushAnswer> {
         if Algorithm::parse(&request.algorithm) != Some(Algorithm::Sha256) {
             return Err(ApiError::new(
                 ErrCode::InvalidParam,
@@ -79,15 +67,15 @@ impl Lookups {
         hashes.sort_unstable();
         hashes.dedup();
         let digest = snapshot_digest(&hashes);
-        let stored = hashes.len();
+        let stored = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
         if self.store.push_snapshot(&server, &request.pepper).await?.is_some_and(|snapshot| snapshot.digest == digest) {
             tracing::info!(%server, hashes = stored, "identical push: nothing to change");
-            return Ok(json!({ "stored": stored, "added": 0, "removed": 0 }));
+            return Ok(PushAnswer { stored, added: 0, removed: 0 });
         }
         let outcome =
             self.store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, self.clock.now_ms()).await?;
         self.note_write();
         tracing::info!(%server, hashes = stored, added = outcome.added, removed = outcome.removed, "push stored");
-        Ok(json!({ "stored": stored, "added": outcome.added, "removed": outcome.removed }))
+        Ok(PushAnswer { stored, added: outcome.added, removed: outcome.removed })
     }
 }

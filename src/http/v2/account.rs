@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
 
 use crate::domain::account::{self, OpenIdToken};
 use crate::error::ApiResult;
@@ -11,6 +10,7 @@ use crate::http::auth::User;
 use crate::http::client_ip::ClientIp;
 use crate::http::extract::JsonBody;
 use crate::state::AppState;
+use crate::wire::{Account, Empty, Registered};
 
 /// # `POST /_matrix/identity/v2/account/register`
 ///
@@ -20,25 +20,25 @@ pub async fn register(
     State(state): State<AppState>,
     ClientIp(address): ClientIp,
     JsonBody(request): JsonBody<OpenIdToken>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Registered>> {
     state.rate_limits.check_address(address)?;
     let lifetime_ms = i64::try_from(state.config.access_token_lifetime.saturating_mul(1000)).unwrap_or(i64::MAX);
     let (token, _user) =
         account::register(&state.homeserver, &state.store, &state.clock, lifetime_ms, &request).await?;
-    Ok(Json(json!({ "token": token, "access_token": token })))
+    Ok(Json(Registered { access_token: token.clone(), token }))
 }
 
 /// # `GET /_matrix/identity/v2/account`
 ///
 /// The user the access token belongs to. Works before the terms are accepted.
-pub async fn account(user: User) -> Json<Value> {
-    Json(json!({ "user_id": user.user_id }))
+pub async fn account(user: User) -> Json<Account> {
+    Json(Account { user_id: user.user_id })
 }
 
 /// # `POST /_matrix/identity/v2/account/logout`
 ///
 /// Revokes the access token used for this call.
-pub async fn logout(State(state): State<AppState>, user: User) -> ApiResult<Json<Value>> {
+pub async fn logout(State(state): State<AppState>, user: User) -> ApiResult<Json<Empty>> {
     state.store.delete_access_token(&user.token_hash).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

@@ -10,6 +10,7 @@ use crate::error::ApiResult;
 use crate::http::auth::UserWithTerms;
 use crate::http::extract::JsonBody;
 use crate::state::AppState;
+use crate::wire::StoredInvite;
 
 /// # `POST /_matrix/identity/v2/store-invite`
 ///
@@ -20,7 +21,7 @@ pub async fn store_invite(
     State(state): State<AppState>,
     UserWithTerms(user): UserWithTerms,
     JsonBody(body): JsonBody<Map<String, Value>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<StoredInvite>> {
     Ok(Json(state.invitations.store_invite(&user.user_id, body, ApiVersion::V2).await?))
 }
 

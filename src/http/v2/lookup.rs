@@ -10,12 +10,13 @@ use crate::http::auth::Caller;
 use crate::http::extract::JsonBody;
 use crate::lookups::LookupRequest;
 use crate::state::AppState;
+use crate::wire::{HashDetails, LookupAnswer};
 
 /// # `GET /_matrix/identity/v2/hash_details`
 ///
 /// The hash algorithms and the pepper to hash with; the previous pepper, still accepted, in
 /// `alt_lookup_peppers` (omitted when there is none). Trusted servers need no token.
-pub async fn hash_details(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn hash_details(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<HashDetails>> {
     Ok(Json(state.lookups.hash_details(&state.algorithms).await?))
 }
 
@@ -39,7 +40,7 @@ pub async fn lookup(
     State(state): State<AppState>,
     _caller: Caller,
     JsonBody(body): JsonBody<LookupBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LookupAnswer>> {
     let limit = usize::try_from(state.config.hashes_rate_limit).unwrap_or(usize::MAX);
     if body.addresses.len() > limit {
         return Err(ApiError::new(ErrCode::InvalidParam, format!("At most {limit} addresses per lookup")));

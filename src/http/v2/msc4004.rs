@@ -4,13 +4,13 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::Value;
 
 use crate::error::ApiResult;
 use crate::http::auth::TrustedServer;
 use crate::http::extract::JsonBody;
 use crate::lookups::push::PushRequest;
 use crate::state::AppState;
+use crate::wire::PushAnswer;
 
 /// # `POST /_matrix/identity/v2/lookups`
 ///
@@ -20,7 +20,7 @@ pub async fn push(
     State(state): State<AppState>,
     TrustedServer(caller): TrustedServer,
     JsonBody(request): JsonBody<PushRequest>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<PushAnswer>)> {
     let answer = state.lookups.accept_push(caller.bound_name(), request).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }

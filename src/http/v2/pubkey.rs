@@ -3,12 +3,12 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::http::extract::QueryParams;
 use crate::state::AppState;
 use crate::store::KeyPurpose;
+use crate::wire::{PublicKey, Validity};
 
 /// The query of the `isvalid` endpoints.
 #[derive(Debug, serde::Deserialize)]
@@ -20,13 +20,13 @@ pub struct PublicKeyQuery {
 /// # `GET /_matrix/identity/v2/pubkey/{keyId}`
 ///
 /// The public key with this id (long-term or ephemeral); 404 `M_NOT_FOUND` when unknown.
-pub async fn public_key(State(state): State<AppState>, Path(key_id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn public_key(State(state): State<AppState>, Path(key_id): Path<String>) -> ApiResult<Json<PublicKey>> {
     let key = state
         .store
         .signing_key(&key_id)
         .await?
         .ok_or_else(|| ApiError::new(ErrCode::NotFound, "The public key was not found"))?;
-    Ok(Json(json!({ "public_key": key.public_key })))
+    Ok(Json(PublicKey { public_key: key.public_key }))
 }
 
 /// # `GET /_matrix/identity/v2/pubkey/isvalid`
@@ -36,9 +36,9 @@ pub async fn public_key(State(state): State<AppState>, Path(key_id): Path<String
 pub async fn is_valid(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<PublicKeyQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Validity>> {
     let valid = state.store.is_valid_public_key(&query.public_key, KeyPurpose::LongTerm).await?;
-    Ok(Json(json!({ "valid": valid })))
+    Ok(Json(Validity { valid }))
 }
 
 /// # `GET /_matrix/identity/v2/pubkey/ephemeral/isvalid`
@@ -47,7 +47,7 @@ pub async fn is_valid(
 pub async fn ephemeral_is_valid(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<PublicKeyQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Validity>> {
     let valid = state.store.is_valid_public_key(&query.public_key, KeyPurpose::Ephemeral).await?;
-    Ok(Json(json!({ "valid": valid })))
+    Ok(Json(Validity { valid }))
 }

@@ -2,10 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::state::AppState;
+use crate::wire::{Empty, Versions};
 
 /// The spec versions of the Identity Service API this server implements. The identity API
 /// has not changed incompatibly since v1.1, and this server follows the current definitions.
@@ -17,18 +17,18 @@ pub const SUPPORTED_VERSIONS: &[&str] = &[
 /// # `GET /_matrix/identity/versions`
 ///
 /// The spec versions this server supports. No authentication.
-pub async fn versions() -> Json<Value> {
-    Json(json!({ "versions": SUPPORTED_VERSIONS }))
+pub async fn versions() -> Json<Versions> {
+    Json(Versions { versions: SUPPORTED_VERSIONS })
 }
 
 /// # `GET /_matrix/identity/v2`
 ///
 /// Status check: `{}` when the server can serve requests. It also checks that the database
 /// answers, so that a load balancer or the `healthcheck` command sees a broken instance.
-pub async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+pub async fn status(State(state): State<AppState>) -> ApiResult<Json<Empty>> {
     state.store.ping().await.map_err(|error| {
         tracing::error!(%error, "status check: database unavailable");
         ApiError::new(ErrCode::Unavailable, "The database is unavailable")
     })?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

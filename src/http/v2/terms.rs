@@ -8,6 +8,7 @@ use crate::error::ApiResult;
 use crate::http::auth::User;
 use crate::http::extract::JsonBody;
 use crate::state::AppState;
+use crate::wire::Empty;
 
 /// `user_accepts` as clients send it: a list of URLs, or (older clients) a single URL.
 #[derive(Debug, serde::Deserialize)]
@@ -41,11 +42,11 @@ pub async fn accept_terms(
     State(state): State<AppState>,
     user: User,
     JsonBody(body): JsonBody<AcceptTerms>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Empty>> {
     let urls = match body.user_accepts {
         Urls::One(url) => vec![url],
         Urls::Many(urls) => urls,
     };
     state.terms.accept(&state.store, &user.user_id, &urls, state.clock.now_ms()).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

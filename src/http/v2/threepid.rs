@@ -5,7 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, HOST};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::domain::binding::{UnbindProof, UnbindRequest};
 use crate::domain::xmatrix;
@@ -13,6 +13,7 @@ use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::http::auth::UserWithTerms;
 use crate::http::extract::{JsonBody, QueryParams, parse_json};
 use crate::state::AppState;
+use crate::wire::{Empty, ValidatedThreepid};
 
 /// `sid` and `client_secret` of a validation session.
 #[derive(Debug, serde::Deserialize)]
@@ -30,13 +31,13 @@ pub async fn get_validated(
     State(state): State<AppState>,
     _user: UserWithTerms,
     QueryParams(query): QueryParams<SessionQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ValidatedThreepid>> {
     let session = state.validations.validated_session(&query.sid, &query.client_secret).await?;
-    Ok(Json(json!({
-        "medium": session.medium,
-        "address": session.address,
-        "validated_at": session.validated_at,
-    })))
+    Ok(Json(ValidatedThreepid {
+        validated_at: session.validated_at.unwrap_or_default(),
+        medium: session.medium,
+        address: session.address,
+    }))
 }
 
 /// The body of `3pid/bind`.
@@ -65,7 +66,7 @@ pub async fn bind(
 ///
 /// Removes a binding, proven either by an `X-Matrix` signature of the user's homeserver, or
 /// by an access token with the `sid`/`client_secret` of a session that validated the 3PID.
-pub async fn unbind(State(state): State<AppState>, request: Request) -> ApiResult<Json<Value>> {
+pub async fn unbind(State(state): State<AppState>, request: Request) -> ApiResult<Json<Empty>> {
     let (mut parts, body) = request.into_parts();
     let signature =
         parts.headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(xmatrix::parse_header);
@@ -89,7 +90,8 @@ pub async fn unbind(State(state): State<AppState>, request: Request) -> ApiResul
         }
         (None, _) => UnbindProof::Session,
     };
-    Ok(Json(state.bindings.unbind(&request, proof).await?))
+    state.bindings.unbind(&request, proof).await?;
+    Ok(Json(Empty {}))
 }
 
 /// The names a homeserver may have used for this service when signing: the `Host` it

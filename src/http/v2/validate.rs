@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::domain::validation::{self, TokenRequest};
 use crate::error::{ApiError, ApiResult, ErrCode};
@@ -18,6 +18,7 @@ use crate::http::extract::{JsonBody, QueryParams};
 use crate::notify::templates;
 use crate::state::AppState;
 use crate::vocabulary::Medium;
+use crate::wire::{MsisdnSession, SessionId, Success};
 
 /// The body of `validate/email/requestToken`.
 #[derive(Debug, serde::Deserialize)]
@@ -76,7 +77,7 @@ pub async fn email_request_token(
     ClientIp(client): ClientIp,
     _user: UserWithTerms,
     JsonBody(body): JsonBody<EmailTokenBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionId>> {
     request_email_token(&state, client, body).await
 }
 
@@ -85,7 +86,7 @@ pub(crate) async fn request_email_token(
     state: &AppState,
     client: std::net::IpAddr,
     body: EmailTokenBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionId>> {
     check_secret(&body.client_secret)?;
     let request = TokenRequest {
         medium: Medium::Email,
@@ -95,7 +96,7 @@ pub(crate) async fn request_email_token(
         next_link: validation::check_next_link(body.next_link.as_deref(), &state.config.next_link_allowed_hosts)?,
     };
     let sid = state.validations.request_token(client, request).await?;
-    Ok(Json(json!({ "sid": sid })))
+    Ok(Json(SessionId { sid }))
 }
 
 /// # `POST /_matrix/identity/v2/validate/msisdn/requestToken`
@@ -106,11 +107,13 @@ pub async fn msisdn_request_token(
     ClientIp(client): ClientIp,
     _user: UserWithTerms,
     JsonBody(body): JsonBody<MsisdnTokenBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MsisdnSession>> {
     check_secret(&body.client_secret)?;
     if !state.notifier.has_sms() {
-        return Err(ApiError::new(ErrCode::Unrecognized, "Phone number validation is not available on this server")
-            .with_status_400());
+        return Err(ApiError::new(
+            ErrCode::UnrecognizedValue,
+            "Phone number validation is not available on this server",
+        ));
     }
     let msisdn = validation::normalize_msisdn(Some(&body.country), &body.phone_number)?;
     let request = TokenRequest {
@@ -121,7 +124,7 @@ pub async fn msisdn_request_token(
         next_link: validation::check_next_link(body.next_link.as_deref(), &state.config.next_link_allowed_hosts)?,
     };
     let sid = state.validations.request_token(client, request).await?;
-    Ok(Json(json!({ "sid": sid, "msisdn": msisdn, "intl_fmt": validation::international_format(&msisdn) })))
+    Ok(Json(MsisdnSession { sid, intl_fmt: validation::international_format(&msisdn), msisdn }))
 }
 
 /// # `POST /_matrix/identity/v2/validate/{email,msisdn}/submitToken`
@@ -131,9 +134,9 @@ pub async fn msisdn_request_token(
 pub async fn submit_token_post(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<SubmitToken>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Success>> {
     state.validations.submit_token(&body.sid, &body.client_secret, &body.token).await?;
-    Ok(Json(json!({ "success": true })))
+    Ok(Json(Success { success: true }))
 }
 
 /// # `GET /_matrix/identity/v2/validate/{email,msisdn}/submitToken`

@@ -1,0 +1,158 @@
+//! The JSON bodies of the API as types, request and answer, shared by the handlers that serve
+//! them and by the pusher that calls other servers' `hash_details` and `lookups`. A field
+//! renamed here changes both sides at once.
+//!
+//! ruma's identity-service types are not used for the lookup bodies: they lack MSC4004's
+//! `alt_lookup_peppers` and `third_party_mappings`, and this service's `inactive_mappings`.
+//! Signed bodies (associations, `sign-ed25519`) stay JSON values, since their signature is
+//! computed over the canonical JSON.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// `{}`: the answer of calls that only succeed (`account/logout`, `terms`, `3pid/unbind`, the
+/// status endpoints).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// `GET /_matrix/identity/versions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Versions {
+    /// The spec versions served.
+    pub versions: &'static [&'static str],
+}
+
+/// `POST /account/register`: the token, also as `access_token` (what Synapse and Sydent send).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The access token (spec).
+    pub token: String,
+    /// The same token (Sydent's name, read by some clients).
+    pub access_token: String,
+}
+
+/// `GET /account`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The user the token belongs to.
+    pub user_id: String,
+}
+
+/// `GET /hash_details`, with MSC4004's `alt_lookup_peppers` (omitted when empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashDetails {
+    /// The algorithms offered.
+    pub algorithms: Vec<String>,
+    /// The pepper to hash with.
+    pub lookup_pepper: String,
+    /// Older peppers still accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alt_lookup_peppers: Vec<String>,
+}
+
+/// The answer of `POST /lookup`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupAnswer {
+    /// Address (as sent) to the Matrix user who owns it here.
+    pub mappings: BTreeMap<String, String>,
+    /// MSC4004: server name to the addresses (as sent) it knows.
+    pub third_party_mappings: BTreeMap<String, Vec<String>>,
+    /// With `additional_features`: addresses of users who are known but not published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive_mappings: Option<BTreeMap<String, String>>,
+}
+
+/// The body of MSC4004's `POST /lookups`: a server's complete set of hashes for one pepper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRequest {
+    /// Must be `sha256`.
+    pub algorithm: String,
+    /// One of the receiver's peppers (current or previous).
+    pub pepper: String,
+    /// Exactly one entry: the pushing server's name and its hashes.
+    pub mappings: HashMap<String, Vec<String>>,
+}
+
+/// The answer of `POST /lookups` (201).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushAnswer {
+    /// Hashes in the snapshot now.
+    pub stored: u64,
+    /// Hashes that were not in the previous snapshot.
+    pub added: u64,
+    /// Hashes of the previous snapshot that are gone.
+    pub removed: u64,
+}
+
+/// `validate/email/requestToken`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionId {
+    /// The session.
+    pub sid: String,
+}
+
+/// `validate/msisdn/requestToken`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsisdnSession {
+    /// The session.
+    pub sid: String,
+    /// The number, as E.164 digits.
+    pub msisdn: String,
+    /// The number in international format.
+    pub intl_fmt: String,
+}
+
+/// `POST submitToken`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Success {
+    /// Always true (failures are errors).
+    pub success: bool,
+}
+
+/// `GET 3pid/getValidated3pid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatedThreepid {
+    /// `email` or `msisdn`.
+    pub medium: String,
+    /// The normalised address.
+    pub address: String,
+    /// When it was validated (ms since the epoch).
+    pub validated_at: i64,
+}
+
+/// `GET pubkey/{keyId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKey {
+    /// Unpadded base64.
+    pub public_key: String,
+}
+
+/// `GET pubkey/isvalid` and `pubkey/ephemeral/isvalid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validity {
+    /// Whether the key is (still) valid.
+    pub valid: bool,
+}
+
+/// `POST store-invite`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredInvite {
+    /// The invitation token.
+    pub token: String,
+    /// The long-term public key (deprecated field, still read by homeservers).
+    pub public_key: String,
+    /// The long-term and the ephemeral key, with where to check them.
+    pub public_keys: Vec<InviteKey>,
+    /// The invitee's address, redacted.
+    pub display_name: String,
+}
+
+/// A public key of an invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteKey {
+    /// Unpadded base64.
+    pub public_key: String,
+    /// The URL that says whether it is still valid.
+    pub key_validity_url: String,
+}
