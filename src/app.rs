@@ -9,19 +9,18 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
-use crate::config::{Config, DatabaseEngine, parse_network};
+use crate::config::{Config, DatabaseEngine};
 use crate::domain::binding::Bindings;
 use crate::domain::directory::DirectorySync;
 use crate::domain::invite::Invitations;
 use crate::domain::keys::SigningKeys;
 use crate::domain::pusher::Pusher;
-use crate::domain::terms::Terms;
 use crate::domain::validation::Validations;
 use crate::http;
-use crate::lookups::{Lookups, offered_algorithms};
-use crate::matrix::client::HomeserverSettings;
+use crate::lookups::Lookups;
 use crate::matrix::{Dns, HomeserverClient, SystemDns};
 use crate::ratelimit::RateLimits;
+use crate::settings::{InvalidConfig, Settings};
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -39,17 +38,24 @@ impl App {
         Self::builder(config).build().await
     }
 
-    /// A builder, to choose the DNS resolver or the clock before building.
+    /// A builder, to choose the DNS resolver or the clock before building; `build` reports an
+    /// invalid `config` with every problem.
     #[must_use]
     pub fn builder(config: Config) -> AppBuilder {
-        AppBuilder { config, dns: None, clock: Clock::new() }
+        AppBuilder { settings: Settings::from_config(config), dns: None, clock: Clock::new() }
     }
 
-    async fn assemble(config: Config, dns: Arc<dyn Dns>, clock: Clock) -> anyhow::Result<Self> {
-        let terms = Terms::load(&config.policies).map_err(|problem| anyhow::anyhow!("policies: {problem}"))?;
-        let settings = homeserver_settings(&config)?;
-        let push_client = crate::domain::pusher::http_client(&settings).map_err(anyhow::Error::msg)?;
-        let homeserver = HomeserverClient::new(settings, dns).map_err(anyhow::Error::msg)?;
+    /// A builder for settings already parsed (as the commands do after `check-config`'s checks).
+    #[must_use]
+    pub fn builder_for(settings: Settings) -> AppBuilder {
+        AppBuilder { settings: Ok(settings), dns: None, clock: Clock::new() }
+    }
+
+    async fn assemble(settings: Settings, dns: Arc<dyn Dns>, clock: Clock) -> anyhow::Result<Self> {
+        let Settings { config, engine: _, algorithms, schedules, homeserver, trusted_proxies, trusted_servers, terms } =
+            settings;
+        let push_client = crate::domain::pusher::http_client(&homeserver).map_err(anyhow::Error::msg)?;
+        let homeserver = HomeserverClient::new(homeserver, dns).map_err(anyhow::Error::msg)?;
         if !config.homeserver_verify_tls {
             tracing::warn!(
                 "homeserver_verify_tls is false: homeserver certificates are not verified; use this only in tests"
@@ -67,9 +73,11 @@ impl App {
         let key_file = Some(config.signing_key_path.as_str()).filter(|path| !path.is_empty()).map(Path::new);
         let keys = SigningKeys::load_or_create(&store, key_file, clock.now_ms()).await?;
         tracing::info!(key_id = keys.key_id(), public_key = keys.public_key(), "signing key");
-        let trusted_servers =
-            crate::domain::trusted::TrustedServers::new(&config.trusted_servers_addresses, &config.trusted_servers)
-                .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+        if config.trust_x_forwarded_for && config.trusted_proxies.is_empty() {
+            tracing::warn!(
+                "trust_x_forwarded_for without trusted_proxies: X-Forwarded-For is believed from loopback only"
+            );
+        }
         if trusted_servers.has_anonymous() {
             tracing::warn!(
                 "trusted_servers_addresses trusts addresses without binding them to a server name: \
@@ -123,10 +131,11 @@ impl App {
             clock,
             lookups,
             trusted_servers: Arc::new(trusted_servers),
-            algorithms: Arc::new(offered_algorithms(&config)),
+            algorithms: Arc::new(algorithms),
+            schedules,
             rate_limits,
             notifier,
-            trusted_proxies: Arc::new(trusted_proxies(&config)),
+            trusted_proxies: Arc::new(trusted_proxies),
             config: Arc::new(config),
             store,
             homeserver,
@@ -209,7 +218,7 @@ impl App {
 /// What [`App::builder`] lets a host application or a test choose.
 #[derive(Debug)]
 pub struct AppBuilder {
-    config: Config,
+    settings: Result<Settings, InvalidConfig>,
     dns: Option<Arc<dyn Dns>>,
     clock: Clock,
 }
@@ -237,40 +246,8 @@ impl AppBuilder {
             Some(dns) => dns,
             None => Arc::new(SystemDns::new()?),
         };
-        App::assemble(self.config, dns, self.clock).await
+        App::assemble(self.settings?, dns, self.clock).await
     }
-}
-
-fn homeserver_settings(config: &Config) -> anyhow::Result<HomeserverSettings> {
-    let extra_ca_pem = if config.homeserver_ca_file.is_empty() {
-        None
-    } else {
-        Some(
-            std::fs::read(&config.homeserver_ca_file)
-                .map_err(|error| anyhow::anyhow!("homeserver_ca_file {}: {error}", config.homeserver_ca_file))?,
-        )
-    };
-    Ok(HomeserverSettings {
-        allowed_networks: config.homeserver_allowed_networks.iter().filter_map(|entry| parse_network(entry)).collect(),
-        allowed_names: config.homeserver_allowed_names.clone(),
-        verify_tls: config.homeserver_verify_tls,
-        extra_ca_pem,
-        timeout: Duration::from_secs(config.homeserver_timeout),
-    })
-}
-
-/// The proxies whose `X-Forwarded-For` is believed: `trusted_proxies`, or, when only
-/// `trust_x_forwarded_for` is set, a proxy on the same host (loopback). Believing the header
-/// from anyone, as the Node service did, would let any client choose its address.
-fn trusted_proxies(config: &Config) -> Vec<ipnet::IpNet> {
-    if !config.trusted_proxies.is_empty() {
-        return config.trusted_proxies.iter().filter_map(|entry| parse_network(entry)).collect();
-    }
-    if config.trust_x_forwarded_for {
-        tracing::warn!("trust_x_forwarded_for without trusted_proxies: X-Forwarded-For is believed from loopback only");
-        return ["127.0.0.0/8", "::1/128"].iter().filter_map(|entry| parse_network(entry)).collect();
-    }
-    Vec::new()
 }
 
 /// Periodic clean-up every `database_vacuum_delay` seconds: expired tokens, validation

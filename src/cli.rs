@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::config::{self, Config, ConfigSources, LoadedConfig};
+use crate::settings::Settings;
 use crate::{App, telemetry};
 
 /// Matrix Identity Service with the MSC4004 unified view of federated identity services.
@@ -78,15 +79,12 @@ pub fn main() -> ExitCode {
 }
 
 /// Loads and validates; on failure prints every problem to stderr.
-fn load_valid(sources: &ConfigSources) -> Option<LoadedConfig> {
+fn load_valid(sources: &ConfigSources) -> Option<(LoadedConfig, Settings)> {
     let problems = match config::load(sources) {
-        Ok(loaded) => {
-            let problems = crate::settings::validate(&loaded.config);
-            if problems.is_empty() {
-                return Some(loaded);
-            }
-            problems
-        }
+        Ok(loaded) => match Settings::from_config(loaded.config.clone()) {
+            Ok(settings) => return Some((loaded, settings)),
+            Err(invalid) => invalid.problems,
+        },
         Err(error) => error.problems,
     };
     eprintln!("invalid configuration:");
@@ -99,7 +97,7 @@ fn load_valid(sources: &ConfigSources) -> Option<LoadedConfig> {
 async fn serve(sources: &ConfigSources) -> ExitCode {
     // First of all, so that a stop request during startup is honoured once serving begins.
     let shutdown = crate::app::shutdown_signal();
-    let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
+    let Some((loaded, settings)) = load_valid(sources) else { return ExitCode::from(2) };
     let _log_guard = match telemetry::init(&loaded.config.logging) {
         Ok(guard) => guard,
         Err(error) => {
@@ -117,7 +115,7 @@ async fn serve(sources: &ConfigSources) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = match App::build(config).await {
+    let app = match App::builder_for(settings).build().await {
         Ok(app) => app,
         Err(error) => {
             tracing::error!("cannot start: {error:#}");
@@ -151,7 +149,7 @@ fn log_configuration(loaded: &LoadedConfig) {
 
 fn check_config(sources: &ConfigSources) -> ExitCode {
     // 2, as every command for an unusable configuration.
-    let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
+    let Some((loaded, _)) = load_valid(sources) else { return ExitCode::from(2) };
     match &loaded.file {
         Some(file) => eprintln!("configuration file: {}", file.display()),
         None => eprintln!("configuration file: none (built-in defaults)"),
@@ -200,7 +198,7 @@ pub fn masked(config: &Config) -> Value {
 }
 
 async fn sync_directory(sources: &ConfigSources) -> ExitCode {
-    let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
+    let Some((loaded, settings)) = load_valid(sources) else { return ExitCode::from(2) };
     const NO_DIRECTORY: &str = "no user directory is configured (userdb_engine)";
     if loaded.config.userdb_engine.is_empty() {
         eprintln!("{NO_DIRECTORY}");
@@ -209,7 +207,7 @@ async fn sync_directory(sources: &ConfigSources) -> ExitCode {
     if let Err(code) = require_existing_database(&loaded.config).await {
         return code;
     }
-    let app = match App::build(loaded.config).await {
+    let app = match App::builder_for(settings).build().await {
         Ok(app) => app,
         Err(error) => {
             eprintln!("cannot start: {error:#}");
@@ -241,7 +239,7 @@ async fn sync_directory(sources: &ConfigSources) -> ExitCode {
 /// The database of a valid configuration, for the commands that need nothing else; the exit
 /// code to return otherwise (2: bad configuration, 1: database unreachable).
 async fn open_store(sources: &ConfigSources) -> Result<crate::store::Store, ExitCode> {
-    let Some(loaded) = load_valid(sources) else { return Err(ExitCode::from(2)) };
+    let Some((loaded, _)) = load_valid(sources) else { return Err(ExitCode::from(2)) };
     require_existing_database(&loaded.config).await?;
     crate::store::Store::connect(&loaded.config).await.map_err(|error| {
         eprintln!("cannot open the database: {error}");
@@ -320,7 +318,7 @@ async fn healthcheck(sources: &ConfigSources, url: Option<String>, timeout: u64)
     let base = match url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
-            let Some(loaded) = load_valid(sources) else { return ExitCode::from(2) };
+            let Some((loaded, _)) = load_valid(sources) else { return ExitCode::from(2) };
             let host = match loaded.config.listen_address {
                 IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
                 IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),

@@ -48,11 +48,7 @@ pub struct Job {
 pub fn jobs(state: &AppState) -> anyhow::Result<Vec<Job>> {
     let config = &state.config;
     let rotation: JobBody = Arc::new(|state: AppState| Box::pin(async move { state.lookups.rotate_pepper().await }));
-    let mut jobs = vec![Job {
-        name: ROTATION_JOB,
-        schedule: parse_cron(&config.pepper_cron).map_err(anyhow::Error::msg)?,
-        body: rotation,
-    }];
+    let mut jobs = vec![Job { name: ROTATION_JOB, schedule: state.schedules.pepper_rotation.clone(), body: rotation }];
     if state.directory_sync.is_some() {
         let sync: JobBody = Arc::new(|state: AppState| {
             Box::pin(async move {
@@ -64,19 +60,11 @@ pub fn jobs(state: &AppState) -> anyhow::Result<Vec<Job>> {
                 ))
             })
         });
-        jobs.push(Job {
-            name: "directory-sync",
-            schedule: parse_cron(&config.update_users_cron).map_err(anyhow::Error::msg)?,
-            body: sync,
-        });
+        jobs.push(Job { name: "directory-sync", schedule: state.schedules.directory_sync.clone(), body: sync });
     }
     if !config.federated_identity_services.is_empty() {
         let push: JobBody = Arc::new(|state: AppState| Box::pin(async move { state.pusher.push_all().await }));
-        jobs.push(Job {
-            name: "federation-push",
-            schedule: parse_cron(&config.update_federated_identity_hashes_cron).map_err(anyhow::Error::msg)?,
-            body: push,
-        });
+        jobs.push(Job { name: "federation-push", schedule: state.schedules.federation_push.clone(), body: push });
     }
     Ok(jobs)
 }

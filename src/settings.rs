@@ -1,14 +1,153 @@
-//! Whether a [`Config`] can run this service: checks across keys that types alone cannot
-//! express, made with the parsers the service itself uses (cron, networks, terms, trusted
-//! servers, push targets, log levels), so that `check-config` and startup agree. Every problem
-//! is reported, each naming its key. It sits above `config`, so that the configuration model
-//! imports nothing of the service.
+//! The configuration as the service uses it: a [`Config`] (the Node-format file and
+//! environment model) parsed once into typed [`Settings`]: the database engine, the lookup
+//! algorithms, the job schedules, the networks, the homeserver client's settings, the trusted
+//! servers and the terms. `check-config` runs the same parsing, so it and startup always agree.
+//! Every problem is reported, each naming its key. It sits above `config`, so that the
+//! configuration model imports nothing of the service.
+
+use std::time::Duration;
+
+use croner::Cron;
+use ipnet::IpNet;
 
 use crate::config::{Config, DatabaseEngine, parse_network};
+use crate::domain::terms::Terms;
+use crate::domain::trusted::TrustedServers;
+use crate::matrix::client::HomeserverSettings;
+use crate::vocabulary::Algorithm;
+
+/// A configuration parsed for use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The configuration as read; the keys that need no parsing are used from here.
+    pub config: Config,
+    /// `database_engine`.
+    pub engine: DatabaseEngine,
+    /// `lookup_algorithms`, in the configured order.
+    pub algorithms: Vec<Algorithm>,
+    /// The cron expressions of the jobs.
+    pub schedules: Schedules,
+    /// Homeserver calls: allowed names and networks, TLS trust, timeout.
+    pub homeserver: HomeserverSettings,
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Servers that may push hashes and look up without a token.
+    pub trusted_servers: TrustedServers,
+    /// The terms users must accept.
+    pub terms: Terms,
+}
+
+/// When the scheduled jobs run.
+#[derive(Debug, Clone)]
+pub struct Schedules {
+    /// `pepperCron`.
+    pub pepper_rotation: Cron,
+    /// `update_users_cron`.
+    pub directory_sync: Cron,
+    /// `update_federated_identity_hashes_cron`.
+    pub federation_push: Cron,
+}
+
+/// A configuration this service cannot run with: one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidConfig {
+    /// What is wrong, each naming its key.
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration: {}", self.problems.join("; "))
+    }
+}
+
+impl std::error::Error for InvalidConfig {}
+
+impl Settings {
+    /// Parses `config`, reporting every problem at once.
+    pub fn from_config(config: Config) -> Result<Self, InvalidConfig> {
+        let mut problems = check_keys(&config);
+        let engine = config.database_engine();
+        let algorithms = config.lookup_algorithms.iter().filter_map(|name| Algorithm::parse(name)).collect();
+        let mut schedule = |key: &str, expression: &str| match crate::jobs::parse_cron(expression) {
+            Ok(cron) => Some(cron),
+            Err(error) => {
+                problems.push(format!("key `{key}`: `{expression}` is not a cron expression: {error}"));
+                None
+            }
+        };
+        let schedules = (
+            schedule("pepperCron", &config.pepper_cron),
+            schedule("update_users_cron", &config.update_users_cron),
+            schedule("update_federated_identity_hashes_cron", &config.update_federated_identity_hashes_cron),
+        );
+        let trusted_servers = TrustedServers::new(&config.trusted_servers_addresses, &config.trusted_servers)
+            .map_err(|found| problems.extend(found))
+            .ok();
+        let terms =
+            Terms::load(&config.policies).map_err(|problem| problems.push(format!("key `policies`: {problem}"))).ok();
+        let homeserver = homeserver_settings(&config).map_err(|problem| problems.push(problem)).ok();
+        match (engine, schedules, trusted_servers, terms, homeserver) {
+            (
+                Some(engine),
+                (Some(pepper_rotation), Some(directory_sync), Some(federation_push)),
+                Some(trusted_servers),
+                Some(terms),
+                Some(homeserver),
+            ) if problems.is_empty() => Ok(Self {
+                engine,
+                algorithms,
+                schedules: Schedules { pepper_rotation, directory_sync, federation_push },
+                homeserver,
+                trusted_proxies: trusted_proxies(&config),
+                trusted_servers,
+                terms,
+                config,
+            }),
+            _ => Err(InvalidConfig { problems }),
+        }
+    }
+}
 
 /// Returns one line per problem; an empty list means the configuration can be used.
 #[must_use]
 pub fn validate(config: &Config) -> Vec<String> {
+    Settings::from_config(config.clone()).err().map(|invalid| invalid.problems).unwrap_or_default()
+}
+
+fn homeserver_settings(config: &Config) -> Result<HomeserverSettings, String> {
+    let extra_ca_pem = if config.homeserver_ca_file.is_empty() {
+        None
+    } else {
+        Some(std::fs::read(&config.homeserver_ca_file).map_err(|error| {
+            format!("key `homeserver_ca_file`: cannot read `{}`: {error}", config.homeserver_ca_file)
+        })?)
+    };
+    Ok(HomeserverSettings {
+        allowed_networks: config.homeserver_allowed_networks.iter().filter_map(|entry| parse_network(entry)).collect(),
+        allowed_names: config.homeserver_allowed_names.clone(),
+        verify_tls: config.homeserver_verify_tls,
+        extra_ca_pem,
+        timeout: Duration::from_secs(config.homeserver_timeout),
+    })
+}
+
+/// The proxies whose `X-Forwarded-For` is believed: `trusted_proxies`, or, when only
+/// `trust_x_forwarded_for` is set, a proxy on the same host (loopback). Believing the header
+/// from anyone, as the Node service did, would let any client choose its address.
+fn trusted_proxies(config: &Config) -> Vec<IpNet> {
+    if !config.trusted_proxies.is_empty() {
+        return config.trusted_proxies.iter().filter_map(|entry| parse_network(entry)).collect();
+    }
+    if config.trust_x_forwarded_for {
+        return ["127.0.0.0/8", "::1/128"].iter().filter_map(|entry| parse_network(entry)).collect();
+    }
+    Vec::new()
+}
+
+/// The checks of single keys and of keys against each other that parsing a value does not
+/// make by itself.
+fn check_keys(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     match config.database_engine() {
         None => problems.push(format!(
@@ -20,27 +159,13 @@ pub fn validate(config: &Config) -> Vec<String> {
         }
         Some(_) => {}
     }
-    if let Err(found) =
-        crate::domain::trusted::TrustedServers::new(&config.trusted_servers_addresses, &config.trusted_servers)
-    {
-        problems.extend(found);
-    }
     for name in &config.lookup_algorithms {
-        if crate::vocabulary::Algorithm::parse(name).is_none() {
+        if Algorithm::parse(name).is_none() {
             problems.push(format!("key `lookup_algorithms`: `{name}` is not `sha256` or `none`"));
         }
     }
     if !config.lookup_algorithms.iter().any(|name| name == "sha256") {
         problems.push("key `lookup_algorithms`: must contain `sha256`".to_owned());
-    }
-    for (key, expression) in [
-        ("pepperCron", &config.pepper_cron),
-        ("update_users_cron", &config.update_users_cron),
-        ("update_federated_identity_hashes_cron", &config.update_federated_identity_hashes_cron),
-    ] {
-        if let Err(error) = crate::jobs::parse_cron(expression) {
-            problems.push(format!("key `{key}`: `{expression}` is not a cron expression: {error}"));
-        }
     }
     for (key, entries) in [
         ("trusted_proxies", &config.trusted_proxies),
@@ -83,15 +208,8 @@ pub fn validate(config: &Config) -> Vec<String> {
             problems.push(format!("key `homeserver_allowed_names`: `{name}` is not a Matrix server name"));
         }
     }
-    for (key, path) in
-        [("homeserver_ca_file", &config.homeserver_ca_file), ("signing_key_path", &config.signing_key_path)]
-    {
-        if !path.is_empty() && !std::path::Path::new(path).is_file() {
-            problems.push(format!("key `{key}`: no such file `{path}`"));
-        }
-    }
-    if let Err(problem) = crate::domain::terms::Terms::load(&config.policies) {
-        problems.push(format!("key `policies`: {problem}"));
+    if !config.signing_key_path.is_empty() && !std::path::Path::new(&config.signing_key_path).is_file() {
+        problems.push(format!("key `signing_key_path`: no such file `{}`", config.signing_key_path));
     }
     if !matches!(config.smtp_starttls.as_str(), "opportunistic" | "required" | "never") {
         problems.push(format!(
@@ -187,6 +305,28 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("1.2.3.4:8080"));
         assert!(problems[1].contains("10.0.0.1/33"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_and_a_valid_config_is_parsed() {
+        let config = Config {
+            pepper_cron: "every day".into(),
+            homeserver_ca_file: "/nonexistent/ca.pem".into(),
+            policies: serde_json::json!({ "privacy": { "en": { "url": "https://x" } } }),
+            lookup_algorithms: vec!["none".into()],
+            ..Config::default()
+        };
+        let problems = Settings::from_config(config).unwrap_err().problems;
+        for key in ["pepperCron", "homeserver_ca_file", "policies", "lookup_algorithms"] {
+            assert!(problems.iter().any(|problem| problem.contains(&format!("`{key}`"))), "{key}: {problems:?}");
+        }
+        let settings = Settings::from_config(Config {
+            lookup_algorithms: vec!["sha256".into(), "none".into()],
+            ..Config::default()
+        })
+        .unwrap();
+        assert_eq!(settings.algorithms, vec![Algorithm::Sha256, Algorithm::None]);
+        assert_eq!(settings.schedules.pepper_rotation.pattern.to_string(), Config::default().pepper_cron);
     }
 
     #[test]

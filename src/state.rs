@@ -35,6 +35,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// Servers that may push hashes and look up without a token.
     pub trusted_servers: Arc<crate::domain::trusted::TrustedServers>,
+    /// When the scheduled jobs run.
+    pub schedules: crate::settings::Schedules,
     /// Lookup algorithms offered, in order.
     pub algorithms: Arc<Vec<crate::vocabulary::Algorithm>>,
     /// E-mail and SMS delivery.

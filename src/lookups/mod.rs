@@ -35,12 +35,6 @@ use crate::store::{Peppers, Store, StoreResult};
 pub use crate::vocabulary::Algorithm;
 use crate::wire::{HashDetails, LookupAnswer};
 
-/// The lookup algorithms offered, in the configured order (validated to contain `sha256`).
-#[must_use]
-pub fn offered_algorithms(config: &crate::config::Config) -> Vec<Algorithm> {
-    config.lookup_algorithms.iter().filter_map(|name| Algorithm::parse(name)).collect()
-}
-
 /// Which live pepper a request names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PepperSlot {
