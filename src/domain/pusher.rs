@@ -31,25 +31,6 @@ pub fn push_key(base_url: &str) -> anyhow::Result<String> {
     Ok(format!("{host}:{}", url.port_or_known_default().unwrap_or(443)))
 }
 
-/// Time allowed for one request of a push (a push of a million hashes is a few dozen MB).
-const PUSH_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The client pushes go through: the TLS trust of homeserver calls (system roots plus
-/// `homeserver_ca_file`, or none with `homeserver_verify_tls` off).
-pub fn http_client(settings: &crate::matrix::client::HomeserverSettings) -> Result<reqwest::Client, String> {
-    let extra_roots = match &settings.extra_ca_pem {
-        Some(pem) => crate::matrix::connect::parse_pem_certificates(pem)?,
-        None => Vec::new(),
-    };
-    let tls = crate::matrix::connect::tls_client_config(settings.verify_tls, extra_roots, &[b"http/1.1"])?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .http1_only()
-        .timeout(PUSH_TIMEOUT)
-        .build()
-        .map_err(|error| format!("cannot build the push client: {error}"))
-}
-
 /// The pusher, with what it needs: the targets, the store it reads our 3PIDs from, its HTTP
 /// client and the clock. Built once per service; cheap to clone.
 #[derive(Debug, Clone)]
