@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use croner::Cron;
-use croner::parser::{CronParser, Seconds};
 
 use crate::clock::Clock;
 use crate::lookups::ROTATION_JOB;
@@ -23,11 +22,6 @@ use crate::store::Store;
 /// How long a lease lasts unless renewed. A running job renews it every third of this, so an
 /// instance that dies mid-run blocks the job for at most this long.
 pub const LEASE: Duration = Duration::from_secs(60);
-
-/// Parses a cron expression the way the Node service's `node-cron` does.
-pub fn parse_cron(expression: &str) -> Result<Cron, String> {
-    CronParser::builder().seconds(Seconds::Optional).build().parse(expression.trim()).map_err(|error| error.to_string())
-}
 
 /// A job's body: returns a one-line summary for the log, or an error.
 pub type JobBody = Arc<dyn Fn(AppState) -> Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send>> + Send + Sync>;
@@ -201,6 +195,7 @@ fn next_occurrence(schedule: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::parse_cron;
     use chrono::TimeZone;
 
     #[test]

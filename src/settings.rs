@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use croner::Cron;
+use croner::parser::{CronParser, Seconds};
 use ipnet::IpNet;
 
 use crate::config::{Config, DatabaseEngine, parse_network};
@@ -69,7 +70,7 @@ impl Settings {
         let mut problems = check_keys(&config);
         let engine = config.database_engine();
         let algorithms = config.lookup_algorithms.iter().filter_map(|name| Algorithm::parse(name)).collect();
-        let mut schedule = |key: &str, expression: &str| match crate::jobs::parse_cron(expression) {
+        let mut schedule = |key: &str, expression: &str| match parse_cron(expression) {
             Ok(cron) => Some(cron),
             Err(error) => {
                 problems.push(format!("key `{key}`: `{expression}` is not a cron expression: {error}"));
@@ -107,6 +108,12 @@ impl Settings {
             _ => Err(InvalidConfig { problems }),
         }
     }
+}
+
+/// Parses a cron expression the way the Node service's `node-cron` does: 5 fields, or 6 with
+/// seconds first.
+pub fn parse_cron(expression: &str) -> Result<Cron, String> {
+    CronParser::builder().seconds(Seconds::Optional).build().parse(expression.trim()).map_err(|error| error.to_string())
 }
 
 /// Returns one line per problem; an empty list means the configuration can be used.

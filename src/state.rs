@@ -1,5 +1,5 @@
 //! The state every request handler, job and command works with: the configuration, the store,
-//! the outbound clients and what is kept in memory. Built once by [`crate::app::App`]; cheap to
+//! the outbound clients and what is kept in memory. Built once by `App`; cheap to
 //! clone (everything behind `Arc` or a pool).
 
 use std::sync::Arc;

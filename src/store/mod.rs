@@ -1,7 +1,7 @@
 //! Persistent state in SQLite (embedded, the default) or PostgreSQL, behind one API.
 //!
 //! [`Store`] holds a pool of either engine. Each repository method is written once: the
-//! [`on_pool!`] macro runs the same portable SQL (`$1` placeholders, `ON CONFLICT`,
+//! `on_pool!` macro runs the same portable SQL (`$1` placeholders, `ON CONFLICT`,
 //! `RETURNING` work on both engines) on whichever pool is configured, and the compiler checks
 //! the code against both drivers. Each engine has its own migrations tree under `migrations/`,
 //! embedded in the binary and applied at startup.
