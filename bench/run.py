@@ -300,6 +300,8 @@ def scenario_directory(engine, work, users):
     loading = time.perf_counter() - started
     server = Server(engine, work, userdb_engine="ldap", ldap_uri=url, ldap_base=branch, ldap_user=admin,
                     ldap_password=password, ldap_filter="(objectClass=inetOrgPerson)", directory_publish_all=True)
+    server.start()  # the commands work on an existing database: the service creates it
+    server.stop()
     first_s, first = server.cli("sync-directory")
     changes = "".join(
         f"dn: uid=u{n},{branch}\nchangetype: modify\nreplace: mail\nmail: changed{n}@ldap.example\n\n"

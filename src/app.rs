@@ -21,7 +21,7 @@ use crate::lookups::Lookups;
 use crate::matrix::{Dns, HomeserverClient, SystemDns};
 use crate::ratelimit::RateLimits;
 use crate::settings::{InvalidConfig, Settings};
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 use crate::store::Store;
 
 /// A ready-to-serve service: storage connected and migrated, keys and pepper in place,
@@ -122,7 +122,7 @@ impl App {
         let directory_sync = directory.map(|directory| {
             DirectorySync::new(&config, directory, synapse, store.clone(), Arc::clone(&lookups), clock.clone())
         });
-        let state = AppState {
+        let state = AppState::new(Services {
             validations,
             invitations,
             bindings,
@@ -141,7 +141,7 @@ impl App {
             homeserver,
             keys,
             terms: Arc::new(terms),
-        };
+        });
         let router = http::router(state.clone());
         Ok(Self { state, router })
     }

@@ -1,7 +1,8 @@
 //! The state every request handler, job and command works with: the configuration, the store,
-//! the outbound clients and what is kept in memory. Built once by `App`; cheap to
-//! clone (everything behind `Arc` or a pool).
+//! the services and what is kept in memory. Built once by `App`. Handlers receive a clone per
+//! request, so [`AppState`] is one `Arc`: cloning it never copies a service.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -16,9 +17,30 @@ use crate::domain::validation::Validations;
 use crate::matrix::HomeserverClient;
 use crate::store::Store;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach: a shared [`Services`]; its fields are reached through it
+/// (`state.store`).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// Shares `services`.
+    #[must_use]
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The configuration, the store, the clients and the services of one running service.
+#[derive(Debug)]
+pub struct Services {
     /// The effective configuration.
     pub config: Arc<Config>,
     /// The repository.

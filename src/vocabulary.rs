@@ -126,28 +126,48 @@ impl Algorithm {
 /// Length of a sha256 lookup hash in unpadded base64.
 pub const SHA256_HASH_LENGTH: usize = 43;
 
-/// The lookup hash of a 3PID for a pepper: `base64url_unpadded(sha256("<address> <medium>
-/// <pepper>"))`.
+/// A sha256 lookup hash: `sha256("<address> <medium> <pepper>")`, 32 bytes, written on the
+/// wire as 43 characters of unpadded base64url.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LookupHash([u8; 32]);
+
+impl LookupHash {
+    /// The hash of a 3PID for a pepper.
+    #[must_use]
+    pub fn of(address: &str, medium: &str, pepper: &str) -> Self {
+        Self(Sha256::digest(format!("{address} {medium} {pepper}").as_bytes()).into())
+    }
+
+    /// The hash `text` writes, or `None` when `text` is not one: exactly 43 characters of
+    /// unpadded base64url, in the canonical spelling (43 characters carry 258 bits for 256; the
+    /// spare two must be zero). Another spelling of the same bytes would be stored and never
+    /// found, since hashes are compared as text on the wire. The one decoder of lookup hashes,
+    /// for pushes, lookups and the index alike.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut out = [0_u8; 32];
+        // The engine refuses padding and non-zero trailing bits.
+        (text.len() == SHA256_HASH_LENGTH && URL_SAFE_NO_PAD.decode_slice(text, &mut out).ok() == Some(32))
+            .then_some(Self(out))
+    }
+}
+
+impl std::fmt::Display for LookupHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+/// The wire form of the lookup hash of a 3PID for a pepper (see [`LookupHash::of`]).
 #[must_use]
 pub fn hash_3pid(address: &str, medium: &str, pepper: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(format!("{address} {medium} {pepper}").as_bytes()))
+    LookupHash::of(address, medium, pepper).to_string()
 }
 
-/// A sha256 lookup hash decoded to its 32 bytes, or `None` when `text` is not one: exactly 43
-/// characters of unpadded base64url, in the canonical spelling (43 characters carry 258 bits
-/// for 256; the spare two must be zero). Another spelling of the same bytes would be stored and
-/// never found, since hashes are compared as text on the wire.
-#[must_use]
-pub fn decode_sha256_hash(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0_u8; 32];
-    // The engine refuses padding and non-zero trailing bits.
-    (text.len() == SHA256_HASH_LENGTH && URL_SAFE_NO_PAD.decode_slice(text, &mut out).ok() == Some(32)).then_some(out)
-}
-
-/// Whether `text` is a sha256 lookup hash (see [`decode_sha256_hash`]).
+/// Whether `text` is a sha256 lookup hash in its canonical spelling (see [`LookupHash::parse`]).
 #[must_use]
 pub fn is_sha256_hash(text: &str) -> bool {
-    decode_sha256_hash(text).is_some()
+    LookupHash::parse(text).is_some()
 }
 
 /// The digest of a snapshot of pushed hashes (sorted and without duplicates): how a receiver
@@ -183,6 +203,8 @@ mod tests {
         // The same bytes with non-zero trailing bits: not canonical.
         assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUd"));
         assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUf"));
+        let text = "4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc";
+        assert_eq!(LookupHash::parse(text).map(|hash| hash.to_string()).as_deref(), Some(text), "round trip");
     }
 
     #[test]
