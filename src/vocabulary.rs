@@ -161,7 +161,8 @@ impl std::fmt::Display for LookupHash {
 /// The wire form of the lookup hash of a 3PID for a pepper (see [`LookupHash::of`]).
 #[must_use]
 pub fn hash_3pid(address: &str, medium: &str, pepper: &str) -> String {
-    LookupHash::of(address, medium, pepper).to_string()
+    // Encoded directly: a rotation computes this for every local 3PID.
+    URL_SAFE_NO_PAD.encode(LookupHash::of(address, medium, pepper).0)
 }
 
 /// Whether `text` is a sha256 lookup hash in its canonical spelling (see [`LookupHash::parse`]).
