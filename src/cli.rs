@@ -341,7 +341,7 @@ async fn healthcheck(sources: &ConfigSources, url: Option<String>, timeout: u64)
             return ExitCode::FAILURE;
         }
     };
-    let url = format!("{base}/_matrix/identity/v2");
+    let url = format!("{base}/health/ready");
     match client.get(&url).send().await {
         Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
         Ok(response) => {

@@ -16,6 +16,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
 
+/// `GET /health/live` and `GET /health/ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// `live` or `ready`.
+    pub status: &'static str,
+}
+
 /// `GET /_matrix/identity/versions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Versions {

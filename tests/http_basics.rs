@@ -26,6 +26,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/_matrix/identity/v2/pubkey/isvalid"),
     ("GET", "/_matrix/identity/v2/pubkey/ephemeral/isvalid"),
     ("GET", "/_matrix/identity/v2/pubkey/ed25519:0"),
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
 ];
 
 #[tokio::test]
@@ -46,6 +48,23 @@ async fn status_answers_an_empty_object() {
     let response = server.call(Method::GET, "/_matrix/identity/v2", None).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.body, serde_json::json!({}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_endpoints_say_live_and_ready_without_auth_or_rate_limits() {
+    let server = TestServer::start_with(|config| config.rate_limiting_nb_requests = 2).await;
+    for _ in 0..5 {
+        let live = server.call(Method::GET, "/health/live", None).await;
+        assert_eq!((live.status, live.body), (200, serde_json::json!({ "status": "live" })));
+        let ready = server.call(Method::GET, "/health/ready", None).await;
+        assert_eq!((ready.status, ready.body), (200, serde_json::json!({ "status": "ready" })));
+    }
+    // Without its database the instance is alive but not ready.
+    server.state.store.close().await;
+    server.call(Method::GET, "/health/ready", None).await.assert_error(503, "M_UNKNOWN");
+    server.call(Method::GET, "/_matrix/identity/v2", None).await.assert_error(503, "M_UNKNOWN");
+    assert_eq!(server.call(Method::GET, "/health/live", None).await.status, 200);
     server.stop().await;
 }
 

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod error_response;
 pub mod extract;
+pub mod health;
 pub mod layers;
 pub mod v1;
 pub mod v2;
@@ -37,6 +38,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = usize::try_from(config.request_body_limit).unwrap_or(usize::MAX);
 
     let mut api = Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
         .route("/_matrix/identity/versions", get(v2::status::versions))
         .route("/_matrix/identity/v2", get(v2::status::status))
         .route("/_matrix/identity/v2/account/register", post(v2::account::register))

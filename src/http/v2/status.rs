@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 
-use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::error::ApiResult;
 use crate::state::AppState;
 use crate::wire::{Empty, Versions};
 
@@ -26,9 +26,6 @@ pub async fn versions() -> Json<Versions> {
 /// Status check: `{}` when the server can serve requests. It also checks that the database
 /// answers, so that a load balancer or the `healthcheck` command sees a broken instance.
 pub async fn status(State(state): State<AppState>) -> ApiResult<Json<Empty>> {
-    state.store.ping().await.map_err(|error| {
-        tracing::error!(%error, "status check: database unavailable");
-        ApiError::new(ErrCode::Unavailable, "The database is unavailable")
-    })?;
+    crate::http::health::database_answers(&state).await?;
     Ok(Json(Empty {}))
 }

@@ -1,0 +1,36 @@
+//! Health endpoints for load balancers and orchestrators (not in the Matrix spec):
+//! `GET /health/live` (the process answers) and `GET /health/ready` (it can serve: the database
+//! answers; the schema is migrated and the lookup data loaded before any route exists). Both are
+//! unauthenticated and outside the rate limits; the `healthcheck` command uses `ready`.
+
+use axum::Json;
+use axum::extract::State;
+
+use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::state::AppState;
+use crate::wire::Health;
+
+/// # `GET /health/live`
+///
+/// 200 `{"status": "live"}` whenever the process answers; restart it when this fails.
+pub async fn live() -> Json<Health> {
+    Json(Health { status: "live" })
+}
+
+/// # `GET /health/ready`
+///
+/// 200 `{"status": "ready"}` when the database answers, else 503 with a Matrix error body; send
+/// no traffic to an instance while this fails.
+pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+    database_answers(&state).await?;
+    Ok(Json(Health { status: "ready" }))
+}
+
+/// 503 `M_UNKNOWN` unless the database answers (the readiness check, and the status check of
+/// `GET /_matrix/identity/v2`).
+pub async fn database_answers(state: &AppState) -> ApiResult<()> {
+    state.store.ping().await.map_err(|error| {
+        tracing::error!(%error, "database unavailable");
+        ApiError::new(ErrCode::Unavailable, "The database is unavailable")
+    })
+}
