@@ -254,6 +254,55 @@ async fn a_rotation_drops_the_pushed_hashes_of_the_oldest_pepper() {
     server.stop().await;
 }
 
+/// Twake Chat after a rotation: it hashes every address with each live pepper and sends all
+/// the hashes in one lookup naming the current pepper, while the other server has pushed only
+/// under the previous one.
+#[tokio::test]
+async fn hashes_of_every_live_pepper_are_matched_in_one_lookup() {
+    let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    server
+        .state
+        .lookups
+        .add_local_threepid("email", "alice@example.org", "@alice:example.org", Source::Binding, true)
+        .await
+        .unwrap();
+    let first = current_pepper(&server).await;
+    let bob_first = hash_3pid("bob@remote.example", "email", &first);
+    assert_eq!(
+        push(&server, &push_body("remote.example:443", &first, std::slice::from_ref(&bob_first))).await.status,
+        201
+    );
+    server.state.lookups.rotate_pepper().await.unwrap();
+
+    let token = server.token_for("@reader:example.org").await;
+    let details = server.call_as(Some(&token), Method::GET, "/_matrix/identity/v2/hash_details", None).await;
+    let current = details.body["lookup_pepper"].as_str().unwrap().to_owned();
+    assert_eq!(details.body["alt_lookup_peppers"], json!([first]));
+    let peppers = [current.clone(), first.clone()];
+    let mut addresses = Vec::new();
+    for address in ["alice@example.org", "bob@remote.example", "nobody@example.org"] {
+        addresses.extend(peppers.iter().map(|pepper| hash_3pid(address, "email", pepper)));
+    }
+    let body = json!({ "algorithm": "sha256", "pepper": current, "addresses": addresses }).to_string();
+    let found = server.call_as(Some(&token), Method::POST, "/_matrix/identity/v2/lookup", Some(&body)).await;
+    assert_eq!(found.status, 200, "{:?}", found.body);
+    let alice: Vec<&String> = addresses[0..2].iter().collect();
+    assert_eq!(
+        found.body["mappings"],
+        json!({ alice[0].as_str(): "@alice:example.org", alice[1].as_str(): "@alice:example.org" }),
+        "our own 3PID under both peppers"
+    );
+    assert_eq!(
+        found.body["third_party_mappings"],
+        json!({ "remote.example:443": [bob_first] }),
+        "the other server's hash under the previous pepper, though the lookup names the current one"
+    );
+    // Naming the previous pepper finds hashes of the current one too.
+    let named_previous = lookup(&server, &first, &addresses[0..1]).await;
+    assert_eq!(named_previous["mappings"][&addresses[0]], "@alice:example.org");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_push_of_a_million_hashes_succeeds() {
     let server = TestServer::start_with(|config| {

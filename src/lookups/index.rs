@@ -254,14 +254,20 @@ impl LookupIndex {
     }
 
     /// A sha256 lookup: own active users in `mappings` (the owner that wins by
-    /// [`Source::precedence`]),
-    /// the servers that pushed the other hashes in `third_party_mappings`, own inactive users
-    /// in `inactive_mappings` when asked. An unknown pepper is `M_INVALID_PEPPER`.
+    /// [`Source::precedence`]), the servers that pushed the other hashes in
+    /// `third_party_mappings`, own inactive users in `inactive_mappings` when asked. An unknown
+    /// pepper is `M_INVALID_PEPPER`.
+    ///
+    /// Each hash is matched under every live pepper, the named one first. A sha256 hash names
+    /// the pepper it was computed with, so a match under the other pepper is the same 3PID; and
+    /// clients that hash every address with each live pepper after a rotation (Twake Chat)
+    /// send all the hashes in one lookup naming only the current pepper, while other servers
+    /// may not have pushed under it yet.
     pub fn lookup_sha256(&self, pepper: &str, addresses: &[String], with_inactive: bool) -> ApiResult<LookupAnswer> {
         let data = self.read();
-        let slot = match check_pepper(&data.peppers, Algorithm::Sha256, pepper)? {
-            PepperSlot::Current => 0,
-            PepperSlot::Previous => 1,
+        let slots = match check_pepper(&data.peppers, Algorithm::Sha256, pepper)? {
+            PepperSlot::Current => [0, 1],
+            PepperSlot::Previous => [1, 0],
         };
         let mut mappings = BTreeMap::new();
         let mut inactive = BTreeMap::new();
@@ -280,8 +286,7 @@ impl LookupIndex {
                     ),
                 ));
             };
-            let best = data.local[slot]
-                .owners(&hash)
+            let best = first_owners(&data.local, slots, &hash)
                 .iter()
                 .filter_map(|index| data.local_hits.get(*index as usize))
                 .max_by_key(|hit| hit.source.precedence(hit.active));
@@ -295,7 +300,7 @@ impl LookupIndex {
                     continue;
                 }
             }
-            for server in data.pushed[slot].owners(&hash) {
+            for server in first_owners(&data.pushed, slots, &hash) {
                 third_party.entry(*server).or_default().insert(address.as_str());
             }
         }
@@ -325,6 +330,11 @@ impl LookupIndex {
             })
             .collect()
     }
+}
+
+/// The owners of `hash` in the first of the pepper `slots` that has any.
+fn first_owners<'a>(tables: &'a [Table; 2], slots: [usize; 2], hash: &Hash) -> &'a [u32] {
+    slots.iter().map(|slot| tables[*slot].owners(hash)).find(|owners| !owners.is_empty()).unwrap_or(&[])
 }
 
 /// Loads the local hashes of the index's peppers: the tables and the 3PIDs they point to.
