@@ -142,9 +142,23 @@ fn log_configuration(loaded: &LoadedConfig) {
     if !loaded.ignored_keys.is_empty() {
         tracing::warn!(
             keys = %loaded.ignored_keys.join(", "),
-            "these keys belong to the wider Twake server and are ignored"
+            "these keys belong to the wider Twake server or the base identity server and are ignored"
         );
     }
+    if let Some(variables) = crowdsec_variables() {
+        tracing::warn!(
+            %variables,
+            "CrowdSec is not supported: no bouncer runs in this service; put one in the reverse proxy in front of it"
+        );
+    }
+}
+
+/// The CrowdSec variables of the Node service that are set, if any: that service mounted a
+/// bouncer when they were; this one does not, and says so rather than ignore them silently.
+fn crowdsec_variables() -> Option<String> {
+    let set: Vec<&str> =
+        ["CROWDSEC_URI", "CROWDSEC_KEY"].into_iter().filter(|name| std::env::var_os(name).is_some()).collect();
+    (!set.is_empty()).then(|| set.join(", "))
 }
 
 fn check_config(sources: &ConfigSources) -> ExitCode {
@@ -158,7 +172,10 @@ fn check_config(sources: &ConfigSources) -> ExitCode {
         eprintln!("environment overrides: {}", loaded.env_overrides.join(", "));
     }
     if !loaded.ignored_keys.is_empty() {
-        eprintln!("ignored Twake-only keys: {}", loaded.ignored_keys.join(", "));
+        eprintln!("ignored keys of the Twake server or the base identity server: {}", loaded.ignored_keys.join(", "));
+    }
+    if let Some(variables) = crowdsec_variables() {
+        eprintln!("not supported, ignored: {variables} (no CrowdSec bouncer runs in this service)");
     }
     let shown = masked(&loaded.config);
     println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());

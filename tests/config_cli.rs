@@ -158,6 +158,41 @@ fn a_node_configuration_with_twake_only_keys_loads_and_masks_secrets() {
     assert!(notes.contains("jitsiBaseUrl") && notes.contains("twake_chat"), "ignored keys are named: {notes}");
 }
 
+/// The default configuration of a Node package (`src/config.json`), kept in `tests/fixtures`.
+fn node_default_config(package: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node-config").join(format!("{package}.config.json"))
+}
+
+#[test]
+fn the_node_services_default_configurations_load_and_crowdsec_is_named() {
+    let dir = TempDir::new().unwrap();
+    // The federated service's default names PostgreSQL without a database: every key is known,
+    // and that is the one problem.
+    let federated = node_default_config("federated-identity-service");
+    let (output, _) = check_config(command(dir.path()).arg("--config").arg(&federated));
+    assert_eq!(output.status.code(), Some(2));
+    let problems: Vec<String> =
+        stderr(&output).lines().filter(|line| line.contains(" - ")).map(str::to_owned).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("database_name"), "{problems:?}");
+
+    // The base identity server's default carries two keys the federated one lacks.
+    let base = node_default_config("matrix-identity-server");
+    let (output, json) = check_config(
+        command(dir.path())
+            .arg("--config")
+            .arg(&base)
+            .env("CROWDSEC_URI", "http://crowdsec.invalid:8080")
+            .env("CROWDSEC_KEY", "bouncer-key"),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(json.get("rabbitmq").is_none() && json.get("room_permissions").is_none());
+    let notes = stderr(&output);
+    assert!(notes.contains("rabbitmq") && notes.contains("room_permissions"), "ignored keys are named: {notes}");
+    assert!(notes.contains("CROWDSEC_URI, CROWDSEC_KEY") && notes.contains("not supported"), "{notes}");
+    assert!(!notes.contains("crowdsec.invalid") && !notes.contains("bouncer-key"), "values are not printed: {notes}");
+}
+
 #[test]
 fn a_yaml_configuration_loads() {
     let dir = TempDir::new().unwrap();

@@ -17,9 +17,13 @@ use serde_json::Value;
 pub use entries::{PushTarget, TrustedServerConfig, parse_network};
 pub use load::{CONFIG_PATH_ENV, ConfigError, ConfigSources, LoadedConfig, SYSTEM_CONFIG_PATH, load};
 
-/// Keys of the wider Twake server that may appear in a shared configuration file. They are
-/// accepted so that existing files keep loading, and ignored (with one warning).
+/// Keys of the wider Twake server, and of the base Node identity server (`rabbitmq`,
+/// `room_permissions`: the two keys of its default configuration that the federated service's
+/// lacks), that may appear in a shared configuration file. They are accepted so that existing
+/// files keep loading, and ignored (with one warning).
 pub const IGNORED_KEYS: &[&str] = &[
+    "rabbitmq",
+    "room_permissions",
     "jitsiBaseUrl",
     "jitsiJwtAlgorithm",
     "jitsiJwtIssuer",
