@@ -52,8 +52,7 @@ impl App {
     }
 
     async fn assemble(settings: Settings, dns: Arc<dyn Dns>, clock: Clock) -> anyhow::Result<Self> {
-        let Settings { config, engine: _, algorithms, schedules, homeserver, trusted_proxies, trusted_servers, terms } =
-            settings;
+        let Settings { config, algorithms, schedules, homeserver, trusted_proxies, trusted_servers, terms } = settings;
         let push_client = crate::matrix::push_client::push_client(&homeserver).map_err(anyhow::Error::msg)?;
         let homeserver = HomeserverClient::new(homeserver, dns).map_err(anyhow::Error::msg)?;
         if !config.homeserver_verify_tls {

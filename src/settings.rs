@@ -1,5 +1,5 @@
 //! The configuration as the service uses it: a [`Config`] (the Node-format file and
-//! environment model) parsed once into typed [`Settings`]: the database engine, the lookup
+//! environment model) parsed once into typed [`Settings`]: the lookup
 //! algorithms, the job schedules, the networks, the homeserver client's settings, the trusted
 //! servers and the terms. `check-config` runs the same parsing, so it and startup always agree.
 //! Every problem is reported, each naming its key. It sits above `config`, so that the
@@ -22,8 +22,6 @@ use crate::vocabulary::Algorithm;
 pub struct Settings {
     /// The configuration as read; the keys that need no parsing are used from here.
     pub config: Config,
-    /// `database_engine`.
-    pub engine: DatabaseEngine,
     /// `lookup_algorithms`, in the configured order.
     pub algorithms: Vec<Algorithm>,
     /// The cron expressions of the jobs.
@@ -68,7 +66,6 @@ impl Settings {
     /// Parses `config`, reporting every problem at once.
     pub fn from_config(config: Config) -> Result<Self, InvalidConfig> {
         let mut problems = check_keys(&config);
-        let engine = config.database_engine();
         let algorithms = config.lookup_algorithms.iter().filter_map(|name| Algorithm::parse(name)).collect();
         let mut schedule = |key: &str, expression: &str| match parse_cron(expression) {
             Ok(cron) => Some(cron),
@@ -88,15 +85,13 @@ impl Settings {
         let terms =
             Terms::load(&config.policies).map_err(|problem| problems.push(format!("key `policies`: {problem}"))).ok();
         let homeserver = homeserver_settings(&config).map_err(|problem| problems.push(problem)).ok();
-        match (engine, schedules, trusted_servers, terms, homeserver) {
+        match (schedules, trusted_servers, terms, homeserver) {
             (
-                Some(engine),
                 (Some(pepper_rotation), Some(directory_sync), Some(federation_push)),
                 Some(trusted_servers),
                 Some(terms),
                 Some(homeserver),
             ) if problems.is_empty() => Ok(Self {
-                engine,
                 algorithms,
                 schedules: Schedules { pepper_rotation, directory_sync, federation_push },
                 homeserver,
@@ -114,12 +109,6 @@ impl Settings {
 /// seconds first.
 pub fn parse_cron(expression: &str) -> Result<Cron, String> {
     CronParser::builder().seconds(Seconds::Optional).build().parse(expression.trim()).map_err(|error| error.to_string())
-}
-
-/// Returns one line per problem; an empty list means the configuration can be used.
-#[must_use]
-pub fn validate(config: &Config) -> Vec<String> {
-    Settings::from_config(config.clone()).err().map(|invalid| invalid.problems).unwrap_or_default()
 }
 
 fn homeserver_settings(config: &Config) -> Result<HomeserverSettings, String> {
@@ -291,6 +280,10 @@ fn validate_logging(config: &Config, problems: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn validate(config: &Config) -> Vec<String> {
+        Settings::from_config(config.clone()).err().map(|invalid| invalid.problems).unwrap_or_default()
+    }
 
     #[test]
     fn defaults_are_valid() {

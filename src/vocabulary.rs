@@ -150,19 +150,18 @@ impl LookupHash {
         (text.len() == SHA256_HASH_LENGTH && URL_SAFE_NO_PAD.decode_slice(text, &mut out).ok() == Some(32))
             .then_some(Self(out))
     }
-}
 
-impl std::fmt::Display for LookupHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    /// The wire form: 43 characters of unpadded base64url.
+    #[must_use]
+    pub fn text(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
     }
 }
 
 /// The wire form of the lookup hash of a 3PID for a pepper (see [`LookupHash::of`]).
 #[must_use]
 pub fn hash_3pid(address: &str, medium: &str, pepper: &str) -> String {
-    // Encoded directly: a rotation computes this for every local 3PID.
-    URL_SAFE_NO_PAD.encode(LookupHash::of(address, medium, pepper).0)
+    LookupHash::of(address, medium, pepper).text()
 }
 
 /// Whether `text` is a sha256 lookup hash in its canonical spelling (see [`LookupHash::parse`]).
@@ -205,7 +204,7 @@ mod tests {
         assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUd"));
         assert!(!is_sha256_hash("4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUf"));
         let text = "4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc";
-        assert_eq!(LookupHash::parse(text).map(|hash| hash.to_string()).as_deref(), Some(text), "round trip");
+        assert_eq!(LookupHash::parse(text).map(|hash| hash.text()).as_deref(), Some(text), "round trip");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::ratelimit::RateLimits;
 use crate::secret::random_secret;
 use crate::store::{Store, ValidationSession};
 use crate::vocabulary::Medium;
+use crate::wire::ValidatedThreepid;
 
 /// Wrong tokens allowed before the current one is voided.
 const WRONG_TOKEN_LIMIT: i64 = 10;
@@ -286,6 +287,16 @@ impl Validations {
             ));
         }
         Ok(session)
+    }
+
+    /// `getValidated3pid`: the 3PID of the validated, unexpired session `sid`.
+    pub async fn validated_threepid(&self, sid: &str, client_secret: &str) -> ApiResult<ValidatedThreepid> {
+        let session = self.validated_session(sid, client_secret).await?;
+        Ok(ValidatedThreepid {
+            validated_at: session.validated_at.unwrap_or_default(),
+            medium: session.medium,
+            address: session.address,
+        })
     }
 
     /// Deletes the sessions that expired, returning how many.

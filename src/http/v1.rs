@@ -105,12 +105,7 @@ pub async fn get_validated(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<v2::threepid::SessionQuery>,
 ) -> ApiResult<Json<ValidatedThreepid>> {
-    let session = state.validations.validated_session(&query.sid, &query.client_secret).await?;
-    Ok(Json(ValidatedThreepid {
-        validated_at: session.validated_at.unwrap_or_default(),
-        medium: session.medium,
-        address: session.address,
-    }))
+    Ok(Json(state.validations.validated_threepid(&query.sid, &query.client_secret).await?))
 }
 
 /// # `POST /_matrix/identity/api/v1/3pid/bind`

@@ -4,8 +4,7 @@
 
 use super::Lookups;
 use crate::error::{ApiError, ApiResult, ErrCode};
-pub use crate::store::DirectoryChanges;
-use crate::store::{LocalThreepidWrite, StoreResult};
+use crate::store::{DirectoryChanges, LocalThreepidWrite, StoreResult};
 use crate::vocabulary::{Source, normalize_address};
 
 impl Lookups {

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use self::index::LookupIndex;
-pub use self::local::DirectoryChanges;
 pub use self::rotation::ROTATION_JOB;
 use crate::clock::Clock;
 use crate::error::{ApiError, ApiResult, ErrCode};
+pub use crate::store::DirectoryChanges;
 use crate::store::{Peppers, Store, StoreResult};
 pub use crate::vocabulary::Algorithm;
 use crate::wire::{HashDetails, LookupAnswer};
@@ -45,15 +45,17 @@ pub enum PepperSlot {
 }
 
 /// The pepper check of lookups and pushes alike: `pepper` must be the current or the previous
-/// one, else 400 `M_INVALID_PEPPER` naming the current pepper (spec, `POST /lookup`).
+/// one, else 400 `M_INVALID_PEPPER` naming the current pepper (spec, `POST /lookup`). Without
+/// a current pepper (which startup creates) nothing can be checked: a 500.
 pub fn check_pepper(peppers: &Peppers, algorithm: Algorithm, pepper: &str) -> ApiResult<PepperSlot> {
-    if peppers.current.as_deref() == Some(pepper) {
+    let current = peppers.current.as_deref().ok_or_else(|| ApiError::internal("no current pepper"))?;
+    if current == pepper {
         return Ok(PepperSlot::Current);
     }
     if peppers.previous.as_deref() == Some(pepper) {
         return Ok(PepperSlot::Previous);
     }
-    Err(ApiError::invalid_pepper(algorithm.name(), peppers.current.clone().unwrap_or_default()))
+    Err(ApiError::invalid_pepper(algorithm.name(), current.to_owned()))
 }
 
 /// A `lookup` request, validated.

@@ -32,12 +32,7 @@ pub async fn get_validated(
     _user: UserWithTerms,
     QueryParams(query): QueryParams<SessionQuery>,
 ) -> ApiResult<Json<ValidatedThreepid>> {
-    let session = state.validations.validated_session(&query.sid, &query.client_secret).await?;
-    Ok(Json(ValidatedThreepid {
-        validated_at: session.validated_at.unwrap_or_default(),
-        medium: session.medium,
-        address: session.address,
-    }))
+    Ok(Json(state.validations.validated_threepid(&query.sid, &query.client_secret).await?))
 }
 
 /// The body of `3pid/bind`.
