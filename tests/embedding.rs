@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 use federated_identity_service::App;
-use federated_identity_service::vocabulary::Source;
 use reqwest::Method;
 use serde_json::json;
 
@@ -50,12 +49,7 @@ async fn a_host_application_serves_the_routes_and_runs_the_background_work() {
     // A binding written by the other instance: found through the embedded router once its
     // background work has applied the change log.
     let token = writer.token_for("@reader:example.org").await;
-    writer
-        .state
-        .lookups
-        .add_local_threepid("email", "bob@example.org", "@bob:example.org", Source::Binding, true)
-        .await
-        .unwrap();
+    writer.bind_email("bob@example.org", "@bob:example.org").await;
     let details =
         Response::from(call(Method::GET, "/_matrix/identity/v2/hash_details", Some(&token), None).await).await;
     let pepper = details.body["lookup_pepper"].as_str().expect("a pepper").to_owned();
@@ -77,4 +71,15 @@ async fn a_host_application_serves_the_routes_and_runs_the_background_work() {
     assert!(background.await.unwrap_err().is_cancelled());
     served.abort();
     writer.stop().await;
+}
+
+#[tokio::test]
+async fn a_host_application_gets_every_problem_of_an_invalid_configuration() {
+    let config = federated_identity_service::Config {
+        pepper_cron: "every day".into(),
+        lookup_algorithms: vec!["md5".into()],
+        ..federated_identity_service::Config::default()
+    };
+    let error = App::builder(config).build().await.expect_err("an invalid configuration is refused").to_string();
+    assert!(error.contains("`pepperCron`") && error.contains("`lookup_algorithms`"), "{error}");
 }

@@ -11,7 +11,7 @@ use common::{Backend, TestServer, test_config};
 use federated_identity_service::Config;
 use federated_identity_service::domain::pusher::PushTarget;
 use federated_identity_service::store::{DirectoryChanges, NewThreepid};
-use federated_identity_service::vocabulary::{Source, hash_3pid};
+use federated_identity_service::vocabulary::hash_3pid;
 use serde_json::{Value, json};
 
 async fn federated_service() -> TestServer {
@@ -31,16 +31,8 @@ async fn our_active_users_are_pushed_once_per_pepper_and_not_again_when_unchange
     let b = federated_service().await;
     b.state.lookups.rotate_pepper().await.unwrap();
     let a = TestServer::start_with(pushing_to(vec![PushTarget::Name(format!("http://{}", b.address))])).await;
-    a.state
-        .lookups
-        .add_local_threepid("email", "alice@org.example", "@alice:org.example", Source::Binding, true)
-        .await
-        .unwrap();
-    a.state
-        .lookups
-        .add_local_threepid("email", "gone@org.example", "@gone:org.example", Source::Directory, false)
-        .await
-        .unwrap();
+    a.bind_email("alice@org.example", "@alice:org.example").await;
+    a.add_inactive_directory_email("gone@org.example", "@gone:org.example").await;
 
     let summary = a.state.pusher.push_all().await.unwrap();
     assert!(summary.contains("1 hashes pushed"), "{summary}");
@@ -114,11 +106,7 @@ async fn a_named_target_receives_the_shared_secret() {
         secret: "org-example-push-secret".into(),
     }]))
     .await;
-    a.state
-        .lookups
-        .add_local_threepid("email", "alice@org.example", "@alice:org.example", Source::Binding, true)
-        .await
-        .unwrap();
+    a.bind_email("alice@org.example", "@alice:org.example").await;
     a.state.pusher.push_all().await.unwrap();
     assert_eq!(b.state.store.push_snapshots().await.unwrap().len(), 1);
     a.stop().await;
@@ -142,12 +130,7 @@ async fn pushes_to_an_https_target_trust_the_configured_ca_file() {
     let target = vec![PushTarget::Name(format!("https://127.0.0.1:{}", b.address.port()))];
     // Without the CA, the private certificate is refused.
     let untrusting = TestServer::start_with(pushing_to(target.clone())).await;
-    untrusting
-        .state
-        .lookups
-        .add_local_threepid("email", "a@org.example", "@a:org.example", Source::Binding, true)
-        .await
-        .unwrap();
+    untrusting.bind_email("a@org.example", "@a:org.example").await;
     let error = untrusting.state.pusher.push_all().await.expect_err("an unknown CA is refused");
     assert!(format!("{error:#}").contains("127.0.0.1"), "{error:#}");
     untrusting.stop().await;
@@ -158,11 +141,7 @@ async fn pushes_to_an_https_target_trust_the_configured_ca_file() {
         config.homeserver_ca_file = ca_path;
     })
     .await;
-    a.state
-        .lookups
-        .add_local_threepid("email", "a@org.example", "@a:org.example", Source::Binding, true)
-        .await
-        .unwrap();
+    a.bind_email("a@org.example", "@a:org.example").await;
     let summary = a.state.pusher.push_all().await.expect("the push is trusted");
     assert!(summary.contains("1 hashes pushed"), "{summary}");
     assert_eq!(b.state.store.push_snapshots().await.unwrap().len(), 1);

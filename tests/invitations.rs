@@ -11,7 +11,6 @@ use common::TestServer;
 use common::homeserver::{Behaviour, FakeDns, Pki, StandIn};
 use common::messages::{SmsGateway, SmtpCapture};
 use federated_identity_service::Config;
-use federated_identity_service::vocabulary::Source;
 use reqwest::Method;
 use ruma::canonical_json::CanonicalJsonValue;
 use ruma::serde::Base64;
@@ -105,12 +104,7 @@ async fn store_invite_stores_mails_and_answers_valid_keys() {
 async fn invitations_to_bound_addresses_and_bad_invitations_send_nothing() {
     let smtp = SmtpCapture::start();
     let server = TestServer::start_with(configured(&smtp)).await;
-    server
-        .state
-        .lookups
-        .add_local_threepid("email", "bob@example.org", "@bob:hs.test", Source::Binding, true)
-        .await
-        .unwrap();
+    server.bind_email("bob@example.org", "@bob:hs.test").await;
     let alice = server.token_for("@alice:hs.test").await;
     let call = |body: Value| {
         let server = &server;

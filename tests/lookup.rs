@@ -135,12 +135,7 @@ async fn the_none_algorithm_is_offered_only_when_configured() {
 #[tokio::test]
 async fn inactive_users_appear_only_with_additional_features() {
     let server = TestServer::start_with(|config| config.additional_features = true).await;
-    server
-        .state
-        .lookups
-        .add_local_threepid("email", "gone@example.com", "@gone:example.org", Source::Directory, false)
-        .await
-        .unwrap();
+    server.add_inactive_directory_email("gone@example.com", "@gone:example.org").await;
     let client = Client::new(&server).await;
     let pepper = client.details().await["lookup_pepper"].as_str().unwrap().to_owned();
     let hash = spec_hash("gone@example.com", "email", &pepper);
@@ -266,12 +261,7 @@ async fn trusted_servers_need_no_token_and_untrusted_callers_do() {
 async fn a_crash_mid_rotation_leaves_nothing_behind_and_blocks_rotations_only_briefly() {
     use federated_identity_service::lookups::ROTATION_JOB;
     let server = TestServer::start().await;
-    server
-        .state
-        .lookups
-        .add_local_threepid("email", "a@example.org", "@a:example.org", Source::Binding, true)
-        .await
-        .unwrap();
+    server.bind_email("a@example.org", "@a:example.org").await;
     let peppers = server.state.store.peppers().await.unwrap();
     // An instance took the lease, started a rotation, and died (kill -9): a pending pepper and its
     // hashes, a lease nobody renews.

@@ -6,7 +6,7 @@ mod common;
 use common::{Response, TestServer};
 use federated_identity_service::Config;
 use federated_identity_service::domain::trusted::TrustedServerConfig;
-use federated_identity_service::vocabulary::{Source, hash_3pid};
+use federated_identity_service::vocabulary::hash_3pid;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -260,12 +260,7 @@ async fn a_rotation_drops_the_pushed_hashes_of_the_oldest_pepper() {
 #[tokio::test]
 async fn hashes_of_every_live_pepper_are_matched_in_one_lookup() {
     let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
-    server
-        .state
-        .lookups
-        .add_local_threepid("email", "alice@example.org", "@alice:example.org", Source::Binding, true)
-        .await
-        .unwrap();
+    server.bind_email("alice@example.org", "@alice:example.org").await;
     let first = current_pepper(&server).await;
     let bob_first = hash_3pid("bob@remote.example", "email", &first);
     assert_eq!(
@@ -329,12 +324,7 @@ async fn a_push_of_a_million_hashes_succeeds() {
 async fn inspect_reports_peppers_hashes_and_pushes() {
     let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
     let pepper = current_pepper(&server).await;
-    server
-        .state
-        .lookups
-        .add_local_threepid("email", "alice@example.com", "@alice:example.org", Source::Binding, true)
-        .await
-        .unwrap();
+    server.bind_email("alice@example.com", "@alice:example.org").await;
     let hashes = hashes_of(&["a@t.example", "b@t.example"], &pepper);
     assert_eq!(push(&server, &push_body("t.example:443", &pepper, &hashes)).await.status, 201);
 

@@ -4,7 +4,6 @@ mod common;
 
 use common::TestServer;
 use common::messages::SmtpCapture;
-use federated_identity_service::vocabulary::Source;
 use reqwest::Method;
 use serde_json::json;
 
@@ -35,12 +34,7 @@ async fn v1_routes_work_when_enabled() {
     })
     .await;
     assert_eq!(server.call(Method::GET, "/_matrix/identity/api/v1", None).await.body, json!({}));
-    server
-        .state
-        .lookups
-        .add_local_threepid("email", "alice@example.org", "@alice:example.org", Source::Binding, true)
-        .await
-        .unwrap();
+    server.bind_email("alice@example.org", "@alice:example.org").await;
 
     let found =
         server.call(Method::GET, "/_matrix/identity/api/v1/lookup?medium=email&address=Alice@example.org", None).await;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use federated_identity_service::clock::Clock;
 use federated_identity_service::matrix::{Dns, SystemDns};
 use federated_identity_service::state::AppState;
+use federated_identity_service::vocabulary::Source;
 use federated_identity_service::{App, Config};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -198,6 +199,16 @@ impl TestServer {
         federated_identity_service::domain::tokens::issue(&self.state.store, user_id, 3_600_000, self.clock.now_ms())
             .await
             .expect("token")
+    }
+
+    /// Publishes the e-mail `address` as bound to `mxid`, without the validation a bind needs.
+    pub async fn bind_email(&self, address: &str, mxid: &str) {
+        self.state.lookups.add_local_threepid("email", address, mxid, Source::Binding, true).await.expect("bind");
+    }
+
+    /// Adds the e-mail `address` of `mxid` as an unpublished (inactive) directory entry.
+    pub async fn add_inactive_directory_email(&self, address: &str, mxid: &str) {
+        self.state.lookups.add_local_threepid("email", address, mxid, Source::Directory, false).await.expect("add");
     }
 
     /// Stops the server, waiting for in-flight requests.
