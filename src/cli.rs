@@ -1,4 +1,4 @@
-//! Command line: `serve` (the default), `check-config` and `healthcheck`.
+//! Command line: `serve` (the default), `check-config`, the operator commands and `healthcheck`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -44,6 +44,21 @@ pub enum Command {
     /// Rotate the lookup pepper now (as the `pepperCron` job does; running instances see the
     /// new pepper at once).
     RotatePepper,
+    /// Import the database of a Node identity service (`@twake/federated-identity-service`)
+    /// into this service's database: peppers, access tokens, bindings, pushed hashes, pending
+    /// invitations, live validation sessions, terms acceptances and a usable signing key. The
+    /// Node database is only read. Prints what was imported per table, what was skipped and
+    /// why; running it again changes nothing.
+    ImportNodeDb {
+        /// The Node database: a SQLite file, or a `postgres://` URL.
+        #[arg(long, value_name = "SQLITE FILE | POSTGRES URL")]
+        from: String,
+        /// Import even into a database that already holds data of its own (access tokens,
+        /// bindings, pushes, invitations, sessions or terms acceptances): the Node rows are
+        /// added; rows of the same key already there are kept.
+        #[arg(long)]
+        force: bool,
+    },
     /// Exit 0 when a running instance answers its status endpoint (for container health
     /// checks).
     Healthcheck {
@@ -74,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Inspect => runtime.block_on(inspect(&sources)),
         Command::RotatePepper => runtime.block_on(rotate_pepper(&sources)),
         Command::SyncDirectory => runtime.block_on(sync_directory(&sources)),
+        Command::ImportNodeDb { from, force } => runtime.block_on(import_node_db(&sources, &from, force)),
         Command::Healthcheck { url, timeout } => runtime.block_on(healthcheck(&sources, url, timeout)),
     }
 }
@@ -272,6 +288,10 @@ async fn require_existing_database(config: &Config) -> Result<(), ExitCode> {
             eprintln!("{error}: only `serve` creates a database; check data_dir / database_* keys");
             Err(ExitCode::from(2))
         }
+        Err(error @ crate::store::StoreError::NodeDatabase(_)) => {
+            eprintln!("{error}");
+            Err(ExitCode::from(2))
+        }
         Err(error) => {
             eprintln!("cannot open the database: {error}");
             Err(ExitCode::FAILURE)
@@ -309,6 +329,28 @@ async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {
         }
         crate::jobs::RunOutcome::Skipped => {
             eprintln!("a rotation is running on another instance (see `inspect`); try again when it has finished");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn import_node_db(sources: &ConfigSources, from: &str, force: bool) -> ExitCode {
+    let Some((_, settings)) = load_valid(sources) else { return ExitCode::from(2) };
+    match crate::node_import::import(&settings, from, force).await {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error @ crate::node_import::ImportError::Done(_)) => {
+            eprintln!("{error}");
+            ExitCode::SUCCESS
+        }
+        Err(error @ (crate::node_import::ImportError::Source(_) | crate::node_import::ImportError::InUse(_))) => {
+            eprintln!("{error}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("import failed: {error}; what was written stays, and running the import again completes it");
             ExitCode::FAILURE
         }
     }

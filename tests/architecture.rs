@@ -10,7 +10,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["app"],
-    &["http", "jobs"],
+    &["http", "jobs", "node_import"],
     &["state"],
     &["settings"],
     &["domain"],

@@ -50,7 +50,8 @@ async fn access_tokens_expire_and_are_deleted() {
         assert_eq!(store.find_access_token("", now).await.unwrap(), None, "empty digest matches nothing");
         assert_eq!(store.find_access_token("other", now).await.unwrap(), None);
 
-        assert!(store.insert_access_token(&token("live", "@eve:example.org", now)).await.is_err(), "unique digest");
+        assert!(!store.insert_access_token(&token("live", "@eve:example.org", now)).await.unwrap(), "unique digest");
+        assert_eq!(store.find_access_token("live", now).await.unwrap().unwrap().user_id, "@alice:example.org");
 
         assert_eq!(store.purge_expired_access_tokens(now).await.unwrap(), 1);
         assert!(store.delete_access_token("live").await.unwrap());

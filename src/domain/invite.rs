@@ -137,7 +137,9 @@ impl Invitations {
             request: Value::Object(body.clone()).to_string(),
             created_at: now,
         };
-        self.store.insert_invitation(&invitation).await?;
+        if !self.store.insert_invitation(&invitation).await? {
+            return Err(ApiError::internal("an invitation with this token exists"));
+        }
         if let Err(error) = self.notify_invitee(&invitation, &body).await {
             self.store.delete_invitations(std::slice::from_ref(&token)).await?;
             return Err(error);

@@ -84,6 +84,19 @@ impl SigningKeys {
         Ok((keys, record))
     }
 
+    /// The key pair of a raw 32-byte ed25519 seed (as Sydent key files and the Node service's
+    /// NaCl secret keys hold it), and the long-term record to store it as created at `now`.
+    pub fn from_seed(seed: &[u8], version: &str, now: i64) -> anyhow::Result<(Self, SigningKeyRecord)> {
+        if seed.len() != 32 {
+            anyhow::bail!("an ed25519 seed has 32 bytes, not {}", seed.len());
+        }
+        let mut der = PKCS8_ED25519_PREFIX.to_vec();
+        der.extend_from_slice(seed);
+        let keys = Self::from_der(&der, version)?;
+        let record = keys.record(&der, now);
+        Ok((keys, record))
+    }
+
     /// The key pair of a stored record.
     pub fn from_record(record: &SigningKeyRecord) -> anyhow::Result<Self> {
         let der = LENIENT_BASE64.decode(&record.private_key)?;

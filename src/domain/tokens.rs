@@ -16,16 +16,19 @@ pub fn token_digest(token: &str) -> String {
 
 /// Issues a token for `user_id`, valid for `lifetime_ms`; returns the token itself.
 pub async fn issue(store: &Store, user_id: &str, lifetime_ms: i64, now: i64) -> StoreResult<String> {
-    let token = random_secret(32);
-    store
-        .insert_access_token(&AccessTokenRecord {
+    loop {
+        let token = random_secret(32);
+        let record = AccessTokenRecord {
             token_hash: token_digest(&token),
             user_id: user_id.to_owned(),
             created_at: now,
             expires_at: now.saturating_add(lifetime_ms),
-        })
-        .await?;
-    Ok(token)
+        };
+        // A stored digest is never handed out twice, however unlikely a 256-bit collision.
+        if store.insert_access_token(&record).await? {
+            return Ok(token);
+        }
+    }
 }
 
 /// The user a token belongs to, if it is known and not expired at `now`. An empty token

@@ -48,12 +48,17 @@ const ROTATION_BATCH: i64 = 20_000;
 /// then one switch (new current, old current kept as previous, older data deleted). On
 /// failure nothing is published and the partial work is removed.
 pub async fn rotate_pepper(store: &Store, clock: &Clock) -> anyhow::Result<String> {
+    rotate_to(store, clock, random_secret(32)).await
+}
+
+/// Rotates to a given pepper, as [`rotate_pepper`] does to a new one. `import-node-db` uses it
+/// to publish the peppers the clients of the Node service hold.
+pub async fn rotate_to(store: &Store, clock: &Clock, pepper: String) -> anyhow::Result<String> {
     // The caller holds the rotation lease: a pending pepper now was left by a crashed run.
     let abandoned = store.discard_pending_peppers().await?;
     if abandoned > 0 {
         tracing::warn!(abandoned, "removed the pending pepper of an interrupted rotation");
     }
-    let pepper = random_secret(32);
     store.insert_pending_pepper(&pepper, clock.now_ms()).await?;
     let computed = async {
         let mut after = 0;

@@ -24,11 +24,12 @@ pub struct InvitationRecord {
 }
 
 impl Store {
-    /// Stores an invitation.
-    pub async fn insert_invitation(&self, invitation: &InvitationRecord) -> StoreResult<()> {
-        on_pool!(self, pool => sqlx::query(
+    /// Stores an invitation unless its token is stored (an imported invitation already
+    /// there); returns whether it was stored.
+    pub async fn insert_invitation(&self, invitation: &InvitationRecord) -> StoreResult<bool> {
+        let inserted = on_pool!(self, pool => sqlx::query(
             "INSERT INTO invitations (token, medium, address, room_id, sender, ephemeral_key_id, request, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(&invitation.token)
         .bind(&invitation.medium)
@@ -40,8 +41,8 @@ impl Store {
         .bind(invitation.created_at)
         .execute(pool)
         .await
-        .map(|_| ()))?;
-        Ok(())
+        .map(|done| done.rows_affected()))?;
+        Ok(inserted == 1)
     }
 
     /// The invitation with this token.

@@ -9,6 +9,7 @@
 mod changes;
 mod directory;
 mod hashes;
+mod imports;
 mod invitations;
 mod keys;
 mod leases;
@@ -52,6 +53,10 @@ pub enum StoreError {
     /// The database does not exist yet, or holds no schema of this service.
     #[error("{0}")]
     Missing(String),
+    /// The database is one of the Node identity service, which `import-node-db` reads; this
+    /// service never writes into it.
+    #[error("{0}")]
+    NodeDatabase(String),
 }
 
 /// The result type of repository methods.
@@ -103,6 +108,7 @@ impl Store {
                 if !path.is_file() {
                     return Err(StoreError::Missing(format!("no database at {}", path.display())));
                 }
+                refuse_node_sqlite(&path).await?;
                 let options = SqliteConnectOptions::new().filename(&path).read_only(true);
                 let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
                 let found: i64 = sqlx::query_scalar(
@@ -116,6 +122,10 @@ impl Store {
             Some(DatabaseEngine::Postgres) => {
                 let mut connection =
                     <sqlx::PgConnection as sqlx::Connection>::connect_with(&postgres_options(config)?).await?;
+                let is_node: bool = sqlx::query_scalar(POSTGRES_IS_NODE).fetch_one(&mut connection).await?;
+                if is_node {
+                    return Err(StoreError::NodeDatabase(node_database_message(&postgres_label(config))));
+                }
                 let found: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
                     .fetch_one(&mut connection)
                     .await?;
@@ -134,6 +144,9 @@ impl Store {
     async fn connect_sqlite(config: &Config) -> StoreResult<Self> {
         let path = config.sqlite_path();
         let in_memory = path.as_os_str() == ":memory:";
+        if !in_memory && path.is_file() {
+            refuse_node_sqlite(&path).await?;
+        }
         let options = if in_memory {
             SqliteConnectOptions::from_str("sqlite::memory:")?
         } else {
@@ -180,6 +193,11 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
+        let is_node: bool = sqlx::query_scalar(POSTGRES_IS_NODE).fetch_one(&pool).await?;
+        if is_node {
+            pool.close().await;
+            return Err(StoreError::NodeDatabase(node_database_message(&postgres_label(config))));
+        }
         let store = Self { pool: Pool::Postgres(pool) };
         // sqlx serialises PostgreSQL migrations with an advisory lock.
         store.migrate().await?;
@@ -230,6 +248,47 @@ async fn leaves_no_transaction_open(connection: &mut sqlx::SqliteConnection) -> 
         tracing::warn!(depth, "a database connection was left inside a failed transaction; replacing it");
     }
     Ok(depth == 0)
+}
+
+/// Whether a PostgreSQL database is the Node service's: its `accessTokens` table (folded to
+/// lower case) and no schema of ours.
+const POSTGRES_IS_NODE: &str =
+    "SELECT to_regclass('accesstokens') IS NOT NULL AND to_regclass('_sqlx_migrations') IS NULL";
+
+/// Fails with [`StoreError::NodeDatabase`] when the SQLite file at `path` is the Node
+/// service's. The file is opened read-only, so that nothing is left behind.
+async fn refuse_node_sqlite(path: &std::path::Path) -> StoreResult<()> {
+    let options = SqliteConnectOptions::new().filename(path).read_only(true);
+    let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await?;
+    let is_node: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND lower(name) = 'accesstokens') \
+         AND NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut connection)
+    .await?;
+    sqlx::Connection::close(connection).await?;
+    if is_node {
+        return Err(StoreError::NodeDatabase(node_database_message(&path.display().to_string())));
+    }
+    Ok(())
+}
+
+/// How the configured PostgreSQL database is named in messages.
+fn postgres_label(config: &Config) -> String {
+    if config.database_name.is_empty() {
+        "the configured PostgreSQL database".to_owned()
+    } else {
+        format!("the PostgreSQL database `{}`", config.database_name)
+    }
+}
+
+/// The one line that tells an operator pointing this service at a Node database what to do.
+fn node_database_message(what: &str) -> String {
+    format!(
+        "{what} is a database of the Node identity service: this service does not write into it; import it into a \
+         new database with `federated-identity-service import-node-db --from <that database>` (see \
+         docs/migrating-from-node.md)"
+    )
 }
 
 /// Opens `path` and waits for an exclusive advisory lock on it; dropping the file unlocks.

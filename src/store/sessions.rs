@@ -42,6 +42,15 @@ macro_rules! select_session {
     };
 }
 
+/// The `INSERT` of every column, completed by a conflict clause.
+macro_rules! insert_session {
+    () => {
+        "INSERT INTO validation_sessions (sid, client_secret, medium, address, send_attempt, token_hash, \
+         token_sent_at, failed_attempts, next_link, created_at, updated_at, validated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    };
+}
+
 impl Store {
     /// The session of this client secret for this address, if any.
     pub async fn session_for_address(
@@ -75,32 +84,46 @@ impl Store {
 
     /// Stores a new session, replacing an expired one of the same secret and address.
     pub async fn put_session(&self, session: &ValidationSession) -> StoreResult<()> {
-        on_pool!(self, pool => sqlx::query(
-            "INSERT INTO validation_sessions (sid, client_secret, medium, address, send_attempt, token_hash, \
-             token_sent_at, failed_attempts, next_link, created_at, updated_at, validated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (client_secret, medium, address) DO UPDATE SET sid = excluded.sid, \
-             send_attempt = excluded.send_attempt, token_hash = excluded.token_hash, \
-             token_sent_at = excluded.token_sent_at, failed_attempts = excluded.failed_attempts, \
-             next_link = excluded.next_link, created_at = excluded.created_at, updated_at = excluded.updated_at, \
-             validated_at = excluded.validated_at",
+        self.write_session(
+            concat!(
+                insert_session!(),
+                " ON CONFLICT (client_secret, medium, address) DO UPDATE SET sid = excluded.sid, \
+                 send_attempt = excluded.send_attempt, token_hash = excluded.token_hash, \
+                 token_sent_at = excluded.token_sent_at, failed_attempts = excluded.failed_attempts, \
+                 next_link = excluded.next_link, created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                 validated_at = excluded.validated_at"
+            ),
+            session,
         )
-        .bind(&session.sid)
-        .bind(&session.client_secret)
-        .bind(&session.medium)
-        .bind(&session.address)
-        .bind(session.send_attempt)
-        .bind(&session.token_hash)
-        .bind(session.token_sent_at)
-        .bind(session.failed_attempts)
-        .bind(&session.next_link)
-        .bind(session.created_at)
-        .bind(session.updated_at)
-        .bind(session.validated_at)
-        .execute(pool)
         .await
-        .map(|_| ()))?;
-        Ok(())
+        .map(|_| ())
+    }
+
+    /// Stores an imported session unless its sid, or a session of the same client secret for
+    /// the same address, is stored; returns whether it was new.
+    pub async fn import_session(&self, session: &ValidationSession) -> StoreResult<bool> {
+        Ok(self.write_session(concat!(insert_session!(), " ON CONFLICT DO NOTHING"), session).await? == 1)
+    }
+
+    /// Runs one of the two inserts above; returns the rows written.
+    async fn write_session(&self, sql: &'static str, session: &ValidationSession) -> StoreResult<u64> {
+        let written = on_pool!(self, pool => sqlx::query(sql)
+            .bind(&session.sid)
+            .bind(&session.client_secret)
+            .bind(&session.medium)
+            .bind(&session.address)
+            .bind(session.send_attempt)
+            .bind(&session.token_hash)
+            .bind(session.token_sent_at)
+            .bind(session.failed_attempts)
+            .bind(&session.next_link)
+            .bind(session.created_at)
+            .bind(session.updated_at)
+            .bind(session.validated_at)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(written)
     }
 
     /// Records a new message: attempt, token digest, send time; clears failed attempts.

@@ -16,10 +16,12 @@ pub struct AccessTokenRecord {
 }
 
 impl Store {
-    /// Stores a newly issued token.
-    pub async fn insert_access_token(&self, record: &AccessTokenRecord) -> StoreResult<()> {
-        on_pool!(self, pool => sqlx::query(
-            "INSERT INTO access_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+    /// Stores a token unless one with the same digest is stored (an imported token already
+    /// there); returns whether it was stored.
+    pub async fn insert_access_token(&self, record: &AccessTokenRecord) -> StoreResult<bool> {
+        let inserted = on_pool!(self, pool => sqlx::query(
+            "INSERT INTO access_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(&record.token_hash)
         .bind(&record.user_id)
@@ -27,8 +29,8 @@ impl Store {
         .bind(record.expires_at)
         .execute(pool)
         .await
-        .map(|_| ()))?;
-        Ok(())
+        .map(|done| done.rows_affected()))?;
+        Ok(inserted == 1)
     }
 
     /// The token with this digest, if it exists and has not expired at `now`.
