@@ -354,3 +354,87 @@ async fn imports_refuse_what_is_not_a_node_database_and_a_database_in_use() {
     assert_eq!(account.body["user_id"], "@someone:example.org", "the database's own data stays");
     server.stop().await;
 }
+
+/// The command blocks of `docs/migrating-from-node.md` whose info string is `sh <tag>`.
+fn guide_commands(tag: &str) -> String {
+    let guide = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/migrating-from-node.md"))
+        .expect("the guide");
+    let mut script = String::from("set -euo pipefail\n");
+    let mut inside = false;
+    for line in guide.lines() {
+        let line = line.trim_start();
+        if let Some(info) = line.strip_prefix("```") {
+            inside = !inside && info == format!("sh {tag}");
+        } else if inside {
+            script.push_str(line);
+            script.push('\n');
+        }
+    }
+    assert!(script.lines().count() > 1, "the guide has `sh {tag}` blocks");
+    script
+}
+
+/// Runs a guide section with bash in `dir`, the binary on the PATH, and `env`.
+fn run_guide(tag: &str, dir: &Path, env: &[(&str, &str)]) {
+    let binary_dir = Path::new(BINARY).parent().unwrap();
+    let path = format!("{}:{}", binary_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(guide_commands(tag))
+        .current_dir(dir)
+        .env("PATH", path)
+        .envs(env.iter().copied())
+        .output()
+        .expect("bash");
+    assert!(output.status.success(), "guide section `{tag}`:\n{}{}", text(&output.stdout), text(&output.stderr));
+}
+
+/// The Node deployment's first user and peppers work on a service started on `config`.
+async fn assert_switched_over(config: Config, run: &Value) {
+    let server = TestServer::start_with(move |test| *test = Config { listen_port: 0, ..config }).await;
+    let token = run["users"][0]["access_token"].as_str().unwrap();
+    let details = server.call_as(Some(token), Method::GET, "/_matrix/identity/v2/hash_details", None).await;
+    assert_eq!(details.status, 200, "{:?}", details.body);
+    assert_eq!(details.body["lookup_pepper"], run["peppers"]["pepper"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_switch_over_guide_runs_as_written() {
+    // SQLite: in the Node service's working directory, with its own configuration file.
+    let dir = tempfile::tempdir().unwrap();
+    let node = fixture("sqlite/federated-identity-service.db");
+    std::fs::copy(&node, dir.path().join("federated-identity-service.db")).unwrap();
+    let mut node_config: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("config.json")).unwrap()).unwrap();
+    node_config.as_object_mut().unwrap().remove("template_dir");
+    let config_file = dir.path().join("federated-identity-service.json");
+    std::fs::write(&config_file, node_config.to_string()).unwrap();
+    let config_path = config_file.to_str().unwrap();
+    run_guide("sqlite", dir.path(), &[("CONFIG", config_path)]);
+    let run = manifest("sqlite");
+    let config = Config {
+        database_host: dir.path().join("federated-identity-service.db").display().to_string(),
+        access_token_lifetime: 20 * 365 * 24 * 3600,
+        cron_service: false,
+        ..Config::default()
+    };
+    assert_switched_over(config, &run).await;
+    run_guide("sqlite-rollback", dir.path(), &[]);
+    assert_eq!(file_digest(&dir.path().join("federated-identity-service.db")), file_digest(&node), "rolled back");
+
+    // PostgreSQL: the Node database renamed, a new one under the configured name.
+    let node_url = reqwest::Url::parse(&node_postgres_copy().await).unwrap();
+    let name = node_url.path().trim_start_matches('/').to_owned();
+    let admin = common::postgres_admin_url();
+    let host = format!("{}:{}", node_url.host_str().unwrap(), node_url.port().unwrap_or(5432));
+    let pg_config = json!({
+        "database_engine": "pg", "database_host": host, "database_name": name,
+        "database_user": node_url.username(), "access_token_lifetime": 20 * 365 * 24 * 3600,
+        "cron_service": false, "server_name": "fis.example.org",
+    });
+    std::fs::write(&config_file, pg_config.to_string()).unwrap();
+    run_guide("postgres", dir.path(), &[("CONFIG", config_path), ("ADMIN_URL", &admin), ("DB", &name)]);
+    let config: Config = serde_json::from_value(pg_config).unwrap();
+    assert_switched_over(config, &manifest("pg")).await;
+}
