@@ -11,7 +11,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use ipnet::IpNet;
 
-use crate::config::{Config, DatabaseEngine, parse_network};
+use crate::config::{Config, DatabaseEngine, parse_network, proxy_networks};
 use crate::domain::terms::Terms;
 use crate::domain::trusted::TrustedServers;
 use crate::matrix::client::HomeserverSettings;
@@ -133,7 +133,7 @@ fn homeserver_settings(config: &Config) -> Result<HomeserverSettings, String> {
 /// from anyone, as the Node service did, would let any client choose its address.
 fn trusted_proxies(config: &Config) -> Vec<IpNet> {
     if !config.trusted_proxies.is_empty() {
-        return config.trusted_proxies.iter().filter_map(|entry| parse_network(entry)).collect();
+        return config.trusted_proxies.iter().filter_map(|entry| proxy_networks(entry)).flatten().collect();
     }
     if config.trust_x_forwarded_for {
         return ["127.0.0.0/8", "::1/128"].iter().filter_map(|entry| parse_network(entry)).collect();
@@ -163,14 +163,17 @@ fn check_keys(config: &Config) -> Vec<String> {
     if !config.lookup_algorithms.iter().any(|name| name == "sha256") {
         problems.push("key `lookup_algorithms`: must contain `sha256`".to_owned());
     }
-    for (key, entries) in [
-        ("trusted_proxies", &config.trusted_proxies),
-        ("homeserver_allowed_networks", &config.homeserver_allowed_networks),
-    ] {
-        for entry in entries {
-            if parse_network(entry).is_none() {
-                problems.push(format!("key `{key}`: `{entry}` is not an IP address or CIDR network"));
-            }
+    for entry in &config.trusted_proxies {
+        if proxy_networks(entry).is_none() {
+            problems.push(format!(
+                "key `trusted_proxies`: `{entry}` is not an IP address, a CIDR network, `loopback`, `linklocal` or \
+                 `uniquelocal`"
+            ));
+        }
+    }
+    for entry in &config.homeserver_allowed_networks {
+        if parse_network(entry).is_none() {
+            problems.push(format!("key `homeserver_allowed_networks`: `{entry}` is not an IP address or CIDR network"));
         }
     }
     if !config.base_url.is_empty() {

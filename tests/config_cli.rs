@@ -42,6 +42,7 @@ fn the_flag_beats_the_environment_path_which_beats_the_system_path() {
     let from_env = write(dir.path(), "env.conf", r#"{"listen_port": 1002}"#);
     let from_flag = write(dir.path(), "flag.conf", r#"{"listen_port": 1003}"#);
     let sources = |flag: Option<&Path>, env: Option<&Path>| ConfigSources {
+        layered_paths: Vec::new(),
         flag_path: flag.map(Path::to_path_buf),
         env: env
             .map(|path| [(config::CONFIG_PATH_ENV.to_owned(), path.display().to_string())].into_iter().collect())
@@ -454,4 +455,72 @@ fn commands_other_than_serve_never_create_a_database() {
         });
         assert_eq!(tables, 0, "nothing was created");
     }
+}
+
+/// A file of the unified Twake server, kept in `tests/fixtures/node-config`.
+fn unified_config(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node-config").join(name)
+}
+
+#[test]
+fn the_unified_servers_sectioned_files_load_as_the_flat_keys_they_stand_for() {
+    let dir = TempDir::new().unwrap();
+    // The minimal federated identity service of the unified server's compose files.
+    let (output, json) =
+        check_config(command(dir.path()).arg("--config").arg(unified_config("compose__tom__fed.yaml")));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(json["server_name"], "fed.docker.internal");
+    assert_eq!(json["base_url"], "https://fed.docker.internal");
+    assert_eq!((json["database_engine"].as_str(), json["database_host"].as_str()), (Some("pg"), Some("postgres")));
+    assert_eq!(json["database_name"], "fed_db");
+    assert_eq!(json["database_password"], "********");
+    assert_eq!((json["smtp_server"].as_str(), json["smtp_port"].as_u64()), (Some("smtp"), Some(2525)));
+    assert_eq!(json["smtp_tls"], false);
+    assert_eq!(json["is_federated_identity_service"], true);
+    assert_eq!(json["trusted_servers_addresses"], serde_json::json!(["172.16.0.0/12", "10.0.0.0/8", "127.0.0.1/8"]));
+    assert_eq!(json["trusted_proxies"], serde_json::json!(["uniquelocal"]));
+    assert_eq!((json["cron_service"].as_bool(), json["pepperCron"].as_str()), (Some(true), Some("*/1 * * * *")));
+
+    // The full example: every section it sets maps or is named as the wider server's.
+    let (output, json) =
+        check_config(command(dir.path()).arg("--config").arg(unified_config("tomconfig.example.yaml")));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(json["matrix_database_engine"], "pg");
+    assert_eq!(json["matrix_database_host"], "<SYNAPSE_DB_HOST>");
+    let notes = stderr(&output);
+    assert!(notes.contains("synapse.server_url") && notes.contains("synapse.admin"), "{notes}");
+
+    // A typo inside a section is named by its path; so is a bad value.
+    let file = write(
+        dir.path(),
+        "typo.yaml",
+        "server:\n  name: a.example\nemail:\n  smtp_hots: smtp\nhash:\n  rate_limit: lots\n",
+    );
+    let (output, _) = check_config(command(dir.path()).arg("--config").arg(&file));
+    assert_eq!(output.status.code(), Some(2));
+    let problems = stderr(&output);
+    assert!(problems.contains("`email.smtp_hots`"), "{problems}");
+    assert!(problems.contains("hashes_rate_limit"), "{problems}");
+}
+
+#[test]
+fn without_a_flat_file_the_unified_servers_layered_files_are_read() {
+    let dir = TempDir::new().unwrap();
+    let xdg = dir.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("twake/chat/tom")).unwrap();
+    write(
+        &xdg.join("twake/chat/tom"),
+        "config.yaml",
+        "server:\n  name: lower.example\n  base_url: https://lower.example\n",
+    );
+    write(dir.path(), ".tomconfig.yaml", "server:\n  name: upper.example\n");
+    let (output, json) = check_config(command(dir.path()).env("XDG_CONFIG_HOME", &xdg));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(json["server_name"], "upper.example", "./.tomconfig.yaml wins over the XDG file");
+    assert_eq!(json["base_url"], "https://lower.example", "the layers merge key by key");
+    // A flat file, when there is one, is read instead.
+    let flat = write(dir.path(), "fis.json", r#"{"server_name": "flat.example"}"#);
+    let (output, json) = check_config(command(dir.path()).env("XDG_CONFIG_HOME", &xdg).arg("--config").arg(&flat));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!((json["server_name"].as_str(), json["base_url"].as_str()), (Some("flat.example"), Some("")));
 }

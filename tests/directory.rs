@@ -347,3 +347,30 @@ async fn the_pusher_waits_for_the_first_sync_and_never_wipes_a_target_with_an_em
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn digits_only_phone_numbers_are_published_without_a_region_and_national_ones_need_one() {
+    let ldap = LdapServer::from_env();
+    let ldif = "dn: {base}\nobjectClass: organizationalUnit\nou: {ou}\n\n\
+                dn: uid=dana,{base}\nobjectClass: inetOrgPerson\nuid: dana\ncn: Dana\nsn: D\nmobile: 33698765432\n\n\
+                dn: uid=eve,{base}\nobjectClass: inetOrgPerson\nuid: eve\ncn: Eve\nsn: E\nmobile: 06 11 22 33 44\n";
+    let base = ldap.branch_from_ldif(ldif).await;
+    let configure = ldap_config(&ldap, &base);
+    let server = TestServer::start_with(|config| {
+        configure(config);
+        config.phone_default_region = String::new();
+    })
+    .await;
+    let summary = sync(&server.state).await.unwrap();
+    assert_eq!((summary.added, summary.skipped), (1, 1), "{summary:?}");
+    let (found, _) = look_up(&server, &[("msisdn", "33698765432"), ("msisdn", "33611223344")]).await;
+    assert_eq!(found, json!({ "33698765432": "@dana:example.org" }));
+
+    // With the region, the national number is published in its international form.
+    let server = server.restart_with(|config| config.phone_default_region = "FR".into()).await;
+    let summary = sync(&server.state).await.unwrap();
+    assert_eq!((summary.added, summary.skipped), (1, 0), "{summary:?}");
+    let (found, _) = look_up(&server, &[("msisdn", "33698765432"), ("msisdn", "33611223344")]).await;
+    assert_eq!(found, json!({ "33698765432": "@dana:example.org", "33611223344": "@eve:example.org" }));
+    server.stop().await;
+}

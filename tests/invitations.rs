@@ -259,3 +259,43 @@ async fn expired_invitations_are_purged_with_their_keys() {
     assert_eq!(server.call(Method::GET, &check, None).await.body, json!({ "valid": false }));
     server.stop().await;
 }
+
+/// The Node service's own templates (`tests/fixtures/node-templates`).
+fn node_templates() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node-templates").display().to_string()
+}
+
+#[tokio::test]
+async fn the_node_services_templates_render_every_placeholder() {
+    let smtp = SmtpCapture::start();
+    let gateway = SmsGateway::start().await;
+    let url = gateway.url.clone();
+    let mail_settings = configured(&smtp);
+    let server = TestServer::start_with(move |config| {
+        mail_settings(config);
+        config.template_dir = node_templates();
+        config.sms_api_url = url;
+        config.chat_url = "https://chat.example.org".into();
+    })
+    .await;
+    let alice = server.token_for("@alice:hs.test").await;
+    let mail = server
+        .call_as(Some(&alice), Method::POST, STORE_INVITE, Some(&synapse_invite("dave@example.org").to_string()))
+        .await;
+    assert_eq!(mail.status, 200, "{:?}", mail.body);
+    let sent = smtp.wait_for(1).await.pop().unwrap();
+    assert_eq!(sent.placeholders(), Vec::<String>::new(), "every placeholder is substituted");
+    assert!(sent.data.contains("(display name: Alice"), "{}", sent.data);
+
+    // The SMS template names the inviter `__inviter__` (the sender's Matrix ID) and links to
+    // the chat client when the request gives no link.
+    let body =
+        json!({ "medium": "msisdn", "phone": "33612345678", "room_id": "!r:hs.test", "sender": "@alice:hs.test" });
+    let sms = server.call_as(Some(&alice), Method::POST, STORE_INVITE, Some(&body.to_string())).await;
+    assert_eq!(sms.status, 200, "{:?}", sms.body);
+    let text = gateway.received().pop().unwrap().text();
+    assert!(text.contains("@alice:hs.test has invited you"), "{text}");
+    assert!(text.contains("Get started here: https://chat.example.org"), "{text}");
+    assert!(!text.contains("__"), "{text}");
+    server.stop().await;
+}

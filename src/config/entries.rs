@@ -64,6 +64,20 @@ pub struct TrustedServerConfig {
     pub secret: String,
 }
 
+/// The networks a `trusted_proxies` entry names: an IP address or CIDR network, or one of the
+/// names the Node service (Express's `trust proxy`) accepts: `loopback`, `linklocal`,
+/// `uniquelocal` (the unified Twake server's example file uses the latter).
+#[must_use]
+pub fn proxy_networks(entry: &str) -> Option<Vec<IpNet>> {
+    let named: &[&str] = match entry.trim() {
+        "loopback" => &["127.0.0.0/8", "::1/128"],
+        "linklocal" => &["169.254.0.0/16", "fe80::/10"],
+        "uniquelocal" => &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
+        other => return parse_network(other).map(|network| vec![network]),
+    };
+    Some(named.iter().filter_map(|network| network.parse().ok()).collect())
+}
+
 /// Parses an allowlist entry: a single address (IPv4 or IPv6) or a CIDR network.
 #[must_use]
 pub fn parse_network(entry: &str) -> Option<IpNet> {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Config, IGNORED_KEYS};
+use super::{Config, IGNORED_KEYS, sectioned};
 
 /// The configuration file the Node service reads when nothing else is given.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/twake/federated-identity-service.conf";
@@ -48,13 +48,18 @@ pub struct ConfigSources {
     pub env: BTreeMap<String, String>,
     /// The system-wide file, used when neither the flag nor the variable names a file.
     pub system_path: PathBuf,
+    /// The unified Twake server's layered files, lowest first, read (and merged) when there is
+    /// no flat file at all.
+    pub layered_paths: Vec<PathBuf>,
 }
 
 impl ConfigSources {
     /// The sources of this process.
     #[must_use]
     pub fn from_process(flag_path: Option<PathBuf>) -> Self {
-        Self { flag_path, env: std::env::vars().collect(), system_path: PathBuf::from(SYSTEM_CONFIG_PATH) }
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let layered_paths = sectioned::layered_paths(&env);
+        Self { flag_path, env, system_path: PathBuf::from(SYSTEM_CONFIG_PATH), layered_paths }
     }
 
     fn env_value(&self, name: &str) -> Option<&str> {
@@ -67,7 +72,7 @@ impl ConfigSources {
 pub struct LoadedConfig {
     /// The effective configuration.
     pub config: Config,
-    /// The file it was read from, if any.
+    /// The file it was read from, if any (of layered files, the one read last).
     pub file: Option<PathBuf>,
     /// Keys of the wider Twake server found in the file and ignored.
     pub ignored_keys: Vec<String>,
@@ -93,11 +98,21 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
         _ => unreachable!("Config serialises to an object"),
     };
 
-    let file = choose_file(sources).map_err(|problem| ConfigError { problems: vec![problem] })?;
+    let files = choose_files(sources).map_err(|problem| ConfigError { problems: vec![problem] })?;
+    let file = files.last().cloned();
     let mut values = Map::new();
     let mut ignored_keys = Vec::new();
     if let Some(path) = &file {
-        let document = read_document(path).map_err(|problem| ConfigError { problems: vec![problem] })?;
+        let mut document = Map::new();
+        for path in &files {
+            let layer = read_document(path).map_err(|problem| ConfigError { problems: vec![problem] })?;
+            sectioned::deep_merge(&mut document, layer);
+        }
+        if sectioned::is_sectioned(&document) {
+            let mut unknown = Vec::new();
+            document = sectioned::flatten(document, &mut ignored_keys, &mut unknown);
+            problems.extend(unknown.into_iter().map(|key| format!("unknown key `{key}` in {}", path.display())));
+        }
         for (key, value) in document {
             if IGNORED_KEYS.contains(&key.as_str()) {
                 ignored_keys.push(key);
@@ -135,21 +150,26 @@ pub fn load(sources: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
     Ok(LoadedConfig { config, file, ignored_keys, env_overrides })
 }
 
-fn choose_file(sources: &ConfigSources) -> Result<Option<PathBuf>, String> {
+/// The files to read, lowest precedence first: the one flat file chosen, else the existing
+/// layered files of the unified server.
+fn choose_files(sources: &ConfigSources) -> Result<Vec<PathBuf>, String> {
     if let Some(path) = &sources.flag_path {
         if !path.is_file() {
             return Err(format!("--config {}: no such file", path.display()));
         }
-        return Ok(Some(path.clone()));
+        return Ok(vec![path.clone()]);
     }
     if let Some(path) = sources.env_value(CONFIG_PATH_ENV) {
         let path = PathBuf::from(path);
         if !path.is_file() {
             return Err(format!("{CONFIG_PATH_ENV}={}: no such file", path.display()));
         }
-        return Ok(Some(path));
+        return Ok(vec![path]);
     }
-    Ok(sources.system_path.is_file().then(|| sources.system_path.clone()))
+    if sources.system_path.is_file() {
+        return Ok(vec![sources.system_path.clone()]);
+    }
+    Ok(sources.layered_paths.iter().filter(|path| path.is_file()).cloned().collect())
 }
 
 /// Reads a JSON or YAML file whose top level is an object.
@@ -286,6 +306,7 @@ mod tests {
 
     fn sources(env: &[(&str, &str)]) -> ConfigSources {
         ConfigSources {
+            layered_paths: Vec::new(),
             flag_path: None,
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             system_path: PathBuf::from("/nonexistent/federated-identity-service.conf"),

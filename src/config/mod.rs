@@ -7,6 +7,7 @@
 
 mod entries;
 mod load;
+mod sectioned;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use entries::{PushTarget, TrustedServerConfig, parse_network};
+pub use entries::{PushTarget, TrustedServerConfig, parse_network, proxy_networks};
 pub use load::{CONFIG_PATH_ENV, ConfigError, ConfigSources, LoadedConfig, SYSTEM_CONFIG_PATH, load};
 
 /// Keys of the wider Twake server, and of the base Node identity server (`rabbitmq`,

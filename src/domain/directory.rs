@@ -101,7 +101,7 @@ impl DirectorySync {
             }
             let active = matrix_users.as_ref().map_or(self.publish_all, |set| set.contains(&localpart));
             let mails = user.mails.iter().map(|mail| ("email", normalize_email(mail).ok(), mail));
-            let phones = user.mobiles.iter().map(|mobile| ("msisdn", normalize_msisdn(region, mobile).ok(), mobile));
+            let phones = user.mobiles.iter().map(|mobile| ("msisdn", directory_msisdn(region, mobile), mobile));
             for (medium, address, raw) in mails.chain(phones) {
                 let Some(address) = address else {
                     tracing::warn!(uid = %user.uid, medium, value = %raw, "directory entry skipped: invalid address");
@@ -147,4 +147,19 @@ impl DirectorySync {
         self.store.record_directory_sync(users, self.clock.now_ms()).await?;
         Ok(summary)
     }
+}
+
+/// A directory phone number as lookups hash it (E.164 digits): a number in international form
+/// (`+33 6 12 34 56 78`), a national one when `phone_default_region` says where from, or
+/// digits only, which is the Matrix `msisdn` form (`33612345678`) and is published as it is,
+/// as the Node pusher did. A national number without a region (a leading 0: no country code
+/// starts with 0) is refused rather than published under the wrong country.
+fn directory_msisdn(region: Option<&str>, raw: &str) -> Option<String> {
+    if let Ok(digits) = normalize_msisdn(region, raw) {
+        return Some(digits);
+    }
+    let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
+    let digits = compact.strip_prefix('+').unwrap_or(&compact);
+    let msisdn_form = digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0');
+    msisdn_form.then(|| crate::vocabulary::normalize_address("msisdn", digits)).flatten()
 }

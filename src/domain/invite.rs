@@ -54,6 +54,8 @@ pub struct Invitations {
     server_name: String,
     /// `invitation_server_name`: the web client invitation links point to.
     invitation_server_name: String,
+    /// `chat_url`: where SMS invitations without a link of their own send the invitee.
+    chat_url: String,
     /// `invitation_lifetime`, in milliseconds.
     lifetime_ms: i64,
 }
@@ -82,6 +84,7 @@ impl Invitations {
             clock,
             server_name: config.server_name.clone(),
             invitation_server_name: config.invitation_server_name.clone(),
+            chat_url: config.chat_url.clone(),
             lifetime_ms: super::validation::seconds_to_ms(config.invitation_lifetime),
         }
     }
@@ -160,8 +163,11 @@ impl Invitations {
     }
 
     /// Sends the invitation e-mail or SMS. Every string field of the request is available as a
-    /// placeholder named after it, plus `inviter_name`, `room_avatar`, `link`, `token` (HTML parts
-    /// of a mail get them HTML-escaped).
+    /// placeholder named after it, plus those of the Node templates: `inviter_name` and
+    /// `inviter_display_name` (the sender's display name, else its Matrix ID), `inviter` (the
+    /// sender's Matrix ID, as the Node SMS template uses it), `room_avatar`, `link`,
+    /// `invitation_link` (the request's link, else `chat_url`, else `link`) and `token` (HTML
+    /// parts of a mail get them HTML-escaped).
     async fn notify_invitee(&self, invitation: &InvitationRecord, body: &Map<String, Value>) -> ApiResult<()> {
         let fields: Vec<(String, String)> =
             body.iter().filter_map(|(key, value)| value.as_str().map(|text| (key.clone(), text.to_owned()))).collect();
@@ -174,13 +180,20 @@ impl Invitations {
             Some(link) => link.to_owned(),
             None => format!("https://{}/#/{}", self.invitation_server_name, target),
         };
+        let invitation_link = match field(body, "invitation_link") {
+            Some(link) => link.to_owned(),
+            None if !self.chat_url.is_empty() => self.chat_url.clone(),
+            None => link.clone(),
+        };
         let room_avatar = get("room_avatar_url").unwrap_or_default();
         let mut values: Vec<(&str, &str)> = fields.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
         values.extend([
             ("inviter_name", inviter.as_str()),
+            ("inviter_display_name", inviter.as_str()),
+            ("inviter", invitation.sender.as_str()),
             ("room_avatar", room_avatar.as_str()),
             ("link", link.as_str()),
-            ("invitation_link", link.as_str()),
+            ("invitation_link", invitation_link.as_str()),
             ("token", invitation.token.as_str()),
         ]);
         let notifier = &self.notifier;
