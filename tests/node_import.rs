@@ -438,3 +438,40 @@ async fn the_switch_over_guide_runs_as_written() {
     let config: Config = serde_json::from_value(pg_config).unwrap();
     assert_switched_over(config, &manifest("pg")).await;
 }
+
+#[tokio::test]
+async fn a_usable_ed25519_key_of_the_node_service_keeps_signing_under_its_key_id() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+
+    // A Node database whose long-term key is still the ed25519 pair (no store-invite yet), in
+    // the Node encoding: base64url NaCl secret key (seed then public key).
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node.db");
+    std::fs::copy(fixture("sqlite/federated-identity-service.db"), &node).unwrap();
+    let der = ruma::signatures::Ed25519KeyPair::generate();
+    let pair = ruma::signatures::Ed25519KeyPair::from_der(&der, "x".into()).unwrap();
+    let public = pair.public_key().to_vec();
+    let mut secret = der[16..48].to_vec();
+    secret.extend_from_slice(&public);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", node.display())).await.unwrap();
+    sqlx::query("UPDATE longTermKeypairs SET keyID = 'ed25519:Nd-_key01', public = $1, private = $2")
+        .bind(URL_SAFE_NO_PAD.encode(&public))
+        .bind(URL_SAFE_NO_PAD.encode(&secret))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let config = destination(&dir).await;
+    let output = import(&config, dir.path(), node.to_str().unwrap(), &[]);
+    let report = text(&output.stdout);
+    assert!(output.status.success(), "{report}{}", text(&output.stderr));
+    assert!(line(&report, "longTermKeypairs").starts_with("  longTermKeypairs: 1 imported"), "{report}");
+    let server = TestServer::start_with(move |test| *test = config).await;
+    let answer = server.call(Method::GET, "/_matrix/identity/v2/pubkey/ed25519:Nd-_key01", None).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.body["public_key"], STANDARD_NO_PAD.encode(&public));
+    assert_eq!(server.state.keys.key_id(), "ed25519:Nd-_key01", "the service signs with the Node key");
+    server.stop().await;
+}

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use serde_json::Value;
 
 pub use self::report::{ImportReport, TableReport};
@@ -517,10 +517,10 @@ impl<'a> Importer<'a> {
                 line.skip("an ed25519 key that does not load", 1);
                 continue;
             };
-            if public.as_deref().is_some_and(|public| {
-                public.trim_end_matches('=') != keys.public_key()
-                    && URL_SAFE_NO_PAD.decode(public).ok().as_deref() != Some(&seed[32..])
-            }) {
+            // The Node service wrote keys in base64url; this service answers standard base64.
+            let derived = STANDARD_NO_PAD.decode(keys.public_key()).unwrap_or_default();
+            let stated = public.as_deref().and_then(|public| URL_SAFE_NO_PAD.decode(public.trim_end_matches('=')).ok());
+            if stated.is_some_and(|stated| stated != derived) {
                 line.skip("an ed25519 key whose public half does not match its private half", 1);
                 continue;
             }
