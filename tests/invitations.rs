@@ -285,7 +285,8 @@ async fn the_node_services_templates_render_every_placeholder() {
     assert_eq!(mail.status, 200, "{:?}", mail.body);
     let sent = smtp.wait_for(1).await.pop().unwrap();
     assert_eq!(sent.placeholders(), Vec::<String>::new(), "every placeholder is substituted");
-    assert!(sent.data.contains("(display name: Alice"), "{}", sent.data);
+    assert!(sent.data.contains("(display name: Alice &quot;A&quot;)"), "{}", sent.data);
+    assert!(sent.data.contains("<strong>Room Name:</strong> Project &lt;X&gt; &amp; co"), "{}", sent.data);
 
     // The SMS template names the inviter `__inviter__` (the sender's Matrix ID) and links to
     // the chat client when the request gives no link.
