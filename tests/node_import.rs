@@ -475,3 +475,29 @@ async fn a_usable_ed25519_key_of_the_node_service_keeps_signing_under_its_key_id
     assert_eq!(server.state.keys.key_id(), "ed25519:Nd-_key01", "the service signs with the Node key");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_interrupted_import_is_completed_by_running_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_sqlite_copy(dir.path());
+    let config = destination(&dir).await;
+    // The state a kill -9 leaves right after the import recorded its start: the database was
+    // created (with this service's own pepper), the import is recorded but unfinished.
+    let source = std::fs::canonicalize(&node).unwrap().display().to_string();
+    let server = TestServer::start_with({
+        let config = config.clone();
+        move |test| *test = config
+    })
+    .await;
+    server.state.store.record_node_import_start(&source, server.clock.now_ms()).await.unwrap();
+    server.stop().await;
+
+    let output = import(&config, dir.path(), node.to_str().unwrap(), &[]);
+    let report = text(&output.stdout);
+    assert!(output.status.success(), "{report}{}", text(&output.stderr));
+    assert!(line(&report, "keys (peppers)").contains("2 imported"), "the Node peppers are published: {report}");
+    let run = manifest("sqlite");
+    let server = TestServer::start_with(move |test| *test = config).await;
+    assert_the_node_deployment_works(&server, &run).await;
+    server.stop().await;
+}

@@ -89,7 +89,8 @@ struct Importer<'a> {
     lookups: Arc<Lookups>,
     clock: Clock,
     source: String,
-    /// Whether an import was recorded before this one (a re-run).
+    /// Whether an import finished before this one (a forced re-run): since then this service
+    /// may have rotated its pepper. An unfinished one (a crash) is completed as a first import.
     rerun: bool,
     report: ImportReport,
 }
@@ -108,6 +109,7 @@ impl<'a> Importer<'a> {
                 .map_or_else(|| finished_at.to_string(), |time| time.to_rfc3339());
             return Err(ImportError::Done(finished));
         }
+        let rerun = earlier.iter().any(|(_, finished_at)| finished_at.is_some());
         let earlier: Vec<String> = earlier.into_iter().map(|(source, _)| source).collect();
         let own = store.own_data().await?;
         if earlier.is_empty() && !own.is_empty() && !force {
@@ -125,7 +127,7 @@ impl<'a> Importer<'a> {
             lookups,
             clock,
             source: source.to_owned(),
-            rerun: !earlier.is_empty(),
+            rerun,
             report: ImportReport::new(source),
         })
     }
@@ -162,7 +164,11 @@ impl<'a> Importer<'a> {
         let keys: HashMap<String, String> =
             node.keys().await?.into_iter().map(|(name, data)| (name, data.unwrap_or_default())).collect();
         let node_current = keys.get("pepper").map(|pepper| pepper.trim().to_owned()).unwrap_or_default();
-        let node_previous = keys.get("previousPepper").map(|pepper| pepper.trim().to_owned()).unwrap_or_default();
+        let node_previous = keys
+            .get("previousPepper")
+            .map(|pepper| pepper.trim().to_owned())
+            .filter(|previous| *previous != node_current)
+            .unwrap_or_default();
         let mut line = TableReport::new("keys (peppers)");
         if node_current.is_empty() {
             line.skip("the Node service never made a pepper (cron_service false): this service keeps its own", 1);
