@@ -54,6 +54,10 @@ impl App {
     async fn assemble(settings: Settings, dns: Arc<dyn Dns>, clock: Clock) -> anyhow::Result<Self> {
         let Settings { config, algorithms, schedules, homeserver, trusted_proxies, trusted_servers, terms } = settings;
         let push_client = crate::matrix::push_client::push_client(&homeserver).map_err(anyhow::Error::msg)?;
+        if !config.metrics_listen.trim().is_empty() {
+            // Before anything runs, so that the startup work is counted too.
+            crate::metrics::install();
+        }
         let homeserver = HomeserverClient::new(homeserver, dns).map_err(anyhow::Error::msg)?;
         if !config.homeserver_verify_tls {
             tracing::warn!(
@@ -176,6 +180,29 @@ impl App {
         })
     }
 
+    /// With `metrics_listen`, binds the metrics listener and serves `GET /metrics` on it until
+    /// the returned task is aborted.
+    async fn serve_metrics(
+        &self,
+        settings: crate::listener::ListenerSettings,
+    ) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+        let address = self.state.config.metrics_listen.trim();
+        if address.is_empty() {
+            return Ok(None);
+        }
+        let Some(handle) = crate::metrics::install() else {
+            tracing::warn!("another metrics recorder is installed in this process: no metrics listener");
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen for metrics on {address}: {error}"))?;
+        tracing::info!("metrics listening on http://{}/metrics", listener.local_addr()?);
+        let router = crate::http::metrics::router(self.state.clone(), handle);
+        let never = std::future::pending::<()>();
+        Ok(Some(tokio::spawn(crate::listener::serve(listener, router, None, settings, never))))
+    }
+
     /// Serves on `listener` until `shutdown` completes, then lets in-flight requests finish.
     pub async fn serve(
         self,
@@ -201,7 +228,11 @@ impl App {
         let watcher = tls
             .clone()
             .map(|tls| tokio::spawn(tls.watch(Duration::from_secs(self.state.config.tls_reload_interval.max(1)))));
+        let metrics = self.serve_metrics(settings).await?;
         let served = crate::listener::serve(listener, self.router, tls, settings, shutdown).await;
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         if let Some(watcher) = watcher {
             watcher.abort();
         }

@@ -142,6 +142,7 @@ pub async fn run_leased(
             format!("error: {error}")
         }
     };
+    crate::metrics::job_run(job, result.is_ok(), started.elapsed().as_secs_f64(), clock.now_ms());
     if let Err(error) = store.finish_run(job, holder, clock.now_ms(), &status).await {
         tracing::warn!(job, %error, "cannot record the end of the job");
     }

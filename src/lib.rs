@@ -31,6 +31,7 @@ pub mod jobs;
 pub mod listener;
 pub mod lookups;
 pub mod matrix;
+pub mod metrics;
 pub mod node_import;
 pub mod notify;
 pub mod ratelimit;

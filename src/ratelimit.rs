@@ -73,6 +73,7 @@ fn quota(window_ms: u64, requests: u64) -> Quota {
 }
 
 fn limited(wait: Duration) -> ApiError {
+    crate::metrics::rate_limited();
     let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
     ApiError::limit_exceeded(retry_after_ms)
 }

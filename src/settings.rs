@@ -171,6 +171,13 @@ fn check_keys(config: &Config) -> Vec<String> {
             ));
         }
     }
+    if !config.metrics_listen.trim().is_empty() && config.metrics_listen.trim().parse::<std::net::SocketAddr>().is_err()
+    {
+        problems.push(format!(
+            "key `metrics_listen`: `{}` is not `address:port` (e.g. `127.0.0.1:9464`)",
+            config.metrics_listen
+        ));
+    }
     for entry in &config.homeserver_allowed_networks {
         if parse_network(entry).is_none() {
             problems.push(format!("key `homeserver_allowed_networks`: `{entry}` is not an IP address or CIDR network"));

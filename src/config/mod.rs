@@ -66,6 +66,7 @@ pub struct Config {
     pub tls_certificate: String,
     pub tls_private_key: String,
     pub tls_reload_interval: u64,
+    pub metrics_listen: String,
 
     // --- identity of this server
     pub base_url: String,
@@ -188,6 +189,7 @@ impl Default for Config {
             request_timeout: 30,
             http_header_timeout: 10,
             http_max_connections: 1000,
+            metrics_listen: String::new(),
             tls_certificate: String::new(),
             tls_private_key: String::new(),
             tls_reload_interval: 60,

@@ -162,12 +162,14 @@ impl Pusher {
             };
             match send_with_retries(client, &base, target.secret(), &body).await {
                 Ok(()) => {
+                    crate::metrics::federation_push(target.name(), true);
                     let stored = i64::try_from(count).unwrap_or(i64::MAX);
                     self.store.record_push_success(target.name(), pepper, &digest, stored, self.clock.now_ms()).await?;
                     tracing::info!(target = target.name(), hashes = count, "hashes pushed");
                     summary.push(format!("{count} hashes pushed"));
                 }
                 Err(error) => {
+                    crate::metrics::federation_push(target.name(), false);
                     self.store
                         .record_push_failure(target.name(), pepper, &format!("{error:#}"), self.clock.now_ms())
                         .await?;

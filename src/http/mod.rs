@@ -10,6 +10,7 @@ pub mod error_response;
 pub mod extract;
 pub mod health;
 pub mod layers;
+pub mod metrics;
 pub mod v1;
 pub mod v2;
 
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         // A known path with a method it does not serve: a CORS pre-flight (OPTIONS) or a 405.
         .method_not_allowed_fallback(layers::preflight_or_method_not_allowed)
         .fallback(|| async { ApiError::unknown_endpoint().into_response() })
+        .layer(from_fn(metrics::count_requests))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
 

@@ -41,6 +41,11 @@ struct Table {
 }
 
 impl Table {
+    /// Distinct hashes held.
+    fn len(&self) -> usize {
+        self.single.len()
+    }
+
     fn insert(&mut self, hash: Hash, owner: u32) {
         match self.single.get_mut(&hash) {
             None => {
@@ -245,6 +250,19 @@ impl LookupIndex {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Data> {
         self.data.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Distinct hashes held, per source (`local`, `pushed`) and pepper (`current`,
+    /// `previous`), for the metrics.
+    #[must_use]
+    pub fn sizes(&self) -> [(&'static str, &'static str, usize); 4] {
+        let data = self.read();
+        [
+            ("local", "current", data.local[0].len()),
+            ("local", "previous", data.local[1].len()),
+            ("pushed", "current", data.pushed[0].len()),
+            ("pushed", "previous", data.pushed[1].len()),
+        ]
     }
 
     /// The current and previous peppers.

@@ -119,10 +119,19 @@ impl Lookups {
                 ApiError::new(ErrCode::InvalidParam, format!("Unsupported algorithm `{}`", request.algorithm))
             })?;
         self.ensure_fresh().await?;
-        match algorithm {
+        let answer = match algorithm {
             Algorithm::Sha256 => self.index.lookup_sha256(&request.pepper, &request.addresses, with_inactive),
             Algorithm::None => self.lookup_plain(request, with_inactive).await,
-        }
+        }?;
+        let third_party = answer.third_party_mappings.values().map(Vec::len).sum();
+        crate::metrics::lookup(algorithm.name(), request.addresses.len(), answer.mappings.len(), third_party);
+        Ok(answer)
+    }
+
+    /// Distinct hashes in memory per source and pepper (see [`LookupIndex::sizes`]).
+    #[must_use]
+    pub fn index_sizes(&self) -> [(&'static str, &'static str, usize); 4] {
+        self.index.sizes()
     }
 
     /// Counts a write of this instance; the next lookup applies it first.

@@ -26,6 +26,16 @@ impl Lookups {
     /// caller's address is bound to (`None`: trusted by address alone, it may push under any
     /// name). Returns the answer body (201).
     pub async fn accept_push(&self, bound_name: Option<&str>, request: PushRequest) -> ApiResult<PushAnswer> {
+        let started = std::time::Instant::now();
+        let outcome = self.store_push(bound_name, request).await;
+        match &outcome {
+            Ok(answer) => crate::metrics::push_accepted(answer.added, answer.removed, started.elapsed().as_secs_f64()),
+            Err(error) => crate::metrics::push_refused(error.code().as_str()),
+        }
+        outcome
+    }
+
+    async fn store_push(&self, bound_name: Option<&str>, request: PushRequest) -> ApiResult<PushAnswer> {
         if Algorithm::parse(&request.algorithm) != Some(Algorithm::Sha256) {
             return Err(ApiError::new(
                 ErrCode::InvalidParam,

@@ -60,7 +60,9 @@ impl Notifier {
     pub async fn send_mail(&self, template: &Template, to: &str, values: &[(&str, &str)]) -> Result<(), String> {
         let text = template.load(&self.template_dir).map_err(|error| format!("template {}: {error}", template.name))?;
         let message = templates::crlf(&self.render_mail(&text, to, values));
-        self.mailer.send(to, &message).await
+        let sent = self.mailer.send(to, &message).await;
+        crate::metrics::message("mail", sent.is_ok());
+        sent
     }
 
     /// The message `send_mail` would send (for tests and previews).
@@ -85,7 +87,9 @@ impl Notifier {
         let sms = self.sms.as_ref().ok_or("SMS is not configured (sms_api_url)")?;
         let text = template.load(&self.template_dir).map_err(|error| format!("template {}: {error}", template.name))?;
         let rendered = templates::render(&text, values);
-        sms.send(&format!("+{digits}"), rendered.trim()).await
+        let sent = sms.send(&format!("+{digits}"), rendered.trim()).await;
+        crate::metrics::message("sms", sent.is_ok());
+        sent
     }
 
     /// An HTML page from a template (`__message__` and the like filled, HTML-escaped).

@@ -212,6 +212,12 @@ impl Store {
         Ok(())
     }
 
+    /// Connections open in the pool, and how many of them are idle (for the metrics).
+    #[must_use]
+    pub fn pool_connections(&self) -> (u32, usize) {
+        on_pool!(self, pool => (pool.size(), pool.num_idle()))
+    }
+
     /// The engine in use, for logs.
     #[must_use]
     pub fn engine(&self) -> DatabaseEngine {
