@@ -59,6 +59,49 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Forget a 3PID (an erasure request): remove its bindings (whoever it is bound to) with
+    /// their lookup hashes, the invitations to it and its validation sessions; prints what was
+    /// removed, and how many directory entries still hold it (remove it from the directory
+    /// too, or the next sync publishes it again). Running instances drop it at once.
+    #[command(name = "forget-3pid")]
+    ForgetThreepid {
+        /// `email` or `msisdn`.
+        #[arg(long)]
+        medium: String,
+        /// The address (normalised as the service stores it: e-mail lower-cased, phone digits).
+        #[arg(long)]
+        address: String,
+    },
+    /// List the access tokens of a user (creation and expiry; a digest prefix, never the
+    /// token, which is not stored).
+    ListTokens {
+        /// The Matrix user ID.
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke every access token of a user (a compromised account); effective at once on
+    /// every instance. The user's clients register again.
+    RevokeTokens {
+        /// The Matrix user ID.
+        #[arg(long)]
+        user: String,
+    },
+    /// Print the long-term signing keys in the Synapse/Sydent key file format
+    /// (`ed25519 <version> <seed>`), newest first, for a backup or another deployment. They are
+    /// private keys: written to `--output` with mode 0600, or to standard output.
+    ExportKeys {
+        /// File to write (created with mode 0600; must not exist).
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Make the key of a Synapse/Sydent key file the key this service signs with (key
+    /// rotation); older keys stay valid for verification. Restart running instances to sign
+    /// with it.
+    ImportKeys {
+        /// The key file (`ed25519 <version> <seed>`).
+        #[arg(long, value_name = "PATH")]
+        from: PathBuf,
+    },
     /// Exit 0 when a running instance answers its status endpoint (for container health
     /// checks).
     Healthcheck {
@@ -89,6 +132,11 @@ pub fn main() -> ExitCode {
         Command::Inspect => runtime.block_on(inspect(&sources)),
         Command::RotatePepper => runtime.block_on(rotate_pepper(&sources)),
         Command::SyncDirectory => runtime.block_on(sync_directory(&sources)),
+        Command::ForgetThreepid { medium, address } => runtime.block_on(forget_threepid(&sources, &medium, &address)),
+        Command::ListTokens { user } => runtime.block_on(list_tokens(&sources, &user)),
+        Command::RevokeTokens { user } => runtime.block_on(revoke_tokens(&sources, &user)),
+        Command::ExportKeys { output } => runtime.block_on(export_keys(&sources, output.as_deref())),
+        Command::ImportKeys { from } => runtime.block_on(import_keys(&sources, &from)),
         Command::ImportNodeDb { from, force } => runtime.block_on(import_node_db(&sources, &from, force)),
         Command::Healthcheck { url, timeout } => runtime.block_on(healthcheck(&sources, url, timeout)),
     }
@@ -352,6 +400,160 @@ async fn import_node_db(sources: &ConfigSources, from: &str, force: bool) -> Exi
         Err(error) => {
             eprintln!("import failed: {error}; what was written stays, and running the import again completes it");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn forget_threepid(sources: &ConfigSources, medium: &str, address: &str) -> ExitCode {
+    let Some(normalized) = crate::vocabulary::normalize_address(medium, address) else {
+        eprintln!("`{address}` is not a valid {medium} address (medium: email or msisdn)");
+        return ExitCode::from(2);
+    };
+    let store = match open_store(sources).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    match store.forget_threepid(medium, &normalized, crate::clock::Clock::new().now_ms()).await {
+        Ok(forgotten) => {
+            println!("{}", serde_json::json!({ "medium": medium, "address": normalized, "removed": forgotten }));
+            if forgotten.directory_entries > 0 {
+                eprintln!(
+                    "the user directory still holds this address: remove it there, or the next sync publishes it again"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot forget the 3PID: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The database and the user ID of `--user` (exit 2 when it is not a Matrix user ID).
+async fn store_for_user<'a>(
+    sources: &ConfigSources,
+    user: &'a str,
+) -> Result<(crate::store::Store, &'a str), ExitCode> {
+    if <&ruma::UserId>::try_from(user).is_err() {
+        eprintln!("`{user}` is not a Matrix user ID (@localpart:server)");
+        return Err(ExitCode::from(2));
+    }
+    Ok((open_store(sources).await?, user))
+}
+
+/// Prints `outcome` as one JSON line (exit 0), or `cannot <what>: <error>` (exit 1).
+fn print_outcome<E: std::fmt::Display>(outcome: Result<serde_json::Value, E>, what: &str) -> ExitCode {
+    match outcome {
+        Ok(value) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot {what}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn list_tokens(sources: &ConfigSources, user: &str) -> ExitCode {
+    let (store, user) = match store_for_user(sources, user).await {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let listed = store.user_tokens(user).await.map(|tokens| {
+        let tokens: Vec<serde_json::Value> = tokens
+            .iter()
+            .map(|token| {
+                serde_json::json!({
+                    "digest_prefix": token.token_hash.chars().take(8).collect::<String>(),
+                    "created_at": token.created_at,
+                    "expires_at": token.expires_at,
+                })
+            })
+            .collect();
+        serde_json::json!({ "user_id": user, "tokens": tokens })
+    });
+    print_outcome(listed, "list the tokens")
+}
+
+async fn revoke_tokens(sources: &ConfigSources, user: &str) -> ExitCode {
+    let (store, user) = match store_for_user(sources, user).await {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let revoked = store.revoke_user_tokens(user).await;
+    print_outcome(
+        revoked.map(|revoked| serde_json::json!({ "user_id": user, "revoked": revoked })),
+        "revoke the tokens",
+    )
+}
+
+async fn export_keys(sources: &ConfigSources, output: Option<&std::path::Path>) -> ExitCode {
+    let store = match open_store(sources).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let lines = match store.long_term_keys().await {
+        Ok(keys) => {
+            keys.iter().map(crate::domain::keys::SigningKeys::key_file_line).collect::<anyhow::Result<Vec<_>>>()
+        }
+        Err(error) => Err(error.into()),
+    };
+    let text = match lines {
+        Ok(lines) if lines.is_empty() => {
+            eprintln!("no long-term key yet (start `serve` once)");
+            return ExitCode::FAILURE;
+        }
+        Ok(lines) => lines.join("\n") + "\n",
+        Err(error) => {
+            eprintln!("cannot export the keys: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(path) = output else {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    };
+    let written = {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cannot write {}: {error}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn import_keys(sources: &ConfigSources, from: &std::path::Path) -> ExitCode {
+    let store = match open_store(sources).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let now = crate::clock::Clock::new().now_ms();
+    match crate::domain::keys::SigningKeys::import_file(&store, from, now).await {
+        Ok((keys, new)) => {
+            let key_id = keys.key_id();
+            println!("{}", serde_json::json!({ "key_id": key_id, "public_key": keys.public_key(), "new": new }));
+            if new {
+                eprintln!(
+                    "{key_id} signs from the next start of each instance; older keys stay valid for verification"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot import {}: {error:#}", from.display());
+            ExitCode::from(2)
         }
     }
 }

@@ -46,20 +46,7 @@ impl SigningKeys {
     /// database), else the newest key in the database, else a new one (created at `now`).
     pub async fn load_or_create(store: &Store, key_file: Option<&Path>, now: i64) -> anyhow::Result<Self> {
         if let Some(path) = key_file {
-            let (version, der) = read_key_file(path)?;
-            let keys = Self::from_der(&der, &version)?;
-            let stored = store.insert_signing_key(&keys.record(&der, now)).await?;
-            if !stored {
-                let existing = store.signing_key(&keys.key_id).await?;
-                if existing.is_some_and(|existing| existing.public_key != keys.public_key) {
-                    anyhow::bail!(
-                        "the key file {} holds {} but the database has another key with that id",
-                        path.display(),
-                        keys.key_id
-                    );
-                }
-            }
-            return Ok(keys);
+            return Ok(Self::import_file(store, path, now).await?.0);
         }
         if let Some(key) = store.long_term_keys().await?.into_iter().next() {
             return Self::from_record(&key);
@@ -72,6 +59,40 @@ impl SigningKeys {
         // Another instance created it first: use theirs.
         let key = store.long_term_keys().await?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no signing key"))?;
         Self::from_record(&key)
+    }
+
+    /// Stores the key of a Synapse/Sydent key file as the newest long-term key (created at
+    /// `now`), unless it is stored already; returns it and whether it was new. Older keys stay
+    /// valid for verification. Fails when another key has the same id.
+    pub async fn import_file(store: &Store, path: &Path, now: i64) -> anyhow::Result<(Self, bool)> {
+        let (version, der) = read_key_file(path)?;
+        let keys = Self::from_der(&der, &version)?;
+        let stored = store.insert_signing_key(&keys.record(&der, now)).await?;
+        if !stored {
+            let existing = store.signing_key(&keys.key_id).await?;
+            if existing.is_some_and(|existing| existing.public_key != keys.public_key) {
+                anyhow::bail!(
+                    "the key file {} holds {} but the database has another key with that id",
+                    path.display(),
+                    keys.key_id
+                );
+            }
+        }
+        Ok((keys, stored))
+    }
+
+    /// A stored key as a line of a Synapse/Sydent key file: `ed25519 <version> <seed>` (the
+    /// seed in unpadded standard base64). It is the private key: handle it as a secret.
+    pub fn key_file_line(record: &SigningKeyRecord) -> anyhow::Result<String> {
+        let der = LENIENT_BASE64.decode(&record.private_key)?;
+        // PKCS#8 v1 and v2 documents of an ed25519 key both hold the seed at bytes 16..48,
+        // after the same 16-byte prefix up to the `OCTET STRING` of 32 bytes.
+        let seed = der
+            .get(16..48)
+            .filter(|_| der.get(12..16) == Some(&PKCS8_ED25519_PREFIX[12..16]))
+            .ok_or_else(|| anyhow::anyhow!("{}: not an ed25519 PKCS#8 document", record.key_id))?;
+        let version = record.key_id.strip_prefix("ed25519:").unwrap_or(&record.key_id);
+        Ok(format!("ed25519 {version} {}", STANDARD_NO_PAD.encode(seed)))
     }
 
     /// A new key pair with this version (e.g. an ephemeral invitation key), and the record to
