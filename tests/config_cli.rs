@@ -276,6 +276,10 @@ fn json_logs_are_one_object_per_line_with_request_ids_and_no_query_strings() {
         command.env("LOG_FORMAT", "json");
         command
     });
+    // Probes first: a successful one is logged at debug only, so it never shows at info.
+    for probe in ["/health/live", "/health/ready"] {
+        http_get::blocking_get(&format!("{}{probe}", running.base_url)).unwrap();
+    }
     let url = format!("{}/_matrix/identity/v2/account?access_token=secret-token-value", running.base_url);
     http_get::blocking_get(&url).unwrap();
     let started = Instant::now();
@@ -296,6 +300,7 @@ fn json_logs_are_one_object_per_line_with_request_ids_and_no_query_strings() {
     assert!(!text.contains("\"latency\":\""), "no latency as text: {text}");
     assert!(request.contains("\"id\""), "request id: {request}");
     assert!(!text.contains("secret-token-value"), "tokens never reach the log");
+    assert!(!text.contains("/health/"), "health probes are not logged at info: {text}");
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! answers; the schema is migrated and the lookup data loaded before any route exists). Both are
 //! unauthenticated and outside the rate limits; the `healthcheck` command uses `ready`.
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::state::AppState;
@@ -13,17 +13,22 @@ use crate::wire::Health;
 /// # `GET /health/live`
 ///
 /// 200 `{"status": "live"}` whenever the process answers; restart it when this fails.
-pub async fn live() -> Json<Health> {
-    Json(Health { status: "live" })
+pub async fn live() -> (Extension<QuietLog>, Json<Health>) {
+    (Extension(QuietLog), Json(Health { status: "live" }))
 }
+
+/// Marks an answer whose request is logged at `debug` rather than `info`: probes run every few
+/// seconds, and their lines would bury the requests that matter.
+#[derive(Debug, Clone, Copy)]
+pub struct QuietLog;
 
 /// # `GET /health/ready`
 ///
 /// 200 `{"status": "ready"}` when the database answers, else 503 with a Matrix error body; send
 /// no traffic to an instance while this fails.
-pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+pub async fn ready(State(state): State<AppState>) -> ApiResult<(Extension<QuietLog>, Json<Health>)> {
     database_answers(&state).await?;
-    Ok(Json(Health { status: "ready" }))
+    Ok((Extension(QuietLog), Json(Health { status: "ready" })))
 }
 
 /// 503 `M_UNKNOWN` unless the database answers (the readiness check, and the status check of

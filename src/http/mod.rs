@@ -99,7 +99,12 @@ pub fn router(state: AppState) -> Router {
         // Status and latency as numbers (the default writes the latency as text, "0 ms").
         .on_response(|response: &axum::response::Response, latency: Duration, _: &tracing::Span| {
             let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
-            tracing::info!(status = response.status().as_u16(), latency_ms, "answered");
+            let status = response.status().as_u16();
+            if response.extensions().get::<health::QuietLog>().is_some() {
+                tracing::debug!(status, latency_ms, "answered");
+            } else {
+                tracing::info!(status, latency_ms, "answered");
+            }
         })
         .on_failure(());
 
