@@ -280,6 +280,7 @@ pub fn masked(config: &Config) -> Value {
 
 async fn sync_directory(sources: &ConfigSources) -> ExitCode {
     let Some((loaded, settings)) = load_valid(sources) else { return ExitCode::from(2) };
+    let _log = telemetry::init(&loaded.config.logging).ok();
     const NO_DIRECTORY: &str = "no user directory is configured (userdb_engine)";
     if loaded.config.userdb_engine.is_empty() {
         eprintln!("{NO_DIRECTORY}");
@@ -317,15 +318,18 @@ async fn sync_directory(sources: &ConfigSources) -> ExitCode {
     }
 }
 
-/// The database of a valid configuration, for the commands that need nothing else; the exit
+/// The database of a valid configuration, for the commands that need nothing else, with the
+/// configured logging (on standard error, so that what a command prints stays clean); the exit
 /// code to return otherwise (2: bad configuration, 1: database unreachable).
-async fn open_store(sources: &ConfigSources) -> Result<crate::store::Store, ExitCode> {
+async fn open_store(sources: &ConfigSources) -> Result<(crate::store::Store, Option<telemetry::LogGuard>), ExitCode> {
     let Some((loaded, _)) = load_valid(sources) else { return Err(ExitCode::from(2)) };
+    let log = telemetry::init(&loaded.config.logging).ok();
     require_existing_database(&loaded.config).await?;
-    crate::store::Store::connect(&loaded.config).await.map_err(|error| {
+    let store = crate::store::Store::connect(&loaded.config).await.map_err(|error| {
         eprintln!("cannot open the database: {error}");
         ExitCode::FAILURE
-    })
+    })?;
+    Ok((store, log))
 }
 
 /// Refuses a database that does not exist (exit 2, naming it) or cannot be reached (exit 1).
@@ -348,8 +352,8 @@ async fn require_existing_database(config: &Config) -> Result<(), ExitCode> {
 }
 
 async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {
-    let store = match open_store(sources).await {
-        Ok(store) => store,
+    let (store, _log) = match open_store(sources).await {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     // The scheduler's lease: never two rotations at once, whoever starts them.
@@ -383,7 +387,8 @@ async fn rotate_pepper(sources: &ConfigSources) -> ExitCode {
 }
 
 async fn import_node_db(sources: &ConfigSources, from: &str, force: bool) -> ExitCode {
-    let Some((_, settings)) = load_valid(sources) else { return ExitCode::from(2) };
+    let Some((loaded, settings)) = load_valid(sources) else { return ExitCode::from(2) };
+    let _log = telemetry::init(&loaded.config.logging).ok();
     match crate::node_import::import(&settings, from, force).await {
         Ok(report) => {
             print!("{report}");
@@ -409,8 +414,8 @@ async fn forget_threepid(sources: &ConfigSources, medium: &str, address: &str) -
         eprintln!("`{address}` is not a valid {medium} address (medium: email or msisdn)");
         return ExitCode::from(2);
     };
-    let store = match open_store(sources).await {
-        Ok(store) => store,
+    let (store, _log) = match open_store(sources).await {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     match store.forget_threepid(medium, &normalized, crate::clock::Clock::new().now_ms()).await {
@@ -434,12 +439,13 @@ async fn forget_threepid(sources: &ConfigSources, medium: &str, address: &str) -
 async fn store_for_user<'a>(
     sources: &ConfigSources,
     user: &'a str,
-) -> Result<(crate::store::Store, &'a str), ExitCode> {
+) -> Result<(crate::store::Store, Option<telemetry::LogGuard>, &'a str), ExitCode> {
     if <&ruma::UserId>::try_from(user).is_err() {
         eprintln!("`{user}` is not a Matrix user ID (@localpart:server)");
         return Err(ExitCode::from(2));
     }
-    Ok((open_store(sources).await?, user))
+    let (store, log) = open_store(sources).await?;
+    Ok((store, log, user))
 }
 
 /// Prints `outcome` as one JSON line (exit 0), or `cannot <what>: <error>` (exit 1).
@@ -457,7 +463,7 @@ fn print_outcome<E: std::fmt::Display>(outcome: Result<serde_json::Value, E>, wh
 }
 
 async fn list_tokens(sources: &ConfigSources, user: &str) -> ExitCode {
-    let (store, user) = match store_for_user(sources, user).await {
+    let (store, _log, user) = match store_for_user(sources, user).await {
         Ok(found) => found,
         Err(code) => return code,
     };
@@ -478,7 +484,7 @@ async fn list_tokens(sources: &ConfigSources, user: &str) -> ExitCode {
 }
 
 async fn revoke_tokens(sources: &ConfigSources, user: &str) -> ExitCode {
-    let (store, user) = match store_for_user(sources, user).await {
+    let (store, _log, user) = match store_for_user(sources, user).await {
         Ok(found) => found,
         Err(code) => return code,
     };
@@ -490,8 +496,8 @@ async fn revoke_tokens(sources: &ConfigSources, user: &str) -> ExitCode {
 }
 
 async fn export_keys(sources: &ConfigSources, output: Option<&std::path::Path>) -> ExitCode {
-    let store = match open_store(sources).await {
-        Ok(store) => store,
+    let (store, _log) = match open_store(sources).await {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     let lines = match store.long_term_keys().await {
@@ -535,8 +541,8 @@ async fn export_keys(sources: &ConfigSources, output: Option<&std::path::Path>) 
 }
 
 async fn import_keys(sources: &ConfigSources, from: &std::path::Path) -> ExitCode {
-    let store = match open_store(sources).await {
-        Ok(store) => store,
+    let (store, _log) = match open_store(sources).await {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     let now = crate::clock::Clock::new().now_ms();
@@ -559,8 +565,8 @@ async fn import_keys(sources: &ConfigSources, from: &std::path::Path) -> ExitCod
 }
 
 async fn inspect(sources: &ConfigSources) -> ExitCode {
-    let store = match open_store(sources).await {
-        Ok(store) => store,
+    let (store, _log) = match open_store(sources).await {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     match crate::domain::inspect::report(&store).await {

@@ -79,3 +79,82 @@ pub fn init(logging: &LoggingConfig) -> anyhow::Result<LogGuard> {
     let _ = tracing_subscriber::registry().with(filter).with(layers).try_init();
     Ok(LogGuard { _writers: guards })
 }
+
+/// How often a long job reports its progress.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The progress of a long job (a rotation, an import, a push of a big snapshot): rows done, of
+/// how many, at what rate, logged at most every [`PROGRESS_EVERY`], then a summary. Fields are
+/// numbers in JSON logs.
+#[derive(Debug)]
+pub struct Progress {
+    job: &'static str,
+    total: Option<u64>,
+    done: u64,
+    started: std::time::Instant,
+    last_report: std::time::Instant,
+    every: std::time::Duration,
+}
+
+impl Progress {
+    /// Starts counting `total` rows (when known) for `job`.
+    #[must_use]
+    pub fn new(job: &'static str, total: Option<u64>) -> Self {
+        Self::reporting_every(job, total, PROGRESS_EVERY)
+    }
+
+    /// As [`Self::new`], reporting every `every`.
+    #[must_use]
+    pub fn reporting_every(job: &'static str, total: Option<u64>, every: std::time::Duration) -> Self {
+        let now = std::time::Instant::now();
+        Self { job, total, done: 0, started: now, last_report: now, every }
+    }
+
+    /// Counts `rows` more rows done; logs the progress when the last report is older than the
+    /// interval, and returns whether it did.
+    pub fn add(&mut self, rows: u64) -> bool {
+        self.done = self.done.saturating_add(rows);
+        if self.last_report.elapsed() < self.every {
+            return false;
+        }
+        self.last_report = std::time::Instant::now();
+        let rows_per_second = self.rate();
+        tracing::info!(job = self.job, done = self.done, total = self.total, rows_per_second, "progress");
+        true
+    }
+
+    /// Logs the summary: rows done, seconds, rate.
+    pub fn finish(&self) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let rows_per_second = self.rate();
+        tracing::info!(job = self.job, done = self.done, seconds, rows_per_second, "progress: done");
+    }
+
+    /// Rows done so far.
+    #[must_use]
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
+    fn rate(&self) -> u64 {
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let rate = (self.done as f64 / seconds) as u64;
+        rate
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_reported_only_once_the_interval_has_passed() {
+        let mut quiet = Progress::new("test", Some(10));
+        assert!(!quiet.add(5), "within the interval");
+        let mut eager = Progress::reporting_every("test", Some(10), std::time::Duration::ZERO);
+        assert!(eager.add(4));
+        assert!(eager.add(6));
+        assert_eq!(eager.done(), 10);
+    }
+}

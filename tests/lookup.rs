@@ -330,7 +330,10 @@ async fn a_running_job_renews_its_lease_and_the_command_takes_the_same_lease() {
     store.finish_run(ROTATION_JOB, "scheduler", server.clock.now_ms(), "ok").await.unwrap();
     let ran =
         std::process::Command::new(binary).arg("--config").arg(&config_path).arg("rotate-pepper").output().unwrap();
-    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let log = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{log}");
     assert_eq!(store.peppers().await.unwrap().previous, before.current, "the command rotated");
+    let summary = log.lines().find(|line| line.contains("progress: done")).unwrap_or_else(|| panic!("{log}"));
+    assert!(summary.contains("job=\"pepper-rotation\"") && summary.contains("rows_per_second="), "{summary}");
     server.stop().await;
 }

@@ -9,6 +9,7 @@ use super::Lookups;
 use crate::clock::Clock;
 use crate::secret::random_secret;
 use crate::store::{Peppers, Store, StoreResult};
+use crate::telemetry::Progress;
 use crate::vocabulary::hash_3pid;
 
 /// Makes sure a current pepper exists, creating one from the CSPRNG on first start. With
@@ -61,6 +62,8 @@ pub async fn rotate_to(store: &Store, clock: &Clock, pepper: String) -> anyhow::
     }
     store.insert_pending_pepper(&pepper, clock.now_ms()).await?;
     let computed = async {
+        let (active, inactive) = store.local_threepid_counts().await?;
+        let mut progress = Progress::new(ROTATION_JOB, u64::try_from(active + inactive).ok());
         let mut after = 0;
         let mut hashed = 0_usize;
         loop {
@@ -73,7 +76,9 @@ pub async fn rotate_to(store: &Store, clock: &Clock, pepper: String) -> anyhow::
                 .collect();
             store.insert_local_hashes(&pepper, &rows).await?;
             hashed += rows.len();
+            progress.add(u64::try_from(rows.len()).unwrap_or(u64::MAX));
         }
+        progress.finish();
         store.activate_pepper(&pepper, clock.now_ms()).await?;
         Ok::<usize, crate::store::StoreError>(hashed)
     }

@@ -400,8 +400,11 @@ impl<'a> Importer<'a> {
             }
             snapshots.entry((server, pepper)).or_default().push(hash);
         }
+        let total = snapshots.values().map(Vec::len).sum::<usize>();
+        let mut progress = crate::telemetry::Progress::new("import-node-db", u64::try_from(total).ok());
         for ((server, pepper), hashes) in snapshots {
             let count = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
+            progress.add(count);
             let request = PushRequest {
                 algorithm: "sha256".to_owned(),
                 pepper,
@@ -415,6 +418,7 @@ impl<'a> Importer<'a> {
                 Err(error) => line.skip(&format!("refused as a push from `{server}`: {}", error.message()), count),
             }
         }
+        progress.finish();
         self.report.tables.push(line);
         Ok(())
     }
