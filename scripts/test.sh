@@ -8,7 +8,10 @@
 #      end-to-end tests;
 #   3. runs `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, and the tests,
 #      once with SQLite and once with PostgreSQL as the service's database;
-#   4. stops what it started.
+#   4. builds the Debian package and checks it on this machine (install, unit, start as the
+#      unit does, purge: scripts/check-package.sh), then the container's runtime stage
+#      (scripts/check-container.sh);
+#   5. stops what it started.
 # A service that cannot be started fails the run; nothing is skipped.
 set -euo pipefail
 
@@ -56,3 +59,8 @@ FIS_TEST_BACKEND=sqlite cargo test --locked --all-targets
 log "tests on PostgreSQL"
 FIS_TEST_BACKEND=postgres cargo test --locked --all-targets
 log "all tests passed on SQLite and PostgreSQL"
+# After the tests: an installed package puts a configuration at /etc/twake.
+log "Debian package (release build, install, unit, start, purge)"
+scripts/check-package.sh
+log "container runtime stage"
+scripts/check-container.sh
