@@ -15,9 +15,9 @@ fail() { echo "package check: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || fail "needs root (dpkg -i)"
 if dpkg -s "$NAME" >/dev/null 2>&1; then fail "$NAME is installed on this machine already: not touching it"; fi
-if ! command -v systemd-analyze >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd >/dev/null
-fi
+for tool in dpkg-deb systemd-analyze setpriv useradd; do
+  command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing (scripts/test.sh installs it)"
+done
 
 DEB="$(scripts/package-deb.sh | tail -n 1)"
 SIZE_MB=$(( $(stat -c %s "target/release/$NAME") / 1024 / 1024 ))

@@ -17,7 +17,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 # Debian packages the tests need besides the services: `command:package`.
-EXTRA_PACKAGES="chromium:chromium npm:npm node:nodejs"
+EXTRA_PACKAGES="chromium:chromium npm:npm node:nodejs systemd-analyze:systemd setpriv:util-linux dpkg-deb:dpkg"
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
 
