@@ -4,8 +4,8 @@
 #   1. installs PostgreSQL, OpenLDAP (slapd), Chromium (and Python, Node.js) from Debian
 #      packages when missing;
 #   2. starts a throw-away PostgreSQL cluster and slapd on loopback, on free ports, and installs
-#      Synapse (PyPI, pinned) and matrix-js-sdk (npm, pinned) under target/e2e for the
-#      end-to-end tests;
+#      Synapse and schemathesis (PyPI, pinned) and matrix-js-sdk (npm, pinned) under target/e2e
+#      for the end-to-end tests and the API fuzzing;
 #   3. runs `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, and the tests,
 #      once with SQLite and once with PostgreSQL as the service's database;
 #   4. builds the Debian package and checks it on this machine (install, unit, start as the
@@ -31,6 +31,17 @@ if ! "$SYNAPSE_VENV/bin/python" -c "import synapse" >/dev/null 2>&1; then
   "$SYNAPSE_VENV/bin/pip" install -q --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION"
 fi
 export FIS_TEST_SYNAPSE_PYTHON="$SYNAPSE_VENV/bin/python"
+
+# --- 2c'. schemathesis (PyPI, pinned) for the API fuzzing -------------------------------------
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV="$PWD/target/e2e/schemathesis-$SCHEMATHESIS_VERSION"
+if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version >/dev/null 2>&1; then
+  log "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+  rm -rf "$SCHEMATHESIS_VENV"
+  python3 -m venv "$SCHEMATHESIS_VENV"
+  "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export FIS_TEST_SCHEMATHESIS="$SCHEMATHESIS_VENV/bin/schemathesis"
 
 # --- 2d. matrix-js-sdk (npm, pinned by tests/js/package-lock.json) for the client test -----------
 JS_SDK_DIR="$PWD/target/e2e/js-sdk"

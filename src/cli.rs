@@ -102,6 +102,9 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         from: PathBuf,
     },
+    /// Print the API description (OpenAPI 3.1, every route including v1), as served at
+    /// `/_matrix/identity/openapi.json` and shipped as `docs/openapi.json`.
+    Openapi,
     /// Exit 0 when a running instance answers its status endpoint (for container health
     /// checks).
     Healthcheck {
@@ -129,6 +132,10 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(serve(&sources)),
         Command::CheckConfig => check_config(&sources),
+        Command::Openapi => {
+            println!("{}", crate::http::openapi::to_json(&crate::http::api_description()));
+            ExitCode::SUCCESS
+        }
         Command::Inspect => runtime.block_on(inspect(&sources)),
         Command::RotatePepper => runtime.block_on(rotate_pepper(&sources)),
         Command::SyncDirectory => runtime.block_on(sync_directory(&sources)),

@@ -10,28 +10,29 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `{}`: the answer of calls that only succeed (`account/logout`, `terms`, `3pid/unbind`, the
 /// status endpoints).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Empty {}
 
 /// `GET /health/live` and `GET /health/ready`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Health {
     /// `live` or `ready`.
     pub status: &'static str,
 }
 
 /// `GET /_matrix/identity/versions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Versions {
     /// The spec versions served.
     pub versions: &'static [&'static str],
 }
 
 /// `POST /account/register`: the token, also as `access_token` (what Synapse and Sydent send).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Registered {
     /// The access token (spec).
     pub token: String,
@@ -40,14 +41,14 @@ pub struct Registered {
 }
 
 /// `GET /account`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Account {
     /// The user the token belongs to.
     pub user_id: String,
 }
 
 /// `GET /hash_details`, with MSC4004's `alt_lookup_peppers` (omitted when empty).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HashDetails {
     /// The algorithms offered.
     pub algorithms: Vec<String>,
@@ -59,7 +60,7 @@ pub struct HashDetails {
 }
 
 /// The answer of `POST /lookup`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LookupAnswer {
     /// Address (as sent) to the Matrix user who owns it here.
     pub mappings: BTreeMap<String, String>,
@@ -71,7 +72,7 @@ pub struct LookupAnswer {
 }
 
 /// The body of MSC4004's `POST /lookups`: a server's complete set of hashes for one pepper.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PushRequest {
     /// Must be `sha256`.
     pub algorithm: String,
@@ -82,7 +83,7 @@ pub struct PushRequest {
 }
 
 /// The answer of `POST /lookups` (201).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PushAnswer {
     /// Hashes in the snapshot now.
     pub stored: u64,
@@ -93,14 +94,14 @@ pub struct PushAnswer {
 }
 
 /// `validate/email/requestToken`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SessionId {
     /// The session.
     pub sid: String,
 }
 
 /// `validate/msisdn/requestToken`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MsisdnSession {
     /// The session.
     pub sid: String,
@@ -111,14 +112,14 @@ pub struct MsisdnSession {
 }
 
 /// `POST submitToken`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Success {
     /// Always true (failures are errors).
     pub success: bool,
 }
 
 /// `GET 3pid/getValidated3pid`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ValidatedThreepid {
     /// `email` or `msisdn`.
     pub medium: String,
@@ -129,21 +130,21 @@ pub struct ValidatedThreepid {
 }
 
 /// `GET pubkey/{keyId}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PublicKey {
     /// Unpadded base64.
     pub public_key: String,
 }
 
 /// `GET pubkey/isvalid` and `pubkey/ephemeral/isvalid`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Validity {
     /// Whether the key is (still) valid.
     pub valid: bool,
 }
 
 /// `POST store-invite`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StoredInvite {
     /// The invitation token.
     pub token: String,
@@ -156,10 +157,52 @@ pub struct StoredInvite {
 }
 
 /// A public key of an invitation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InviteKey {
     /// Unpadded base64.
     pub public_key: String,
     /// The URL that says whether it is still valid.
     pub key_validity_url: String,
+}
+
+/// The signed association `3pid/bind` answers (and v1 `lookup`). The handlers sign and return
+/// a JSON value, since the signature covers its canonical form; this type describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignedAssociation {
+    /// The normalised address.
+    pub address: String,
+    /// `email` or `msisdn`.
+    pub medium: String,
+    /// The Matrix user the 3PID is bound to.
+    pub mxid: String,
+    /// Valid from (ms since the epoch).
+    pub not_before: i64,
+    /// Valid until (ms since the epoch).
+    pub not_after: i64,
+    /// When the 3PID was validated (ms since the epoch).
+    pub ts: i64,
+    /// This server's ed25519 signature: server name to key id to unpadded base64.
+    pub signatures: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The answer of `sign-ed25519`: the invitation's fields signed with its ephemeral key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignedInvitation {
+    /// The user accepting the invitation.
+    pub mxid: String,
+    /// The user who invited.
+    pub sender: String,
+    /// The invitation token.
+    pub token: String,
+    /// The ephemeral key's signature: server name to key id to unpadded base64.
+    pub signatures: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The `policies` of `GET /terms`: policy name to its `version` and, per language, its
+/// `name` and `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Policies {
+    /// The policies users must accept.
+    #[schema(value_type = Object)]
+    pub policies: serde_json::Map<String, serde_json::Value>,
 }

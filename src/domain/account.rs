@@ -7,12 +7,13 @@ use crate::matrix::HomeserverClient;
 use crate::store::Store;
 
 /// A registration request: the OpenID token a homeserver issued to its user.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 pub struct OpenIdToken {
     /// The OpenID access token.
     pub access_token: String,
     /// Must be `Bearer` when given.
     #[serde(default)]
+    #[schema(pattern = "^[Bb][Ee][Aa][Rr][Ee][Rr]$")]
     pub token_type: Option<String>,
     /// The homeserver that issued the token.
     pub matrix_server_name: String,

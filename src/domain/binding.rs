@@ -138,7 +138,7 @@ impl Bindings {
 }
 
 /// The 3PID of an unbind request.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 pub struct Threepid {
     /// `email` or `msisdn`.
     pub medium: String,
@@ -147,7 +147,7 @@ pub struct Threepid {
 }
 
 /// An unbind request.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 pub struct UnbindRequest {
     /// The Matrix user to unbind from.
     pub mxid: String,

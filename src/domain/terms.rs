@@ -76,8 +76,8 @@ impl Terms {
 
     /// The `policies` object of `GET /terms`.
     #[must_use]
-    pub fn document(&self) -> Value {
-        Value::Object(self.document.clone())
+    pub fn document(&self) -> Map<String, Value> {
+        self.document.clone()
     }
 
     /// The `(name, version)` pairs every user must have accepted.

@@ -13,6 +13,8 @@ use crate::wire::Health;
 /// # `GET /health/live`
 ///
 /// 200 `{"status": "live"}` whenever the process answers; restart it when this fails.
+#[utoipa::path(get, path = "/health/live", tag = "status",
+    responses((status = 200, description = "The process answers", body = Health)))]
 pub async fn live() -> (Extension<QuietLog>, Json<Health>) {
     (Extension(QuietLog), Json(Health { status: "live" }))
 }
@@ -26,6 +28,8 @@ pub struct QuietLog;
 ///
 /// 200 `{"status": "ready"}` when the database answers, else 503 with a Matrix error body; send
 /// no traffic to an instance while this fails.
+#[utoipa::path(get, path = "/health/ready", tag = "status",
+    responses((status = 200, description = "Ready to serve", body = Health), crate::http::openapi::Unavailable))]
 pub async fn ready(State(state): State<AppState>) -> ApiResult<(Extension<QuietLog>, Json<Health>)> {
     database_answers(&state).await?;
     Ok((Extension(QuietLog), Json(Health { status: "ready" })))

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod layers;
 pub mod metrics;
+pub mod openapi;
 pub mod v1;
 pub mod v2;
 
@@ -22,65 +23,80 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Every route of the API, each registered from its description (`#[utoipa::path]`); the
+/// MSC4004 push route goes through `push_layers` (its gate, decompression and body limit).
+fn described_routes(
+    enable_v1_api: bool,
+    push_layers: impl FnOnce(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::with_openapi(openapi::ApiDescription::openapi())
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(v2::status::versions))
+        .routes(routes!(v2::status::status))
+        .routes(routes!(v2::account::register))
+        .routes(routes!(v2::account::account))
+        .routes(routes!(v2::account::logout))
+        .routes(routes!(v2::terms::get_terms, v2::terms::accept_terms))
+        .routes(routes!(v2::lookup::hash_details))
+        .routes(routes!(v2::lookup::lookup))
+        .merge(push_layers(OpenApiRouter::new().routes(routes!(v2::msc4004::push))))
+        .routes(routes!(v2::validate::email_request_token))
+        .routes(routes!(v2::validate::email_submit_token_get, v2::validate::email_submit_token_post))
+        .routes(routes!(v2::validate::msisdn_request_token))
+        .routes(routes!(v2::validate::msisdn_submit_token_get, v2::validate::msisdn_submit_token_post))
+        .routes(routes!(v2::threepid::get_validated))
+        .routes(routes!(v2::threepid::bind))
+        .routes(routes!(v2::threepid::unbind))
+        .routes(routes!(v2::invite::store_invite))
+        .routes(routes!(v2::invite::sign_ed25519))
+        .routes(routes!(v2::pubkey::is_valid))
+        .routes(routes!(v2::pubkey::ephemeral_is_valid))
+        .routes(routes!(v2::pubkey::public_key));
+    if enable_v1_api { api.merge(v1::routes()) } else { api }
+}
+
+/// The API description of every route, the v1 ones included (what `docs/openapi.json` holds
+/// and the `openapi` command prints).
+#[must_use]
+pub fn api_description() -> utoipa::openapi::OpenApi {
+    described_routes(true, |push| push).into_openapi()
+}
+
 /// Builds the router with every route and the shared middleware.
 pub fn router(state: AppState) -> Router {
     let config = Arc::clone(&state.config);
     let body_limit = usize::try_from(config.request_body_limit).unwrap_or(usize::MAX);
 
-    let mut api = Router::new()
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/_matrix/identity/versions", get(v2::status::versions))
-        .route("/_matrix/identity/v2", get(v2::status::status))
-        .route("/_matrix/identity/v2/account/register", post(v2::account::register))
-        .route("/_matrix/identity/v2/account", get(v2::account::account))
-        .route("/_matrix/identity/v2/account/logout", post(v2::account::logout))
-        .route("/_matrix/identity/v2/terms", get(v2::terms::get_terms).post(v2::terms::accept_terms))
-        .route("/_matrix/identity/v2/hash_details", get(v2::lookup::hash_details))
-        .route("/_matrix/identity/v2/lookup", post(v2::lookup::lookup))
-        .route(
-            "/_matrix/identity/v2/lookups",
-            post(v2::msc4004::push).layer(
-                ServiceBuilder::new()
-                    .layer(from_fn_with_state(state.clone(), layers::push_gate))
-                    // Pushes may come gzip-compressed; the limit applies to the decompressed body.
-                    .layer(tower_http::decompression::RequestDecompressionLayer::new())
-                    .map_request(|request: Request<_>| request.map(axum::body::Body::new))
-                    .layer(DefaultBodyLimit::max(usize::try_from(config.lookups_body_limit).unwrap_or(usize::MAX))),
-            ),
+    let push_limit = usize::try_from(config.lookups_body_limit).unwrap_or(usize::MAX);
+    let push_state = state.clone();
+    let api = described_routes(config.enable_v1_api, move |push| {
+        push.layer(
+            ServiceBuilder::new()
+                .layer(from_fn_with_state(push_state, layers::push_gate))
+                // Pushes may come gzip-compressed; the limit applies to the decompressed body.
+                .layer(tower_http::decompression::RequestDecompressionLayer::new())
+                .map_request(|request: Request<_>| request.map(axum::body::Body::new))
+                .layer(DefaultBodyLimit::max(push_limit)),
         )
-        .route("/_matrix/identity/v2/validate/email/requestToken", post(v2::validate::email_request_token))
-        .route(
-            "/_matrix/identity/v2/validate/email/submitToken",
-            get(v2::validate::submit_token_get).post(v2::validate::submit_token_post),
-        )
-        .route("/_matrix/identity/v2/validate/msisdn/requestToken", post(v2::validate::msisdn_request_token))
-        .route(
-            "/_matrix/identity/v2/validate/msisdn/submitToken",
-            get(v2::validate::submit_token_get).post(v2::validate::submit_token_post),
-        )
-        .route("/_matrix/identity/v2/3pid/getValidated3pid", get(v2::threepid::get_validated))
-        .route("/_matrix/identity/v2/3pid/bind", post(v2::threepid::bind))
-        .route("/_matrix/identity/v2/3pid/unbind", post(v2::threepid::unbind))
-        .route("/_matrix/identity/v2/store-invite", post(v2::invite::store_invite))
-        .route("/_matrix/identity/v2/sign-ed25519", post(v2::invite::sign_ed25519))
-        .route("/_matrix/identity/v2/pubkey/isvalid", get(v2::pubkey::is_valid))
-        .route("/_matrix/identity/v2/pubkey/ephemeral/isvalid", get(v2::pubkey::ephemeral_is_valid))
-        .route("/_matrix/identity/v2/pubkey/{key_id}", get(v2::pubkey::public_key));
-    if config.enable_v1_api {
-        api = api.merge(v1::routes());
-    }
+    });
+    let (api, description) = api.split_for_parts();
+    let description = Arc::new(openapi::to_json(&description));
+    let api = api.route(openapi::PATH, get(move || openapi::serve(Arc::clone(&description))));
     let api = api
         // A known path with a method it does not serve: a CORS pre-flight (OPTIONS) or a 405.
         .method_not_allowed_fallback(layers::preflight_or_method_not_allowed)

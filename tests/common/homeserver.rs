@@ -246,6 +246,8 @@ impl Drop for Trap {
 #[derive(Debug, Default)]
 pub struct FakeDns {
     hosts: Mutex<HashMap<String, Vec<SocketAddr>>>,
+    /// Where names not in `hosts` resolve to (none: they do not resolve).
+    fallback: Mutex<Option<SocketAddr>>,
     srv: Mutex<HashMap<String, Vec<SrvTarget>>>,
     asked: Mutex<Vec<String>>,
 }
@@ -254,6 +256,12 @@ impl FakeDns {
     /// `host` resolves to `address` (a non-zero port pins the connection port).
     pub fn host(self, host: &str, address: &str) -> Self {
         self.hosts.lock().unwrap().entry(host.to_owned()).or_default().push(address.parse().unwrap());
+        self
+    }
+
+    /// Every name not given with [`Self::host`] resolves to `address`.
+    pub fn fallback(self, address: &str) -> Self {
+        *self.fallback.lock().unwrap() = Some(address.parse().unwrap());
         self
     }
 
@@ -272,7 +280,8 @@ impl FakeDns {
 impl Dns for FakeDns {
     fn lookup_ip<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
         self.asked.lock().unwrap().push(host.to_owned());
-        let found = self.hosts.lock().unwrap().get(host).cloned();
+        let found =
+            self.hosts.lock().unwrap().get(host).cloned().or_else(|| self.fallback.lock().unwrap().map(|a| vec![a]));
         Box::pin(async move { found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such host")) })
     }
 

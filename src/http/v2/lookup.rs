@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::http::auth::Caller;
 use crate::http::extract::JsonBody;
+use crate::http::openapi::{BadRequest, Forbidden, RateLimited, TooLarge, Unauthorized, Unavailable};
 use crate::lookups::LookupRequest;
 use crate::state::AppState;
 use crate::wire::{HashDetails, LookupAnswer};
@@ -16,18 +17,24 @@ use crate::wire::{HashDetails, LookupAnswer};
 ///
 /// The hash algorithms and the pepper to hash with; the previous pepper, still accepted, in
 /// `alt_lookup_peppers` (omitted when there is none). Trusted servers need no token.
+#[utoipa::path(get, path = "/_matrix/identity/v2/hash_details", tag = "lookup",
+    security(("access_token" = []), ("trusted_server" = [])),
+    responses((status = 200, description = "Algorithms and peppers", body = HashDetails),
+        Unauthorized, Forbidden, RateLimited, Unavailable))]
 pub async fn hash_details(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<HashDetails>> {
     Ok(Json(state.lookups.hash_details(&state.algorithms).await?))
 }
 
 /// The body of `POST /lookup`, before its addresses are checked.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct LookupBody {
     /// `sha256`, or `none` when offered.
     pub algorithm: String,
     /// The current or previous pepper.
     pub pepper: String,
-    /// The addresses (any JSON, checked to be strings here).
+    /// The addresses, hashed (`sha256`) or `"<address> <medium>"` (`none`); checked to be
+    /// strings here, so that a wrong one is `M_INVALID_PARAM`.
+    #[schema(value_type = Vec<String>)]
     pub addresses: Vec<Value>,
 }
 
@@ -36,6 +43,10 @@ pub struct LookupBody {
 /// Own users in `mappings`; addresses known to other servers in `third_party_mappings`
 /// (`{"<server>": [hash, ...]}`); own inactive users in `inactive_mappings` when
 /// `additional_features` is on. Trusted servers need no token.
+#[utoipa::path(post, path = "/_matrix/identity/v2/lookup", tag = "lookup",
+    request_body = LookupBody, security(("access_token" = []), ("trusted_server" = [])),
+    responses((status = 200, description = "The addresses found", body = LookupAnswer),
+        BadRequest, Unauthorized, Forbidden, TooLarge, RateLimited, Unavailable))]
 pub async fn lookup(
     State(state): State<AppState>,
     _caller: Caller,

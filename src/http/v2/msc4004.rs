@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use crate::error::ApiResult;
 use crate::http::auth::TrustedServer;
 use crate::http::extract::JsonBody;
+use crate::http::openapi::{BadRequest, MatrixError, TooLarge, Unavailable};
 use crate::lookups::push::PushRequest;
 use crate::state::AppState;
 use crate::wire::PushAnswer;
@@ -16,6 +17,16 @@ use crate::wire::PushAnswer;
 ///
 /// Stores a trusted server's complete set of hashes for one of our peppers, replacing its
 /// previous set for that pepper. Answers 201 with counts (`stored`, `added`, `removed`).
+/// The body may be gzip-compressed (`Content-Encoding: gzip`). A server trusted by its address
+/// sends no credentials; one trusted by its secret sends it as a bearer token.
+#[utoipa::path(post, path = "/_matrix/identity/v2/lookups", tag = "msc4004",
+    request_body = PushRequest, security((), ("trusted_server" = [])),
+    responses((status = 201, description = "Stored", body = PushAnswer),
+        BadRequest,
+        (status = 403, description = "Not a trusted server (`M_FORBIDDEN`)", body = MatrixError),
+        TooLarge,
+        (status = 415, description = "A content coding other than gzip, once (`M_UNRECOGNIZED`)", body = MatrixError),
+        Unavailable))]
 pub async fn push(
     State(state): State<AppState>,
     TrustedServer(caller): TrustedServer,

@@ -17,6 +17,8 @@ pub const SUPPORTED_VERSIONS: &[&str] = &[
 /// # `GET /_matrix/identity/versions`
 ///
 /// The spec versions this server supports. No authentication.
+#[utoipa::path(get, path = "/_matrix/identity/versions", tag = "status",
+    responses((status = 200, description = "The versions", body = Versions)))]
 pub async fn versions() -> Json<Versions> {
     Json(Versions { versions: SUPPORTED_VERSIONS })
 }
@@ -25,6 +27,8 @@ pub async fn versions() -> Json<Versions> {
 ///
 /// Status check: `{}` when the server can serve requests. It also checks that the database
 /// answers, so that a load balancer or the `healthcheck` command sees a broken instance.
+#[utoipa::path(get, path = "/_matrix/identity/v2", tag = "status",
+    responses((status = 200, description = "The server can serve requests", body = Empty), crate::http::openapi::Unavailable))]
 pub async fn status(State(state): State<AppState>) -> ApiResult<Json<Empty>> {
     crate::http::health::database_answers(&state).await?;
     Ok(Json(Empty {}))

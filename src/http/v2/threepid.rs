@@ -12,11 +12,15 @@ use crate::domain::xmatrix;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::http::auth::UserWithTerms;
 use crate::http::extract::{JsonBody, QueryParams, parse_json};
+use crate::http::openapi::{
+    BadGateway, BadRequest, MatrixError, NotFound, RateLimited, TermsNotSigned, TooLarge, Unauthorized, Unavailable,
+};
 use crate::state::AppState;
-use crate::wire::{Empty, ValidatedThreepid};
+use crate::wire::{Empty, SignedAssociation, ValidatedThreepid};
 
 /// `sid` and `client_secret` of a validation session.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SessionQuery {
     /// The session id.
     pub sid: String,
@@ -27,6 +31,11 @@ pub struct SessionQuery {
 /// # `GET /_matrix/identity/v2/3pid/getValidated3pid`
 ///
 /// The validated 3PID of a session: `{"medium", "address", "validated_at"}`.
+#[utoipa::path(get, path = "/_matrix/identity/v2/3pid/getValidated3pid", tag = "associations",
+    params(SessionQuery), security(("access_token" = [])),
+    responses((status = 200, description = "The validated 3PID", body = ValidatedThreepid),
+        BadRequest, Unauthorized, TermsNotSigned,
+        NotFound, RateLimited, Unavailable))]
 pub async fn get_validated(
     State(state): State<AppState>,
     _user: UserWithTerms,
@@ -36,7 +45,7 @@ pub async fn get_validated(
 }
 
 /// The body of `3pid/bind`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct BindBody {
     /// The session id.
     pub sid: String,
@@ -49,6 +58,12 @@ pub struct BindBody {
 /// # `POST /_matrix/identity/v2/3pid/bind`
 ///
 /// Binds the session's 3PID to the caller's Matrix ID; answers the signed association.
+#[utoipa::path(post, path = "/_matrix/identity/v2/3pid/bind", tag = "associations",
+    request_body = BindBody, security(("access_token" = [])),
+    responses((status = 200, description = "The signed association", body = SignedAssociation),
+        BadRequest, Unauthorized,
+        (status = 403, description = "The terms are not accepted, or `mxid` is not the caller (`M_UNAUTHORIZED`)", body = MatrixError),
+        NotFound, TooLarge, RateLimited, Unavailable))]
 pub async fn bind(
     State(state): State<AppState>,
     UserWithTerms(user): UserWithTerms,
@@ -61,6 +76,12 @@ pub async fn bind(
 ///
 /// Removes a binding, proven either by an `X-Matrix` signature of the user's homeserver, or
 /// by an access token with the `sid`/`client_secret` of a session that validated the 3PID.
+#[utoipa::path(post, path = "/_matrix/identity/v2/3pid/unbind", tag = "associations",
+    request_body = UnbindRequest, security(("access_token" = []), ("x_matrix" = [])),
+    responses((status = 200, description = "Unbound (or was not bound)", body = Empty),
+        BadRequest, Unauthorized,
+        (status = 403, description = "The proof does not cover this binding (`M_FORBIDDEN`), or the terms are not accepted", body = MatrixError),
+        NotFound, TooLarge, RateLimited, BadGateway, Unavailable))]
 pub async fn unbind(State(state): State<AppState>, request: Request) -> ApiResult<Json<Empty>> {
     let (mut parts, body) = request.into_parts();
     let signature =

@@ -15,19 +15,22 @@ use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::http::auth::UserWithTerms;
 use crate::http::client_ip::ClientIp;
 use crate::http::extract::{JsonBody, QueryParams};
+use crate::http::openapi::{BadRequest, MatrixError, RateLimited, TermsNotSigned, TooLarge, Unauthorized, Unavailable};
 use crate::notify::templates;
 use crate::state::AppState;
 use crate::vocabulary::Medium;
 use crate::wire::{MsisdnSession, SessionId, Success};
 
 /// The body of `validate/email/requestToken`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct EmailTokenBody {
     /// The client's secret: `[0-9a-zA-Z.=_-]{1,255}`.
+    #[schema(pattern = "^[0-9a-zA-Z.=_-]{1,255}$")]
     pub client_secret: String,
     /// The address to validate.
     pub email: String,
     /// The attempt counter (an integer, or a string holding one).
+    #[schema(schema_with = crate::http::openapi::send_attempt)]
     pub send_attempt: Value,
     /// Where to send the user after a `GET submitToken`.
     #[serde(default)]
@@ -35,15 +38,17 @@ pub struct EmailTokenBody {
 }
 
 /// The body of `validate/msisdn/requestToken`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct MsisdnTokenBody {
-    /// The client's secret.
+    /// The client's secret: `[0-9a-zA-Z.=_-]{1,255}`.
+    #[schema(pattern = "^[0-9a-zA-Z.=_-]{1,255}$")]
     pub client_secret: String,
     /// Two-letter country code for a national number.
     pub country: String,
     /// The number, national or international.
     pub phone_number: String,
-    /// The attempt counter.
+    /// The attempt counter (an integer, or a string holding one).
+    #[schema(schema_with = crate::http::openapi::send_attempt)]
     pub send_attempt: Value,
     /// Where to send the user after a `GET submitToken`.
     #[serde(default)]
@@ -51,7 +56,8 @@ pub struct MsisdnTokenBody {
 }
 
 /// `sid`, `client_secret`, `token` of `submitToken`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SubmitToken {
     /// The session id.
     pub sid: String,
@@ -72,6 +78,14 @@ fn check_secret(secret: &str) -> ApiResult<()> {
 /// # `POST /_matrix/identity/v2/validate/email/requestToken`
 ///
 /// Sends a validation e-mail (unless this `send_attempt` was already served); answers `{"sid"}`.
+#[utoipa::path(post, path = "/_matrix/identity/v2/validate/email/requestToken", tag = "validation",
+    request_body = EmailTokenBody, security(("access_token" = [])),
+    responses((status = 200, description = "The session", body = SessionId),
+        BadRequest, Unauthorized,
+        TermsNotSigned,
+        TooLarge, RateLimited,
+        (status = 500, description = "The e-mail could not be sent (`M_EMAIL_SEND_ERROR`)", body = MatrixError),
+        Unavailable))]
 pub async fn email_request_token(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
@@ -102,6 +116,14 @@ pub(crate) async fn request_email_token(
 /// # `POST /_matrix/identity/v2/validate/msisdn/requestToken`
 ///
 /// Sends a validation SMS; answers `{"sid", "msisdn", "intl_fmt"}`.
+#[utoipa::path(post, path = "/_matrix/identity/v2/validate/msisdn/requestToken", tag = "validation",
+    request_body = MsisdnTokenBody, security(("access_token" = [])),
+    responses((status = 200, description = "The session", body = MsisdnSession),
+        BadRequest, Unauthorized,
+        TermsNotSigned,
+        TooLarge, RateLimited,
+        (status = 500, description = "The SMS could not be sent (`M_SEND_ERROR`)", body = MatrixError),
+        Unavailable))]
 pub async fn msisdn_request_token(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
@@ -127,11 +149,56 @@ pub async fn msisdn_request_token(
     Ok(Json(MsisdnSession { sid, intl_fmt: validation::international_format(&msisdn), msisdn }))
 }
 
-/// # `POST /_matrix/identity/v2/validate/{email,msisdn}/submitToken`
-///
-/// Checks the token: `{"success": true}`, or an error (`M_TOKEN_INCORRECT`,
-/// `M_SESSION_EXPIRED`, `M_NO_VALID_SESSION`).
-pub async fn submit_token_post(
+/// Defines the `GET` and `POST` handlers of one `submitToken` path (e-mail and phone, v2 and
+/// v1 share their logic but each path has its own description).
+macro_rules! submit_token_handlers {
+    ($get:ident, $post:ident, $path:literal, $tag:literal) => {
+        #[doc = concat!("# `GET ", $path, "`\n\nThe link of the validation message: validates, then redirects to the session's `next_link` or shows the success page; on failure the failure page with the error's status.")]
+        #[utoipa::path(get, path = $path, tag = $tag, params(crate::http::v2::validate::SubmitToken),
+            responses(
+                (status = 200, description = "Validated: the success page", body = String, content_type = "text/html"),
+                (status = 303, description = "Validated: on to the session's `next_link`"),
+                (status = 400, description = "Missing or wrong parameters, wrong token, expired session: the failure page", body = String, content_type = "text/html"),
+                (status = 404, description = "No such session: the failure page", body = String, content_type = "text/html"),
+                (status = 503, description = "The database is unavailable: the failure page", body = String, content_type = "text/html")))]
+        pub async fn $get(
+            state: axum::extract::State<crate::state::AppState>,
+            query: Result<crate::http::extract::QueryParams<crate::http::v2::validate::SubmitToken>, crate::error::ApiError>,
+        ) -> axum::response::Response {
+            crate::http::v2::validate::submit_token_get(state, query).await
+        }
+
+        #[doc = concat!("# `POST ", $path, "`\n\nChecks the token: `{\"success\": true}`, or `M_TOKEN_INCORRECT`, `M_SESSION_EXPIRED`, `M_NO_VALID_SESSION`.")]
+        #[utoipa::path(post, path = $path, tag = $tag, request_body = crate::http::v2::validate::SubmitToken,
+            responses((status = 200, description = "Validated", body = crate::wire::Success),
+                crate::http::openapi::BadRequest, crate::http::openapi::NotFound,
+                crate::http::openapi::TooLarge, crate::http::openapi::Unavailable))]
+        pub async fn $post(
+            state: axum::extract::State<crate::state::AppState>,
+            body: crate::http::extract::JsonBody<crate::http::v2::validate::SubmitToken>,
+        ) -> crate::error::ApiResult<axum::Json<crate::wire::Success>> {
+            crate::http::v2::validate::submit_token_post(state, body).await
+        }
+    };
+}
+pub(crate) use submit_token_handlers;
+
+submit_token_handlers!(
+    email_submit_token_get,
+    email_submit_token_post,
+    "/_matrix/identity/v2/validate/email/submitToken",
+    "validation"
+);
+submit_token_handlers!(
+    msisdn_submit_token_get,
+    msisdn_submit_token_post,
+    "/_matrix/identity/v2/validate/msisdn/submitToken",
+    "validation"
+);
+
+/// `POST submitToken`: checks the token: `{"success": true}`, or an error
+/// (`M_TOKEN_INCORRECT`, `M_SESSION_EXPIRED`, `M_NO_VALID_SESSION`).
+pub(crate) async fn submit_token_post(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<SubmitToken>,
 ) -> ApiResult<Json<Success>> {
@@ -139,12 +206,10 @@ pub async fn submit_token_post(
     Ok(Json(Success { success: true }))
 }
 
-/// # `GET /_matrix/identity/v2/validate/{email,msisdn}/submitToken`
-///
-/// The link of the validation message: validates, then redirects to the session's
-/// `next_link` (http/https only) or shows the `validationSuccess.html` page; on failure the
-/// `validationFailure.html` page with the error's status.
-pub async fn submit_token_get(
+/// `GET submitToken`, the link of the validation message: validates, then redirects to the
+/// session's `next_link` (http/https only) or shows the `validationSuccess.html` page; on
+/// failure the `validationFailure.html` page with the error's status.
+pub(crate) async fn submit_token_get(
     State(state): State<AppState>,
     query: Result<QueryParams<SubmitToken>, ApiError>,
 ) -> Response {
