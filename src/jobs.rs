@@ -113,6 +113,7 @@ pub async fn run_leased(
         }
     }
     tracing::info!(job, "job started");
+    crate::metrics::job_lease_held(job, true);
     let started = std::time::Instant::now();
     let renewing = async {
         let mut ticker = tokio::time::interval(lease / 3);
@@ -121,7 +122,10 @@ pub async fn run_leased(
             ticker.tick().await;
             match store.renew_lease(job, holder, started_at, clock.now_ms().saturating_add(lease_ms)).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(job, "the job lease was taken over while the job runs"),
+                Ok(false) => {
+                    crate::metrics::job_lease_lost(job);
+                    tracing::warn!(job, "the job lease was taken over while the job runs");
+                }
                 Err(error) => tracing::warn!(job, %error, "cannot renew the job lease"),
             }
         }
@@ -143,6 +147,7 @@ pub async fn run_leased(
         }
     };
     crate::metrics::job_run(job, result.is_ok(), started.elapsed().as_secs_f64(), clock.now_ms());
+    crate::metrics::job_lease_held(job, false);
     if let Err(error) = store.finish_run(job, holder, clock.now_ms(), &status).await {
         tracing::warn!(job, %error, "cannot record the end of the job");
     }

@@ -15,6 +15,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 const DURATION_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
+/// Size buckets (bytes) for push bodies: a handful of hashes up to a 1M-hash snapshot (~70 MB).
+const BYTES_BUCKETS: &[f64] = &[1e3, 1e4, 1e5, 1e6, 1e7, 3e7, 1e8, 3e8];
+
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide recorder on first call and returns its handle; `None` when the
@@ -24,6 +27,8 @@ pub fn install() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("duration_seconds".to_owned()), DURATION_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Suffix("body_bytes".to_owned()), BYTES_BUCKETS)
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             gauge!("fis_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -76,6 +81,23 @@ pub fn job_run(job: &str, succeeded: bool, seconds: f64, now_ms: i64) {
     }
 }
 
+/// Whether this instance holds a scheduled job's lease (runs it) now.
+pub fn job_lease_held(job: &str, held: bool) {
+    gauge!("fis_job_lease_held", "job" => job.to_owned()).set(if held { 1.0 } else { 0.0 });
+}
+
+/// A job's lease taken over by another instance while this one ran the job (it ran longer than
+/// the lease and could not renew it in time).
+pub fn job_lease_lost(job: &str) {
+    counter!("fis_job_lease_lost_total", "job" => job.to_owned()).increment(1);
+}
+
+/// The size of a push's body as read (decompressed).
+pub fn push_body_bytes(bytes: usize) {
+    #[allow(clippy::cast_precision_loss)] // bodies far below 2^52 bytes
+    histogram!("fis_push_body_bytes").record(bytes as f64);
+}
+
 /// A push to one federated identity service, by target.
 pub fn federation_push(target: &str, succeeded: bool) {
     let result = if succeeded { "success" } else { "failure" };
@@ -103,6 +125,13 @@ pub fn database_pool(size: u32, idle: usize) {
     gauge!("fis_database_connections", "state" => "open").set(f64::from(size));
     #[allow(clippy::cast_precision_loss)]
     gauge!("fis_database_connections", "state" => "idle").set(idle as f64);
+}
+
+/// The probe query of a scrape: whether it answered (within 5 s) and how long it took,
+/// waiting for a pooled connection included.
+pub fn database_probe(answered: bool, seconds: f64) {
+    gauge!("fis_database_up").set(if answered { 1.0 } else { 0.0 });
+    gauge!("fis_database_probe_seconds").set(seconds);
 }
 
 fn as_u64(count: usize) -> u64 {

@@ -60,8 +60,10 @@ async fn a_scripted_session_moves_the_counters_by_exactly_what_it_did() {
     let pepper = details["lookup_pepper"].as_str().unwrap().to_owned();
     let hashes: Vec<String> = (0..5).map(|n| hash_3pid(&format!("user{n}@pusher.example"), "email", &pepper)).collect();
     let push = json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { "pusher.example": hashes } });
+    let push_length = serde_json::to_vec(&push).unwrap().len();
     assert_eq!(post("/_matrix/identity/v2/lookups", push).await.unwrap().status(), 201);
     let wrong = json!({ "algorithm": "sha256", "pepper": "not-ours", "mappings": { "pusher.example": [] } });
+    let pushed_bytes = push_length + serde_json::to_vec(&wrong).unwrap().len();
     assert_eq!(post("/_matrix/identity/v2/lookups", wrong).await.unwrap().status(), 400);
     let asked = json!({ "algorithm": "sha256", "pepper": pepper, "addresses": [hashes[0], hashes[1], hash_3pid("x@y.z", "email", &pepper)] });
     let answer: Value = post("/_matrix/identity/v2/lookup", asked).await.unwrap().json().await.unwrap();
@@ -83,12 +85,15 @@ async fn a_scripted_session_moves_the_counters_by_exactly_what_it_did() {
         (r#"fis_pushes_total{result="refused",reason="M_INVALID_PEPPER"}"#, 1.0),
         ("fis_push_hashes_added_total", 5.0),
         ("fis_push_hashes_removed_total", 0.0),
+        ("fis_push_body_bytes_count", 2.0),
+        ("fis_push_body_bytes_sum", pushed_bytes as f64),
         (r#"fis_lookup_requests_total{algorithm="sha256"}"#, 1.0),
         (r#"fis_lookup_addresses_total{algorithm="sha256"}"#, 3.0),
         (r#"fis_lookup_found_total{algorithm="sha256",kind="own"}"#, 0.0),
         (r#"fis_lookup_found_total{algorithm="sha256",kind="third_party"}"#, 2.0),
         (r#"fis_index_hashes{source="pushed",pepper="current"}"#, 5.0),
         (r#"fis_index_hashes{source="local",pepper="current"}"#, 0.0),
+        ("fis_database_up", 1.0),
     ];
     for (series, value) in expect {
         assert_eq!(found.get(series), Some(&value), "{series} in {found:#?}");

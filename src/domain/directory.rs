@@ -86,7 +86,9 @@ impl DirectorySync {
         let region = self.phone_region.as_deref();
         let mut summary = SyncSummary { users: users.len(), ..SyncSummary::default() };
         let mut wanted: BTreeMap<(String, String), (String, bool)> = BTreeMap::new();
+        let mut progress = crate::telemetry::Progress::new("directory-sync", u64::try_from(users.len()).ok());
         for user in users {
+            progress.add(1);
             let localpart = user.uid.trim().to_lowercase();
             let mxid = format!("@{localpart}:{server_name}");
             // Historical user IDs (spaces, `!`, quotes, non-ASCII...) are only accepted for old
@@ -120,6 +122,8 @@ impl DirectorySync {
                 }
             }
         }
+
+        progress.finish();
 
         let mut changes = DirectoryChanges::default();
         let mut seen = BTreeSet::new();

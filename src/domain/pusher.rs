@@ -189,6 +189,8 @@ async fn send_with_retries(
 ) -> anyhow::Result<()> {
     let json = serde_json::to_vec(body)?;
     let compressed = if json.len() > COMPRESS_ABOVE { Some(gzip(&json)?) } else { None };
+    let bytes = compressed.as_ref().map_or(json.len(), Vec::len);
+    tracing::info!(%base, bytes, compressed = compressed.is_some(), "sending a snapshot");
     let url = format!("{base}/_matrix/identity/v2/lookups");
     let mut last_error = anyhow::anyhow!("not sent");
     for delay in RETRIES {

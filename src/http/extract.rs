@@ -23,14 +23,31 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+        let RawBody(bytes) = RawBody::from_request(request, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The request body as bytes, for handlers that need its size as well as its JSON; a body over
+/// the route's limit is 413 `M_TOO_LARGE`, one that cannot be read (a broken gzip stream) 400
+/// `M_NOT_JSON`.
+#[derive(Debug, Clone)]
+pub struct RawBody(pub Bytes);
+
+impl<S> FromRequest<S> for RawBody
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state).await.map(RawBody).map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(ErrCode::TooLarge, "The request body is too large")
             } else {
                 ApiError::new(ErrCode::NotJson, "The request body could not be read")
             }
-        })?;
-        parse_json(&bytes).map(JsonBody)
+        })
     }
 }
 

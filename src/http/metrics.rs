@@ -20,14 +20,19 @@ pub fn router(state: AppState, handle: PrometheusHandle) -> Router {
     Router::new().route("/metrics", get(scrape)).with_state((state, handle))
 }
 
-/// `GET /metrics`: the gauges read at scrape time (lookup data in memory, database pool) are
-/// set, then everything is rendered.
+/// `GET /metrics`: the gauges read at scrape time (lookup data in memory, database pool, a
+/// probe query) are set, then everything is rendered.
 async fn scrape(State((state, handle)): State<(AppState, PrometheusHandle)>) -> Response {
     for (source, pepper, hashes) in state.lookups.index_sizes() {
         crate::metrics::index_size(source, pepper, hashes);
     }
     let (open, idle) = state.store.pool_connections();
     crate::metrics::database_pool(open, idle);
+    // A query through the pool as requests make it: its time includes waiting for a free
+    // connection, so it rises when the pool is exhausted (sqlx has no wait-time counter).
+    let started = std::time::Instant::now();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(5), state.store.ping()).await;
+    crate::metrics::database_probe(matches!(answered, Ok(Ok(()))), started.elapsed().as_secs_f64());
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 

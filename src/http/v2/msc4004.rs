@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 
 use crate::error::ApiResult;
 use crate::http::auth::TrustedServer;
-use crate::http::extract::JsonBody;
+use crate::http::extract::{RawBody, parse_json};
 use crate::http::openapi::{BadRequest, MatrixError, TooLarge, Unavailable};
 use crate::lookups::push::PushRequest;
 use crate::state::AppState;
@@ -30,8 +30,10 @@ use crate::wire::PushAnswer;
 pub async fn push(
     State(state): State<AppState>,
     TrustedServer(caller): TrustedServer,
-    JsonBody(request): JsonBody<PushRequest>,
+    RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<PushAnswer>)> {
+    crate::metrics::push_body_bytes(body.len());
+    let request: PushRequest = parse_json(&body)?;
     let answer = state.lookups.accept_push(caller.bound_name(), request).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
