@@ -144,8 +144,9 @@ class Server:
         return time.perf_counter() - started, body
 
 
-def oha(server, body, seconds, connections, rate=None):
-    """Drives POST /lookup with `body`; returns oha's JSON summary."""
+def oha(server, body, seconds, connections, rate=None, token=None):
+    """Drives POST /lookup with `body` (with `Authorization: Bearer <token>` when given); returns
+    oha's JSON summary."""
     body_path = os.path.join(server.work, "lookup.json")
     with open(body_path, "w") as file:
         json.dump(body, file)
@@ -156,6 +157,8 @@ def oha(server, body, seconds, connections, rate=None):
     ]
     if rate:
         command[1:1] = ["-q", str(rate)]
+    if token:
+        command[1:1] = ["-H", f"Authorization: Bearer {token}"]
     cpu_before, started = server.cpu_seconds(), time.perf_counter()
     output = subprocess.run(command, check=True, capture_output=True, text=True)
     cpu = (server.cpu_seconds() - cpu_before) / (time.perf_counter() - started)
@@ -254,6 +257,53 @@ def scenario_lookup(engine, work, seconds):
     server.stop()
     return {"known_addresses_per_request": known, "own_3pids": 100_000, "pushed_hashes": 1_000_000,
             "full_load": full, "half_load": half, "loading_100k_own_3pids_s": round(sync_seconds, 2)}
+
+
+POLICIES = {"privacy_policy": {"version": "1.0", "en": {"name": "Privacy", "url": "https://bench.example/privacy"}}}
+
+
+def insert_access_token(server, engine, user_id):
+    """Stores an access token for `user_id` as a registration would (its SHA-256 digest), for a
+    benchmark that has no homeserver to register through; returns the token."""
+    token = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+    now = int(time.time() * 1000)
+    row = (digest, user_id, now, now + 86_400_000)
+    if engine == "postgres":
+        values = ", ".join(f"'{value}'" if isinstance(value, str) else str(value) for value in row)
+        sql = f"INSERT INTO access_tokens (token_hash, user_id, created_at, expires_at) VALUES ({values})"
+        subprocess.run(["psql", server.config["database_host"], "-q", "-c", sql], check=True, stdout=subprocess.DEVNULL)
+    else:
+        db = sqlite3.connect(os.path.join(server.config["data_dir"], "federated-identity-service.db"))
+        db.execute("INSERT INTO access_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)", row)
+        db.commit()
+        db.close()
+    return token
+
+
+def scenario_lookup_user(engine, work, seconds):
+    """The lookup scenario's data and body, as a trusted server and then as a user with a token
+    who accepted the terms (what Element and Twake Chat send), at full load, in one run."""
+    server, _, pepper = server_with_own_3pids(engine, work, 100_000)
+    body = lookup_data(server, pepper, 100_000)
+    trusted = oha(server, body, seconds, connections=64)
+    server.stop()
+    # The same data, served to users: nobody is trusted by address, the terms must be accepted.
+    server.config.update({"trusted_servers_addresses": [], "policies": POLICIES})
+    with open(server.config_path, "w") as file:
+        json.dump(server.config, file)
+    server.start()
+    token = insert_access_token(server, engine, "@bench:bench.example")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    accept = json.dumps({"user_accepts": [POLICIES["privacy_policy"]["en"]["url"]]}).encode()
+    connection.request("POST", "/_matrix/identity/v2/terms", body=accept,
+                       headers={"content-type": "application/json", "authorization": f"Bearer {token}"})
+    if connection.getresponse().status != 200:
+        raise RuntimeError("the terms were not accepted")
+    user = oha(server, body, seconds, connections=64, token=token)
+    server.stop()
+    ratio = user["requests_per_second"] / trusted["requests_per_second"]
+    return {"trusted_server": trusted, "user_with_token": user, "user_vs_trusted": round(ratio, 3)}
 
 
 def scenario_rotation(engine, work, seconds):
@@ -355,6 +405,8 @@ def main():
                     outcome = scenario_push(engine, work)
                 elif scenario == "lookup":
                     outcome = scenario_lookup(engine, work, args.seconds)
+                elif scenario == "lookup-user":
+                    outcome = scenario_lookup_user(engine, work, args.seconds)
                 elif scenario == "rotation":
                     outcome = scenario_rotation(engine, work, args.seconds)
                 elif scenario == "directory":

@@ -144,6 +144,7 @@ impl App {
             homeserver,
             keys,
             terms: Arc::new(terms),
+            token_cache: Arc::default(),
         });
         let router = http::router(state.clone());
         Ok(Self { state, router })

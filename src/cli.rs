@@ -79,8 +79,9 @@ pub enum Command {
         #[arg(long)]
         user: String,
     },
-    /// Revoke every access token of a user (a compromised account); effective at once on
-    /// every instance. The user's clients register again.
+    /// Revoke every access token of a user (a compromised account); running instances refuse
+    /// them within a second (they believe a token read for at most that long). The user's
+    /// clients register again.
     RevokeTokens {
         /// The Matrix user ID.
         #[arg(long)]

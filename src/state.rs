@@ -51,6 +51,8 @@ pub struct Services {
     pub keys: SigningKeys,
     /// The terms of service users must accept.
     pub terms: Arc<Terms>,
+    /// Tokens recently read, with their holders' terms acceptance (believed for a second).
+    pub token_cache: Arc<crate::domain::tokens::TokenCache>,
     /// Per-address and per-token rate limits.
     pub rate_limits: Arc<crate::ratelimit::RateLimits>,
     /// Reverse proxies whose `X-Forwarded-For` is believed.

@@ -306,6 +306,40 @@ async fn expired_tokens_are_refused() {
 }
 
 #[tokio::test]
+async fn a_token_revoked_anywhere_stops_working_within_a_second() {
+    const ACCOUNT: &str = "/_matrix/identity/v2/account";
+    const LOGOUT: &str = "/_matrix/identity/v2/account/logout";
+    let first = TestServer::start().await;
+    let second = first.twin().await;
+    // Logged out where it is used: refused at once.
+    let here = first.token_for("@alice:hs.test").await;
+    assert_eq!(first.call_as(Some(&here), Method::GET, ACCOUNT, None).await.status, 200);
+    assert_eq!(first.call_as(Some(&here), Method::POST, LOGOUT, Some("{}")).await.status, 200);
+    first.call_as(Some(&here), Method::GET, ACCOUNT, None).await.assert_error(401, "M_UNAUTHORIZED");
+
+    // Logged out on another instance while this one has just used it: refused within a second.
+    let elsewhere = first.token_for("@alice:hs.test").await;
+    assert_eq!(first.call_as(Some(&elsewhere), Method::GET, ACCOUNT, None).await.status, 200);
+    assert_eq!(second.call_as(Some(&elsewhere), Method::POST, LOGOUT, Some("{}")).await.status, 200);
+    let revoked = Instant::now();
+    loop {
+        let answer = first.call_as(Some(&elsewhere), Method::GET, ACCOUNT, None).await;
+        if answer.status == 401 {
+            break;
+        }
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert!(
+            revoked.elapsed() < Duration::from_millis(1200),
+            "still accepted {:?} after the logout",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test]
 async fn rate_limits_answer_429_with_retry_after() {
     let server = TestServer::start_with(|config| {
         config.rate_limiting_nb_requests = 3;

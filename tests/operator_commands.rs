@@ -76,8 +76,15 @@ async fn revoke_tokens_logs_a_user_out_everywhere_and_list_tokens_never_shows_th
     let printed = listed.to_string();
     assert!(!printed.contains(&first) && !printed.contains(&second), "tokens are never printed");
 
+    // In use just before: the running instance has them in its token cache.
+    for token in [&first, &second] {
+        let account = server.call_as(Some(token), Method::GET, "/_matrix/identity/v2/account", None).await;
+        assert_eq!(account.status, 200);
+    }
     let revoked = stdout_json(&run(&config, &["revoke-tokens", "--user", "@mallory:example.org"]));
     assert_eq!(revoked["revoked"], 2);
+    // The cache believes a token for at most a second.
+    tokio::time::sleep(federated_identity_service::domain::tokens::CACHE_FOR).await;
     for token in [&first, &second] {
         let account = server.call_as(Some(token), Method::GET, "/_matrix/identity/v2/account", None).await;
         account.assert_error(401, "M_UNAUTHORIZED");

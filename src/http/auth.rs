@@ -38,7 +38,7 @@ impl FromRequestParts<AppState> for User {
         let ClientIp(address) = ClientIp::from_request_parts(parts, state).await?;
         state.rate_limits.check_address(address)?;
         let token = presented_token(parts)?;
-        let record = tokens::authenticate(&state.store, &token, state.clock.now_ms())
+        let record = tokens::authenticate(&state.store, &state.token_cache, &token, state.clock.now_ms())
             .await?
             .ok_or_else(|| ApiError::new(ErrCode::Unauthorized, "Unknown or expired access token"))?;
         state.rate_limits.check_token(&record.token_hash)?;
@@ -51,12 +51,16 @@ impl FromRequestParts<AppState> for UserWithTerms {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let user = User::from_request_parts(parts, state).await?;
+        if state.token_cache.terms_accepted(&user.token_hash) {
+            return Ok(Self(user));
+        }
         if !state.terms.has_accepted_all(&state.store, &user.user_id).await? {
             return Err(ApiError::new(
                 ErrCode::TermsNotSigned,
                 "Please accept the terms of service (POST /_matrix/identity/v2/terms) before continuing",
             ));
         }
+        state.token_cache.remember_terms_accepted(&user.token_hash);
         Ok(Self(user))
     }
 }

@@ -54,5 +54,6 @@ pub async fn account(user: User) -> Json<Account> {
     responses((status = 200, description = "Revoked", body = Empty), Unauthorized, RateLimited, Unavailable))]
 pub async fn logout(State(state): State<AppState>, user: User) -> ApiResult<Json<Empty>> {
     state.store.delete_access_token(&user.token_hash).await?;
+    state.token_cache.forget(&user.token_hash);
     Ok(Json(Empty {}))
 }
