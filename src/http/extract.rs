@@ -51,8 +51,8 @@ where
     }
 }
 
-/// Query-string parameters; a malformed query is 400 `M_INVALID_PARAM`, a missing required
-/// parameter 400 `M_MISSING_PARAMS`.
+/// Query-string parameters; a malformed query, or one holding a NUL character, is 400
+/// `M_INVALID_PARAM`, a missing required parameter 400 `M_MISSING_PARAMS`.
 #[derive(Debug, Clone)]
 pub struct QueryParams<T>(pub T);
 
@@ -65,6 +65,10 @@ where
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        // `%00` is the only way a NUL reaches a decoded parameter (see `holds_nul`).
+        if memchr::memmem::find(query.as_bytes(), b"%00").is_some() {
+            return Err(ApiError::new(ErrCode::InvalidParam, "No parameter may contain a NUL character (%00)"));
+        }
         serde_urlencoded::from_str(query).map(QueryParams).map_err(|error| {
             let text = error.to_string();
             if text.starts_with("missing field") {
@@ -80,6 +84,9 @@ where
 /// request body of the API is a JSON object: serde would also fill a struct from an array of
 /// its fields in order (`["sha256", "<pepper>", []]`), which is `M_BAD_JSON` here.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if memchr::memmem::find(bytes, br"\u0000").is_some() && holds_nul(bytes) {
+        return Err(ApiError::new(ErrCode::InvalidParam, "No string of the request may contain a NUL character"));
+    }
     if bytes.iter().find(|byte| !byte.is_ascii_whitespace()).is_some_and(|first| *first != b'{') {
         return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
             Ok(_) => ApiError::new(ErrCode::BadJson, "The request body must be a JSON object"),
@@ -98,6 +105,22 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             Category::Data => ApiError::new(ErrCode::BadJson, format!("The request body has the wrong shape: {error}")),
         }
     })
+}
+
+/// Whether a JSON document has a key or string value with a NUL character (`\u0000`; a raw NUL
+/// byte is not valid JSON). No identifier, address, token or key of the API contains one, and
+/// PostgreSQL cannot store or even compare text with one. Only called when the escape appears
+/// in the bytes at all, so that the common body is scanned once and parsed once.
+fn holds_nul(bytes: &[u8]) -> bool {
+    fn walk(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(walk),
+            serde_json::Value::Object(fields) => fields.iter().any(|(key, value)| key.contains('\0') || walk(value)),
+            _ => false,
+        }
+    }
+    serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|value| walk(&value))
 }
 
 #[cfg(test)]
@@ -121,5 +144,17 @@ mod tests {
         assert_eq!(parse_json::<Sample>(br#" ["a", 2]"#).unwrap_err().code(), ErrCode::BadJson);
         assert_eq!(parse_json::<Sample>(b"[1").unwrap_err().code(), ErrCode::NotJson);
         assert!(parse_json::<Sample>(br#"{"name": "a", "count": 2}"#).is_ok());
+        assert_eq!(
+            parse_json::<Sample>(br#"{"name": "a\u0000", "count": 2}"#).unwrap_err().code(),
+            ErrCode::InvalidParam
+        );
+        assert_eq!(
+            parse_json::<Sample>(br#"{"name": "a", "count": 2, "x\u0000": 1}"#).unwrap_err().code(),
+            ErrCode::InvalidParam
+        );
+        assert!(
+            parse_json::<Sample>(br#"{"name": "a\\u0000", "count": 2}"#).is_ok(),
+            "an escaped backslash, then u0000"
+        );
     }
 }

@@ -26,11 +26,12 @@ pub struct PublicKeyQuery {
     params(("key_id" = String, Path, description = "The key id, e.g. `ed25519:0`")),
     responses((status = 200, description = "The key", body = PublicKey), NotFound, Unavailable))]
 pub async fn public_key(State(state): State<AppState>, Path(key_id): Path<String>) -> ApiResult<Json<PublicKey>> {
-    let key = state
-        .store
-        .signing_key(&key_id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrCode::NotFound, "The public key was not found"))?;
+    let not_found = || ApiError::new(ErrCode::NotFound, "The public key was not found");
+    // No key id holds a NUL, and PostgreSQL cannot compare text with one.
+    if key_id.contains('\0') {
+        return Err(not_found());
+    }
+    let key = state.store.signing_key(&key_id).await?.ok_or_else(not_found)?;
     Ok(Json(PublicKey { public_key: key.public_key }))
 }
 
