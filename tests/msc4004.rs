@@ -229,6 +229,54 @@ async fn invalid_pushes_are_refused_and_change_nothing() {
     server.stop().await;
 }
 
+/// A pusher re-sends its unchanged snapshot every interval: the same bytes are recognised from
+/// their digest before they are parsed, answered as any identical push is, and only for a
+/// caller allowed to push as that server.
+#[tokio::test]
+async fn an_identical_body_is_recognised_from_its_bytes_for_its_own_server_only() {
+    const EVIL_SECRET: &str = "evil-example-shared-secret";
+    let server = TestServer::start_with(|config| {
+        config.trusted_servers = vec![
+            TrustedServerConfig { name: "tom.example:443".into(), networks: vec![], secret: SECRET.into() },
+            TrustedServerConfig { name: "evil.example:443".into(), networks: vec![], secret: EVIL_SECRET.into() },
+        ];
+    })
+    .await;
+    let pepper = current_pepper(&server).await;
+    let hashes = hashes_of(&["a@tom.example", "b@tom.example", "c@tom.example"], &pepper);
+    let body = push_body("tom.example:443", &pepper, &hashes);
+    let first = server.call_as(Some(SECRET), Method::POST, PUSH, Some(&body)).await;
+    assert_eq!((first.status, first.body), (201, json!({ "stored": 3, "added": 3, "removed": 0 })));
+    let digest = federated_identity_service::lookups::push::body_digest(body.as_bytes());
+    let found = server.state.store.push_snapshot_with_body(&digest).await.unwrap().expect("the body's snapshot");
+    assert_eq!((found.server.as_str(), found.hash_count), ("tom.example:443", 3));
+
+    let again = server.call_as(Some(SECRET), Method::POST, PUSH, Some(&body)).await;
+    assert_eq!((again.status, again.body), (201, json!({ "stored": 3, "added": 0, "removed": 0 })));
+    // Another named server sending those very bytes is refused, as it would be parsed.
+    server.call_as(Some(EVIL_SECRET), Method::POST, PUSH, Some(&body)).await.assert_error(403, "M_FORBIDDEN");
+
+    // The same snapshot in other bytes is parsed, found identical, and its bytes remembered.
+    let reordered: Vec<String> = hashes.iter().rev().cloned().collect();
+    let other_bytes = push_body("tom.example:443", &pepper, &reordered);
+    let parsed = server.call_as(Some(SECRET), Method::POST, PUSH, Some(&other_bytes)).await;
+    assert_eq!(parsed.body, json!({ "stored": 3, "added": 0, "removed": 0 }));
+    let other_digest = federated_identity_service::lookups::push::body_digest(other_bytes.as_bytes());
+    assert!(server.state.store.push_snapshot_with_body(&other_digest).await.unwrap().is_some());
+
+    // A changed snapshot replaces the remembered bytes: the first body is a change again.
+    let changed = server
+        .call_as(Some(SECRET), Method::POST, PUSH, Some(&push_body("tom.example:443", &pepper, &hashes[..1])))
+        .await;
+    assert_eq!(changed.body["removed"], 2);
+    let back = server.call_as(Some(SECRET), Method::POST, PUSH, Some(&body)).await;
+    assert_eq!(back.body, json!({ "stored": 3, "added": 2, "removed": 0 }));
+    let asked = json!({ "algorithm": "sha256", "pepper": pepper, "addresses": hashes }).to_string();
+    let answer = server.call_as(Some(SECRET), Method::POST, "/_matrix/identity/v2/lookup", Some(&asked)).await;
+    assert_eq!(answer.body["third_party_mappings"]["tom.example:443"].as_array().map(Vec::len), Some(3));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_rotation_drops_the_pushed_hashes_of_the_oldest_pepper() {
     let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;

@@ -21,13 +21,28 @@ pub fn push_server_key(name: &str) -> Option<String> {
     Some(format!("{}:{}", name.host_text(), name.port().unwrap_or(443)))
 }
 
+/// The digest of a push body's bytes (SHA-256, unpadded base64url), under which the snapshot
+/// it stored is found again.
+#[must_use]
+pub fn body_digest(body: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(body))
+}
+
 impl Lookups {
     /// Validates and stores a push from a trusted caller; `bound_name` is the server name the
     /// caller's address is bound to (`None`: trusted by address alone, it may push under any
-    /// name). Returns the answer body (201).
-    pub async fn accept_push(&self, bound_name: Option<&str>, request: PushRequest) -> ApiResult<PushAnswer> {
+    /// name); `body_digest` is [`body_digest`] of the body it came in, when it came as one.
+    /// Returns the answer body (201).
+    pub async fn accept_push(
+        &self,
+        bound_name: Option<&str>,
+        request: PushRequest,
+        body_digest: Option<&str>,
+    ) -> ApiResult<PushAnswer> {
         let started = std::time::Instant::now();
-        let outcome = self.store_push(bound_name, request).await;
+        let outcome = self.store_push(bound_name, request, body_digest).await;
         match &outcome {
             Ok(answer) => crate::metrics::push_accepted(answer.added, answer.removed, started.elapsed().as_secs_f64()),
             Err(error) => crate::metrics::push_refused(error.code().as_str()),
@@ -35,7 +50,33 @@ impl Lookups {
         outcome
     }
 
-    async fn store_push(&self, bound_name: Option<&str>, request: PushRequest) -> ApiResult<PushAnswer> {
+    /// The answer to a push whose body is byte for byte the one that stored a snapshot still
+    /// in place, found from the body's digest before the body is parsed (a pusher re-sending an
+    /// unchanged snapshot costs a hash of its bytes and two small reads); `None` when the body
+    /// must be parsed and stored. The pepper must still be live and the caller allowed to push
+    /// as that server, as for any push.
+    pub async fn identical_push(&self, bound_name: Option<&str>, body_digest: &str) -> ApiResult<Option<PushAnswer>> {
+        let started = std::time::Instant::now();
+        let Some(snapshot) = self.store.push_snapshot_with_body(body_digest).await? else {
+            return Ok(None);
+        };
+        let allowed = bound_name.is_none_or(|name| push_server_key(name).as_deref() == Some(snapshot.server.as_str()));
+        let live = check_pepper(&self.store.peppers().await?, Algorithm::Sha256, &snapshot.pepper).is_ok();
+        if !(allowed && live) {
+            return Ok(None);
+        }
+        let stored = u64::try_from(snapshot.hash_count).unwrap_or(0);
+        crate::metrics::push_accepted(0, 0, started.elapsed().as_secs_f64());
+        tracing::info!(server = %snapshot.server, hashes = stored, "identical push body: nothing to change");
+        Ok(Some(PushAnswer { stored, added: 0, removed: 0 }))
+    }
+
+    async fn store_push(
+        &self,
+        bound_name: Option<&str>,
+        request: PushRequest,
+        body_digest: Option<&str>,
+    ) -> ApiResult<PushAnswer> {
         if Algorithm::parse(&request.algorithm) != Some(Algorithm::Sha256) {
             return Err(ApiError::new(
                 ErrCode::InvalidParam,
@@ -75,11 +116,15 @@ impl Lookups {
         let digest = snapshot_digest(&hashes);
         let stored = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
         if self.store.push_snapshot(&server, &request.pepper).await?.is_some_and(|snapshot| snapshot.digest == digest) {
+            if let Some(body_digest) = body_digest {
+                self.store.note_push_body(&server, &request.pepper, &digest, body_digest).await?;
+            }
             tracing::info!(%server, hashes = stored, "identical push: nothing to change");
             return Ok(PushAnswer { stored, added: 0, removed: 0 });
         }
+        let now = self.clock.now_ms();
         let outcome =
-            self.store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, self.clock.now_ms()).await?;
+            self.store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, body_digest, now).await?;
         self.note_write();
         tracing::info!(%server, hashes = stored, added = outcome.added, removed = outcome.removed, "push stored");
         Ok(PushAnswer { stored, added: outcome.added, removed: outcome.removed })

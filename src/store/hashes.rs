@@ -78,9 +78,10 @@ pub struct PushOutcome {
 }
 
 /// Records the snapshot of a push.
-const UPSERT_SNAPSHOT: &str = "INSERT INTO push_snapshots (server, pepper, hash_count, digest, received_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (server, pepper) DO UPDATE SET \
-     hash_count = excluded.hash_count, digest = excluded.digest, received_at = excluded.received_at";
+const UPSERT_SNAPSHOT: &str = "INSERT INTO push_snapshots (server, pepper, hash_count, digest, received_at, body_digest) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (server, pepper) DO UPDATE SET \
+     hash_count = excluded.hash_count, digest = excluded.digest, received_at = excluded.received_at, \
+     body_digest = excluded.body_digest";
 
 pub(super) fn json_list<T: serde::Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
@@ -286,6 +287,34 @@ impl Store {
         Ok(snapshot)
     }
 
+    /// The snapshot stored by a push whose body had this SHA-256 digest, if any.
+    pub async fn push_snapshot_with_body(&self, body_digest: &str) -> StoreResult<Option<PushSnapshot>> {
+        let snapshot = on_pool!(self, pool => sqlx::query_as::<_, PushSnapshot>(
+            "SELECT server, pepper, hash_count, digest, received_at FROM push_snapshots WHERE body_digest = $1",
+        )
+        .bind(body_digest)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(snapshot)
+    }
+
+    /// Records `body_digest` as the body of the stored snapshot of `server` for `pepper`, if that
+    /// snapshot still has the content `digest` (an identical re-push whose body differed from
+    /// the first one's, or arrived before body digests were kept).
+    pub async fn note_push_body(&self, server: &str, pepper: &str, digest: &str, body_digest: &str) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE push_snapshots SET body_digest = $1 WHERE server = $2 AND pepper = $3 AND digest = $4",
+        )
+        .bind(body_digest)
+        .bind(server)
+        .bind(pepper)
+        .bind(digest)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
     /// Every stored snapshot.
     pub async fn push_snapshots(&self) -> StoreResult<Vec<PushSnapshot>> {
         let snapshots = on_pool!(self, pool => sqlx::query_as::<_, PushSnapshot>(
@@ -297,13 +326,15 @@ impl Store {
     }
 
     /// Replaces the hashes of `server` for `pepper` by `hashes` (sorted, without duplicates)
-    /// in one transaction, writing only the difference.
+    /// in one transaction, writing only the difference; `body_digest` is the digest of the
+    /// push's body, when it came as one.
     pub async fn replace_pushed_hashes(
         &self,
         server: &str,
         pepper: &str,
         hashes: &[String],
         digest: &str,
+        body_digest: Option<&str>,
         now: i64,
     ) -> StoreResult<PushOutcome> {
         let delete = self.dialect(
@@ -338,6 +369,7 @@ impl Store {
                 .bind(count)
                 .bind(digest)
                 .bind(now)
+                .bind(body_digest)
                 .execute(&mut *tx)
                 .await?;
             log_change!(self, tx, super::ChangeKind::Push, server, pepper, now);

@@ -9,7 +9,7 @@ use crate::error::ApiResult;
 use crate::http::auth::TrustedServer;
 use crate::http::extract::{RawBody, parse_json};
 use crate::http::openapi::{BadRequest, MatrixError, TooLarge, Unavailable};
-use crate::lookups::push::PushRequest;
+use crate::lookups::push::{self, PushRequest};
 use crate::state::AppState;
 use crate::wire::PushAnswer;
 
@@ -33,7 +33,11 @@ pub async fn push(
     RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<PushAnswer>)> {
     crate::metrics::push_body_bytes(body.len());
+    let body_digest = push::body_digest(&body);
+    if let Some(answer) = state.lookups.identical_push(caller.bound_name(), &body_digest).await? {
+        return Ok((StatusCode::CREATED, Json(answer)));
+    }
     let request: PushRequest = parse_json(&body)?;
-    let answer = state.lookups.accept_push(caller.bound_name(), request).await?;
+    let answer = state.lookups.accept_push(caller.bound_name(), request, Some(&body_digest)).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
