@@ -51,7 +51,7 @@ async fn matrix_js_sdk_registers_validates_binds_and_looks_up() {
     server
         .state
         .store
-        .replace_pushed_hashes("remote.example:443", &pepper, std::slice::from_ref(&remote), "digest", 1)
+        .replace_pushed_hashes("remote.example:443", &pepper, std::slice::from_ref(&remote), "digest", None, 1)
         .await
         .unwrap();
 
