@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmarks of federated-identity-service: lookup, push, rotation, startup/idle, directory sync.
+"""Benchmarks of federated-identity-service: lookup (as a trusted server and as a user), push,
+rotation, startup/idle, directory sync.
 
 Starts the release binary on loopback with SQLite and/or PostgreSQL, loads the data, drives it
 with `oha` (the load generator runs on the same machine), and prints the figures as JSON; the
@@ -394,7 +395,7 @@ def openssl_speed():
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--engines", default="sqlite,postgres")
-    parser.add_argument("--scenarios", default="startup,push,lookup,rotation,directory")
+    parser.add_argument("--scenarios", default="startup,push,lookup,lookup-user,rotation,directory")
     parser.add_argument("--seconds", type=int, default=20, help="duration of each load run")
     parser.add_argument("--ldap-users", type=int, default=100_000)
     args = parser.parse_args()
