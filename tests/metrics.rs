@@ -105,3 +105,30 @@ async fn a_scripted_session_moves_the_counters_by_exactly_what_it_did() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The Grafana dashboard in docs/ plots only series the service records and documents: a
+/// series renamed in `src/metrics.rs` must be renamed there too.
+#[test]
+fn the_dashboard_plots_only_recorded_and_documented_series() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
+    let dashboard = read("docs/grafana/federated-identity-service.json");
+    let parsed: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(!parsed["panels"].as_array().unwrap().is_empty());
+    let (recorder, documented) = (read("src/metrics.rs"), read("docs/operations.md"));
+    let mut names: Vec<&str> = dashboard
+        .match_indices("fis_")
+        .map(|(start, _)| {
+            let rest = &dashboard[start..];
+            &rest[..rest.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(rest.len())]
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 15, "{names:?}");
+    for name in names {
+        let series = name.trim_end_matches("_bucket");
+        assert!(recorder.contains(&format!("\"{series}\"")), "{series} is not recorded by src/metrics.rs");
+        assert!(documented.contains(&format!("`{series}`")), "{series} is not documented in docs/operations.md");
+    }
+}
