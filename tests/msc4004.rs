@@ -277,6 +277,45 @@ async fn an_identical_body_is_recognised_from_its_bytes_for_its_own_server_only(
     server.stop().await;
 }
 
+/// Runs `sql` on the server's database, as an older version or an operator would have left it.
+async fn run_sql(server: &TestServer, sql: &'static str) {
+    let config = server.config();
+    if config.database_engine == "pg" {
+        let pool = sqlx::PgPool::connect(&config.database_host).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(config.sqlite_path());
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
+/// Snapshots are compared with the next push from their packed copy; one stored before
+/// snapshots were packed is compared from its rows, then packed.
+#[tokio::test]
+async fn a_snapshot_stored_before_packing_is_compared_from_its_rows() {
+    let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let pepper = current_pepper(&server).await;
+    let all = hashes_of(&["a@t.example", "b@t.example", "c@t.example", "d@t.example"], &pepper);
+    assert_eq!(push(&server, &push_body("t.example:443", &pepper, &all[..3])).await.status, 201);
+    run_sql(&server, "UPDATE push_snapshots SET hashes = NULL, body_digest = NULL").await;
+
+    let changed = push(&server, &push_body("t.example:443", &pepper, &all[1..])).await;
+    assert_eq!((changed.status, changed.body), (201, json!({ "stored": 3, "added": 1, "removed": 1 })));
+    let back = push(&server, &push_body("t.example:443", &pepper, &all[..2])).await;
+    assert_eq!(back.body, json!({ "stored": 2, "added": 1, "removed": 2 }), "compared with the packed copy");
+    let answer = lookup(&server, &pepper, &all).await;
+    let mut found: Vec<String> =
+        serde_json::from_value(answer["third_party_mappings"]["t.example:443"].clone()).unwrap();
+    found.sort();
+    let mut expected = all[..2].to_vec();
+    expected.sort();
+    assert_eq!(found, expected);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_rotation_drops_the_pushed_hashes_of_the_oldest_pepper() {
     let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;

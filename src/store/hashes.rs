@@ -7,7 +7,7 @@
 
 use super::changes::log_change;
 use super::{Pool, Store, StoreError, StoreResult, on_pool};
-use crate::vocabulary::Source;
+use crate::vocabulary::{SHA256_HASH_LENGTH, Source};
 
 /// Rows written per statement in bulk writes.
 const CHUNK: usize = 20_000;
@@ -353,15 +353,30 @@ impl Store {
         let count = i64::try_from(hashes.len()).unwrap_or(i64::MAX);
         let outcome = on_pool!(self, pool => {
             let mut tx = pool.begin_with(self.write_transaction()).await?;
-            // Sorted here for the merge: SQLite already reads them in key order (bytewise, as
-            // Rust sorts, so the sort is one pass); PostgreSQL would sort by the database's
-            // collation, another order, so it is not asked to.
-            let mut existing: Vec<String> = sqlx::query_scalar(select_existing)
+            let packed: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT hashes FROM push_snapshots WHERE server = $1 AND pepper = $2")
                     .bind(server)
                     .bind(pepper)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            existing.sort_unstable();
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+            let unpacked = packed.as_deref().and_then(unpack);
+            let rows = match &unpacked {
+                Some(_) => Vec::new(),
+                // Snapshots stored before they were packed: their rows, sorted for the merge.
+                // SQLite reads them in key order (bytewise, as Rust sorts: one pass); PostgreSQL
+                // would sort by the database's collation, another order, so it is not asked to.
+                None => {
+                    let mut rows: Vec<String> = sqlx::query_scalar(select_existing)
+                        .bind(server)
+                        .bind(pepper)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    rows.sort_unstable();
+                    rows
+                }
+            };
+            let existing: Vec<&str> = unpacked.unwrap_or_else(|| rows.iter().map(String::as_str).collect());
             let (added, removed) = difference(&existing, hashes);
             for (sql, list) in [(delete, &removed), (insert, &added)] {
                 for chunk in list.chunks(CHUNK) {
@@ -375,6 +390,7 @@ impl Store {
                 .bind(digest)
                 .bind(now)
                 .bind(body_digest)
+                .bind(pack(hashes))
                 .execute(&mut *tx)
                 .await?;
             log_change!(self, tx, super::ChangeKind::Push, server, pepper, now);
@@ -409,10 +425,10 @@ impl Store {
 /// `(added, removed)`: what `new` has that `old` lacks, and the reverse, both sorted ascending
 /// without duplicates: one merge pass, no hashing (borrowed, so that a million-hash push is not
 /// copied again).
-fn difference<'a>(old: &'a [String], new: &'a [String]) -> (Vec<&'a String>, Vec<&'a String>) {
+fn difference<'a>(old: &[&'a str], new: &'a [String]) -> (Vec<&'a str>, Vec<&'a str>) {
     use std::cmp::Ordering;
     let (mut added, mut removed) = (Vec::new(), Vec::new());
-    let (mut in_old, mut in_new) = (old.iter().peekable(), new.iter().peekable());
+    let (mut in_old, mut in_new) = (old.iter().copied().peekable(), new.iter().map(String::as_str).peekable());
     while let (Some(before), Some(after)) = (in_old.peek(), in_new.peek()) {
         match before.cmp(after) {
             Ordering::Less => removed.extend(in_old.next()),
@@ -428,9 +444,26 @@ fn difference<'a>(old: &'a [String], new: &'a [String]) -> (Vec<&'a String>, Vec
     (added, removed)
 }
 
+/// A snapshot's sorted hashes as one value: their characters end to end (each is
+/// [`SHA256_HASH_LENGTH`] long); `None` if one is not that long (nothing is packed then).
+fn pack(sorted: &[String]) -> Option<Vec<u8>> {
+    if sorted.iter().any(|hash| hash.len() != SHA256_HASH_LENGTH) {
+        return None;
+    }
+    Some(sorted.concat().into_bytes())
+}
+
+/// The hashes of a packed snapshot, borrowed from it; `None` if it is not one.
+fn unpack(packed: &[u8]) -> Option<Vec<&str>> {
+    if !packed.len().is_multiple_of(SHA256_HASH_LENGTH) {
+        return None;
+    }
+    packed.chunks_exact(SHA256_HASH_LENGTH).map(|hash| std::str::from_utf8(hash).ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::difference;
+    use super::{difference, pack, unpack};
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|item| (*item).to_owned()).collect()
@@ -438,16 +471,28 @@ mod tests {
 
     #[test]
     fn the_difference_of_two_sorted_snapshots_is_one_merge() {
-        let old = strings(&["a", "c", "d", "f"]);
+        let old = ["a", "c", "d", "f"];
         let new = strings(&["b", "c", "f", "g", "h"]);
         let (added, removed) = difference(&old, &new);
-        assert_eq!(added, [&new[0], &new[3], &new[4]]);
-        assert_eq!(removed, [&old[0], &old[2]]);
+        assert_eq!(added, ["b", "g", "h"]);
+        assert_eq!(removed, ["a", "d"]);
         let (added, removed) = difference(&[], &new);
         assert_eq!((added.len(), removed.len()), (5, 0));
         let (added, removed) = difference(&old, &[]);
         assert_eq!((added.len(), removed.len()), (0, 4));
-        let (added, removed) = difference(&old, &old);
+        let same = strings(&old);
+        let (added, removed) = difference(&old, &same);
         assert!(added.is_empty() && removed.is_empty());
+    }
+
+    #[test]
+    fn a_packed_snapshot_unpacks_to_its_hashes() {
+        let hashes = strings(&["a".repeat(43).as_str(), "b".repeat(43).as_str()]);
+        let packed = pack(&hashes).expect("packed");
+        assert_eq!(packed.len(), 86);
+        assert_eq!(unpack(&packed).expect("unpacked"), [hashes[0].as_str(), hashes[1].as_str()]);
+        assert_eq!(pack(&strings(&["short"])), None, "only whole hashes are packed");
+        assert_eq!(unpack(&packed[..85]), None);
+        assert_eq!(unpack(&[]).map(|hashes| hashes.len()), Some(0), "an empty snapshot");
     }
 }
