@@ -297,7 +297,7 @@ async fn a_crash_mid_rotation_leaves_nothing_behind_and_blocks_rotations_only_br
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_renews_its_lease_and_the_command_takes_the_same_lease() {
     use federated_identity_service::lookups::ROTATION_JOB;
     use std::time::Duration;
@@ -322,14 +322,18 @@ async fn a_running_job_renews_its_lease_and_the_command_takes_the_same_lease() {
     assert!(store.try_start_run(ROTATION_JOB, "scheduler", now, now, now + 60_000).await.unwrap());
     let config_path = server.config_file();
     let binary = env!("CARGO_BIN_EXE_federated-identity-service");
-    let refused =
-        std::process::Command::new(binary).arg("--config").arg(&config_path).arg("rotate-pepper").output().unwrap();
+    // Waiting for the command must not stall the server's tasks, which share this runtime.
+    let rotate = || {
+        tokio::task::block_in_place(|| {
+            std::process::Command::new(binary).arg("--config").arg(&config_path).arg("rotate-pepper").output().unwrap()
+        })
+    };
+    let refused = rotate();
     assert_eq!(refused.status.code(), Some(1), "{}", String::from_utf8_lossy(&refused.stderr));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("a rotation is running"));
     let before = store.peppers().await.unwrap();
     store.finish_run(ROTATION_JOB, "scheduler", server.clock.now_ms(), "ok").await.unwrap();
-    let ran =
-        std::process::Command::new(binary).arg("--config").arg(&config_path).arg("rotate-pepper").output().unwrap();
+    let ran = rotate();
     let log = String::from_utf8_lossy(&ran.stderr);
     assert!(ran.status.success(), "{log}");
     assert_eq!(store.peppers().await.unwrap().previous, before.current, "the command rotated");

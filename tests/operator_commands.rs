@@ -12,13 +12,18 @@ use federated_identity_service::vocabulary::hash_3pid;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// Runs a command against the test server's database and waits for it. The wait must not
+/// stall the server's tasks (they share this runtime): a task caught mid-transaction would hold
+/// SQLite's write lock until the command gives up ("database is locked").
 fn run(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_federated-identity-service"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run the command")
+    tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_federated-identity-service"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .output()
+            .expect("run the command")
+    })
 }
 
 fn stdout_json(output: &Output) -> Value {
@@ -35,7 +40,7 @@ async fn found(server: &TestServer, token: &str, address: &str) -> bool {
     answer.body["mappings"].get(&hash).is_some()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_3pid_removes_bindings_invitations_and_sessions_on_every_instance() {
     let server = TestServer::start().await;
     let config = server.config_file();
@@ -63,7 +68,7 @@ async fn forget_3pid_removes_bindings_invitations_and_sessions_on_every_instance
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_tokens_logs_a_user_out_everywhere_and_list_tokens_never_shows_them() {
     let server = TestServer::start().await;
     let config = server.config_file();
@@ -95,7 +100,7 @@ async fn revoke_tokens_logs_a_user_out_everywhere_and_list_tokens_never_shows_th
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_keys_sign_elsewhere_and_an_imported_key_rotates_keeping_old_keys_valid() {
     let server = TestServer::start().await;
     let config = server.config_file();
