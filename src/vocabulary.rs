@@ -170,6 +170,13 @@ pub fn is_sha256_hash(text: &str) -> bool {
     LookupHash::parse(text).is_some()
 }
 
+/// SHA-256 in unpadded base64url: the form every digest this service stores is written in
+/// (access tokens, push bodies).
+#[must_use]
+pub fn digest_text(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
+}
+
 /// The digest of a snapshot of pushed hashes (sorted and without duplicates): how a receiver
 /// recognises an identical re-push, and how a pusher knows it has nothing new to send. Both
 /// sides must compute it the same way, so it exists once.

@@ -247,7 +247,7 @@ async fn an_identical_body_is_recognised_from_its_bytes_for_its_own_server_only(
     let body = push_body("tom.example:443", &pepper, &hashes);
     let first = server.call_as(Some(SECRET), Method::POST, PUSH, Some(&body)).await;
     assert_eq!((first.status, first.body), (201, json!({ "stored": 3, "added": 3, "removed": 0 })));
-    let digest = federated_identity_service::lookups::push::body_digest(body.as_bytes());
+    let digest = federated_identity_service::vocabulary::digest_text(body.as_bytes());
     let found = server.state.store.push_snapshot_with_body(&digest).await.unwrap().expect("the body's snapshot");
     assert_eq!((found.server.as_str(), found.hash_count), ("tom.example:443", 3));
 
@@ -261,7 +261,7 @@ async fn an_identical_body_is_recognised_from_its_bytes_for_its_own_server_only(
     let other_bytes = push_body("tom.example:443", &pepper, &reordered);
     let parsed = server.call_as(Some(SECRET), Method::POST, PUSH, Some(&other_bytes)).await;
     assert_eq!(parsed.body, json!({ "stored": 3, "added": 0, "removed": 0 }));
-    let other_digest = federated_identity_service::lookups::push::body_digest(other_bytes.as_bytes());
+    let other_digest = federated_identity_service::vocabulary::digest_text(other_bytes.as_bytes());
     assert!(server.state.store.push_snapshot_with_body(&other_digest).await.unwrap().is_some());
 
     // A changed snapshot replaces the remembered bytes: the first body is a change again.

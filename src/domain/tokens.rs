@@ -5,17 +5,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
-
 use crate::secret::random_secret;
 use crate::store::{AccessTokenRecord, Store, StoreResult};
 
 /// The digest under which a token is stored.
 #[must_use]
 pub fn token_digest(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+    crate::vocabulary::digest_text(token.as_bytes())
 }
 
 /// Issues a token for `user_id`, valid for `lifetime_ms`; returns the token itself.

@@ -99,51 +99,40 @@ pub struct MatrixError {
     pub error: String,
 }
 
-/// The body is not JSON, not an object, lacks a field or has an invalid value (`M_NOT_JSON`,
-/// `M_BAD_JSON`, `M_MISSING_PARAMS`, `M_INVALID_PARAM`, and the codes of the operation).
-#[derive(IntoResponses)]
-#[response(status = 400)]
-pub struct BadRequest(pub MatrixError);
+/// Declares each error answer a handler may list in its `responses(...)`: a type per
+/// status, carrying the Matrix error body, documented by its doc comment.
+macro_rules! error_answers {
+    ($($(#[doc = $doc:literal])+ $name:ident = $status:literal;)+) => {
+        $(
+            $(#[doc = $doc])+
+            #[derive(IntoResponses)]
+            #[response(status = $status)]
+            pub struct $name(pub MatrixError);
+        )+
+    };
+}
 
-/// Missing, unknown or expired access token (`M_UNAUTHORIZED`).
-#[derive(IntoResponses)]
-#[response(status = 401)]
-pub struct Unauthorized(pub MatrixError);
-
-/// The terms of service are not accepted (`M_TERMS_NOT_SIGNED`), or the caller may not do this.
-#[derive(IntoResponses)]
-#[response(status = 403)]
-pub struct Forbidden(pub MatrixError);
-
-/// The user has not accepted the current terms of service (`M_TERMS_NOT_SIGNED`).
-#[derive(IntoResponses)]
-#[response(status = 403)]
-pub struct TermsNotSigned(pub MatrixError);
-
-/// Not found (`M_NOT_FOUND`, `M_NO_VALID_SESSION`, `M_UNRECOGNIZED`).
-#[derive(IntoResponses)]
-#[response(status = 404)]
-pub struct NotFound(pub MatrixError);
-
-/// The body is larger than the configured limit (`M_TOO_LARGE`).
-#[derive(IntoResponses)]
-#[response(status = 413)]
-pub struct TooLarge(pub MatrixError);
-
-/// Too many requests (`M_LIMIT_EXCEEDED`, with `retry_after_ms` and a `Retry-After` header).
-#[derive(IntoResponses)]
-#[response(status = 429)]
-pub struct RateLimited(pub MatrixError);
-
-/// The homeserver could not be reached or answered nonsense (`M_UNKNOWN`).
-#[derive(IntoResponses)]
-#[response(status = 502)]
-pub struct BadGateway(pub MatrixError);
-
-/// The database is unreachable or the request took longer than `request_timeout` (`M_UNKNOWN`).
-#[derive(IntoResponses)]
-#[response(status = 503)]
-pub struct Unavailable(pub MatrixError);
+error_answers! {
+    /// The body is not JSON, not an object, lacks a field or has an invalid value (`M_NOT_JSON`,
+    /// `M_BAD_JSON`, `M_MISSING_PARAMS`, `M_INVALID_PARAM`, and the codes of the operation).
+    BadRequest = 400;
+    /// Missing, unknown or expired access token (`M_UNAUTHORIZED`).
+    Unauthorized = 401;
+    /// The terms of service are not accepted (`M_TERMS_NOT_SIGNED`), or the caller may not do this.
+    Forbidden = 403;
+    /// The user has not accepted the current terms of service (`M_TERMS_NOT_SIGNED`).
+    TermsNotSigned = 403;
+    /// Not found (`M_NOT_FOUND`, `M_NO_VALID_SESSION`, `M_UNRECOGNIZED`).
+    NotFound = 404;
+    /// The body is larger than the configured limit (`M_TOO_LARGE`).
+    TooLarge = 413;
+    /// Too many requests (`M_LIMIT_EXCEEDED`, with `retry_after_ms` and a `Retry-After` header).
+    RateLimited = 429;
+    /// The homeserver could not be reached or answered nonsense (`M_UNKNOWN`).
+    BadGateway = 502;
+    /// The database is unreachable or the request took longer than `request_timeout` (`M_UNKNOWN`).
+    Unavailable = 503;
+}
 
 /// The schema of `send_attempt`: an integer, or a string holding one (matrix-js-sdk sends a
 /// string). The string pattern admits everything the parser takes (`trim`, then an `i64`).

@@ -7,6 +7,8 @@
 
 use super::{Lookups, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
+#[cfg(doc)]
+use crate::vocabulary::digest_text;
 use crate::vocabulary::{Algorithm, is_sha256_hash, snapshot_digest};
 use crate::wire::PushAnswer;
 
@@ -21,19 +23,16 @@ pub fn push_server_key(name: &str) -> Option<String> {
     Some(format!("{}:{}", name.host_text(), name.port().unwrap_or(443)))
 }
 
-/// The digest of a push body's bytes (SHA-256, unpadded base64url), under which the snapshot
-/// it stored is found again.
-#[must_use]
-pub fn body_digest(body: &[u8]) -> String {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(body))
+/// Whether a caller bound to `bound_name` (`None`: trusted by address alone) may push under
+/// the server key `server`.
+fn may_push_as(bound_name: Option<&str>, server: &str) -> bool {
+    bound_name.is_none_or(|name| push_server_key(name).as_deref() == Some(server))
 }
 
 impl Lookups {
     /// Validates and stores a push from a trusted caller; `bound_name` is the server name the
     /// caller's address is bound to (`None`: trusted by address alone, it may push under any
-    /// name); `body_digest` is [`body_digest`] of the body it came in, when it came as one.
+    /// name); `body_digest` is the [`digest_text`] of the body it came in, when it came as one.
     /// Returns the answer body (201).
     pub async fn accept_push(
         &self,
@@ -60,7 +59,7 @@ impl Lookups {
         let Some(snapshot) = self.store.push_snapshot_with_body(body_digest).await? else {
             return Ok(None);
         };
-        let allowed = bound_name.is_none_or(|name| push_server_key(name).as_deref() == Some(snapshot.server.as_str()));
+        let allowed = may_push_as(bound_name, &snapshot.server);
         let live = check_pepper(&self.store.peppers().await?, Algorithm::Sha256, &snapshot.pepper).is_ok();
         if !(allowed && live) {
             return Ok(None);
@@ -94,9 +93,8 @@ impl Lookups {
         };
         let server = push_server_key(&server)
             .ok_or_else(|| ApiError::new(ErrCode::InvalidParam, format!("`{server}` is not a server name")))?;
-        if let Some(name) = bound_name
-            && push_server_key(name).as_deref() != Some(server.as_str())
-        {
+        if !may_push_as(bound_name, &server) {
+            let name = bound_name.unwrap_or_default();
             return Err(ApiError::new(
                 ErrCode::Forbidden,
                 format!("This server may push only as `{name}`, not `{server}`"),

@@ -360,23 +360,24 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?
                     .flatten();
-            let unpacked = packed.as_deref().and_then(unpack);
-            let rows = match &unpacked {
-                Some(_) => Vec::new(),
-                // Snapshots stored before they were packed: their rows, sorted for the merge.
-                // SQLite reads them in key order (bytewise, as Rust sorts: one pass); PostgreSQL
-                // would sort by the database's collation, another order, so it is not asked to.
+            let rows: Vec<String>;
+            let existing: Vec<&str> = match packed.as_deref().and_then(unpack) {
+                Some(hashes) => hashes,
+                // A snapshot stored before snapshots were packed: its rows, sorted for the
+                // merge. SQLite reads them in key order (bytewise, as Rust sorts: one pass);
+                // PostgreSQL would sort by the database's collation, another order, so it is
+                // not asked to.
                 None => {
-                    let mut rows: Vec<String> = sqlx::query_scalar(select_existing)
+                    let mut read: Vec<String> = sqlx::query_scalar(select_existing)
                         .bind(server)
                         .bind(pepper)
                         .fetch_all(&mut *tx)
                         .await?;
-                    rows.sort_unstable();
-                    rows
+                    read.sort_unstable();
+                    rows = read;
+                    rows.iter().map(String::as_str).collect()
                 }
             };
-            let existing: Vec<&str> = unpacked.unwrap_or_else(|| rows.iter().map(String::as_str).collect());
             let (added, removed) = difference(&existing, hashes);
             for (sql, list) in [(delete, &removed), (insert, &added)] {
                 for chunk in list.chunks(CHUNK) {

@@ -9,8 +9,9 @@ use crate::error::ApiResult;
 use crate::http::auth::TrustedServer;
 use crate::http::extract::{RawBody, parse_json};
 use crate::http::openapi::{BadRequest, MatrixError, TooLarge, Unavailable};
-use crate::lookups::push::{self, PushRequest};
+use crate::lookups::push::PushRequest;
 use crate::state::AppState;
+use crate::vocabulary::digest_text;
 use crate::wire::PushAnswer;
 
 /// # `POST /_matrix/identity/v2/lookups`
@@ -33,7 +34,7 @@ pub async fn push(
     RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<PushAnswer>)> {
     crate::metrics::push_body_bytes(body.len());
-    let body_digest = push::body_digest(&body);
+    let body_digest = digest_text(&body);
     if let Some(answer) = state.lookups.identical_push(caller.bound_name(), &body_digest).await? {
         return Ok((StatusCode::CREATED, Json(answer)));
     }
