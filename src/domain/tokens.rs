@@ -150,6 +150,24 @@ mod tests {
     }
 
     #[test]
+    fn a_full_cache_starts_again_empty() {
+        let cache = TokenCache::default();
+        let record = |n: usize| AccessTokenRecord {
+            token_hash: format!("digest-{n}"),
+            user_id: "@a:hs".to_owned(),
+            created_at: 0,
+            expires_at: 1_000,
+        };
+        for n in 0..CACHE_ENTRIES {
+            cache.remember(record(n));
+        }
+        assert!(cache.token("digest-0", 10).is_some(), "full, nothing dropped yet");
+        cache.remember(record(CACHE_ENTRIES));
+        assert!(cache.token("digest-0", 10).is_none(), "past the cap the old entries are gone");
+        assert!(cache.token(&format!("digest-{CACHE_ENTRIES}"), 10).is_some(), "the new one is kept");
+    }
+
+    #[test]
     fn digests_are_stable_and_distinct() {
         assert_eq!(token_digest("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
         assert_ne!(token_digest("abc"), token_digest("abd"));
