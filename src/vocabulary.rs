@@ -128,7 +128,8 @@ pub const SHA256_HASH_LENGTH: usize = 43;
 
 /// A sha256 lookup hash: `sha256("<address> <medium> <pepper>")`, 32 bytes, written on the
 /// wire as 43 characters of unpadded base64url.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Ordered by its bytes (not by its wire text: base64url's alphabet is not in ASCII order).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LookupHash([u8; 32]);
 
 impl LookupHash {
@@ -155,6 +156,18 @@ impl LookupHash {
     #[must_use]
     pub fn text(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// The 32 bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The hash whose bytes these are.
+    #[must_use]
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
     }
 }
 

@@ -617,7 +617,9 @@ async fn hashes_sharing_a_prefix_cost_what_random_hashes_cost() {
     server.stop().await;
 }
 
-#[tokio::test]
+// Several threads, as a deployed service has: on one thread the three pushers' requests take
+// turns with B's follower at every row it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotations_are_never_missed_by_another_instance_under_concurrent_pushes() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -680,5 +682,88 @@ async fn rotations_are_never_missed_by_another_instance_under_concurrent_pushes(
         assert!(pusher.await.unwrap() > 0, "the pushes ran during the rotations");
     }
     Arc::into_inner(b).expect("no pusher holds B").stop().await;
+    a.stop().await;
+}
+
+/// The answers of `server` to lookups of every address in `addresses` (at most 50: a lookup
+/// takes 100 hashes), hashed with each live
+/// pepper, naming each live pepper in turn.
+async fn answers(server: &TestServer, addresses: &[String]) -> Vec<Value> {
+    let peppers = server.state.store.peppers().await.unwrap();
+    let live: Vec<String> = peppers.current.into_iter().chain(peppers.previous).collect();
+    let everything: Vec<String> =
+        live.iter().flat_map(|pepper| addresses.iter().map(|address| hash_3pid(address, "email", pepper))).collect();
+    let mut answers = Vec::new();
+    for pepper in &live {
+        let body = json!({ "algorithm": "sha256", "pepper": pepper, "addresses": everything }).to_string();
+        let response = server.call(Method::POST, "/_matrix/identity/v2/lookup", Some(&body)).await;
+        answers.push(json!({ "status": response.status, "body": response.body }));
+    }
+    answers
+}
+
+// The index is changed in place (a push merged by the push itself, another instance reading
+// one snapshot, a rotation moving the current pepper's data to the previous slot): after each
+// kind of change, the instance that wrote it, an instance that followed the change log, and an
+// instance started afresh on the database must answer the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_each_kind_of_change_the_index_answers_what_a_rebuild_would() {
+    use std::time::{Duration, Instant};
+    let a = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let follower = a.twin().await;
+    let addresses: Vec<String> = (0..48).map(|n| format!("person{n}@org.example")).collect();
+    let named = |range: std::ops::Range<usize>| -> Vec<&str> { addresses[range].iter().map(String::as_str).collect() };
+    let mut step = 0;
+    let mut check = async |what: &str| {
+        step += 1;
+        let written = answers(&a, &addresses).await;
+        assert!(
+            written.iter().all(|answer| answer["status"] == 200)
+                && written.iter().any(|answer| answer["body"] != json!({ "mappings": {}, "third_party_mappings": {} })),
+            "step {step} ({what}): the lookups answer and find something: {written:?}"
+        );
+        let rebuilt = a.twin().await;
+        assert_eq!(answers(&rebuilt, &addresses).await, written, "step {step} ({what}): a fresh instance");
+        rebuilt.stop().await;
+        let started = Instant::now();
+        while answers(&follower, &addresses).await != written {
+            assert!(started.elapsed() < Duration::from_secs(2), "step {step} ({what}): the follower differs");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let pepper = current_pepper(&a).await;
+    assert_eq!(push(&a, &push_body("one.example", &pepper, &hashes_of(&named(0..30), &pepper))).await.status, 201);
+    check("a first push").await;
+    assert_eq!(push(&a, &push_body("two.example", &pepper, &hashes_of(&named(15..45), &pepper))).await.status, 201);
+    check("a second server, overlapping").await;
+    a.bind_email(&addresses[10], "@ten:org.example").await;
+    a.bind_email(&addresses[46], "@forty-six:org.example").await;
+    a.add_inactive_directory_email(&addresses[40], "@forty:org.example").await;
+    check("local 3PIDs").await;
+    assert_eq!(push(&a, &push_body("one.example", &pepper, &hashes_of(&named(24..36), &pepper))).await.status, 201);
+    check("a snapshot replaced").await;
+    a.state.lookups.rotate_pepper().await.unwrap();
+    check("a rotation").await;
+    let new = current_pepper(&a).await;
+    assert_eq!(push(&a, &push_body("one.example", &new, &hashes_of(&named(0..6), &new))).await.status, 201);
+    assert_eq!(push(&a, &push_body("two.example", &pepper, &hashes_of(&named(40..48), &pepper))).await.status, 201);
+    check("pushes under the new and the previous pepper").await;
+    assert!(a.state.lookups.remove_binding("email", &addresses[10], "@ten:org.example").await.unwrap());
+    check("an unbind").await;
+    assert_eq!(push(&follower, &push_body("one.example", &new, &hashes_of(&named(3..9), &new))).await.status, 201);
+    let started = Instant::now();
+    while answers(&a, &addresses).await != answers(&follower, &addresses).await {
+        assert!(started.elapsed() < Duration::from_secs(2), "a push on the follower reaches the writer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check("a push on another instance").await;
+    a.state.lookups.rotate_pepper().await.unwrap();
+    check("a second rotation, retiring the first pepper").await;
+    let newest = current_pepper(&a).await;
+    assert_eq!(push(&a, &push_body("two.example", &newest, &[])).await.status, 201);
+    assert_eq!(push(&a, &push_body("one.example", &new, &[])).await.status, 201);
+    a.bind_email(&addresses[3], "@three:org.example").await;
+    check("emptied snapshots").await;
+    follower.stop().await;
     a.stop().await;
 }

@@ -4,15 +4,18 @@
 //!
 //! The database stays the truth. Every change that lookups must see is logged in
 //! `lookup_changes` (a push of one server and pepper, a rotation, a change of local 3PIDs).
-//! Each instance applies the log: at once for the changes it made itself (before its next
-//! lookup), and within a quarter of a second for the changes of other instances. A push
-//! reloads one snapshot; a change of local 3PIDs reloads the local part; a rotation rebuilds
-//! everything.
+//! A push received here is applied by the push itself before it answers, from the hashes it
+//! parsed; each instance applies the rest of the log: at once for the changes it made itself
+//! (before its next lookup), and within a quarter of a second for the changes of other
+//! instances. A push elsewhere replaces one snapshot, read from its packed copy; a change of
+//! local 3PIDs reloads the local part; a rotation rebuilds everything. The next arrays are
+//! built beside the ones lookups read and swapped in: no lookup waits for a build.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use super::pushed::PushedHashes;
 use super::{PepperSlot, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::store::{ChangeKind, Peppers, Store, StoreResult};
@@ -31,9 +34,8 @@ type FastMap<V> = HashMap<Hash, V, std::collections::hash_map::RandomState>;
 /// Marks a hash known to several servers or users (see the overflow maps).
 const SEVERAL: u32 = u32::MAX;
 
-/// What is known of a hash for one pepper: one owner inline (a server id, or a local 3PID
-/// id), or `SEVERAL` with the list in an overflow map. Most hashes have one owner, so one
-/// `u32` per hash keeps a million pushed hashes in about 80 MB.
+/// The local hashes of one pepper: one owner inline (a local 3PID id), or `SEVERAL` with the
+/// list in an overflow map (a 3PID both bound and in the directory).
 #[derive(Debug, Default)]
 struct Table {
     single: FastMap<u32>,
@@ -73,24 +75,6 @@ impl Table {
             Some(owner) => std::slice::from_ref(owner),
         }
     }
-
-    /// Removes `owner` from every hash (a snapshot being replaced).
-    fn remove_owner(&mut self, owner: u32) {
-        self.single.retain(|_, existing| *existing != owner);
-        self.several.retain(|hash, owners| {
-            owners.retain(|existing| *existing != owner);
-            if owners.len() > 1 {
-                return true;
-            }
-            if let (Some(last), Some(slot)) = (owners.first(), self.single.get_mut(hash)) {
-                *slot = *last;
-            } else {
-                self.single.remove(hash);
-            }
-            false
-        });
-        self.single.shrink_to_fit();
-    }
 }
 
 /// A local 3PID behind a hash.
@@ -101,16 +85,37 @@ struct LocalHit {
     source: Source,
 }
 
+/// The local hashes of one pepper and the 3PIDs they point to.
+#[derive(Debug, Default)]
+struct LocalHashes {
+    /// Hash -> indexes into `hits`.
+    table: Table,
+    hits: Vec<LocalHit>,
+}
+
+impl LocalHashes {
+    /// The 3PID behind `hash` that wins by [`Source::precedence`], if any.
+    fn best(&self, hash: &Hash) -> Option<&LocalHit> {
+        self.table
+            .owners(hash)
+            .iter()
+            .filter_map(|index| self.hits.get(*index as usize))
+            .max_by_key(|hit| hit.source.precedence(hit.active))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Data {
     /// Last change applied.
     seq: i64,
     peppers: Peppers,
-    /// Per pepper slot (0 current, 1 previous): hash -> indexes into `local_hits`.
-    local: [Table; 2],
-    local_hits: Vec<LocalHit>,
-    /// Per pepper slot: hash -> server ids.
-    pushed: [Table; 2],
+    /// Per pepper slot (0 current, 1 previous).
+    local: [LocalHashes; 2],
+    /// Per pepper slot: hash -> server ids. Shared with the build of the next arrays.
+    pushed: [Arc<PushedHashes>; 2],
+    /// The digest of each snapshot held, by (server id, pepper slot): a change already
+    /// applied (by the push itself) is not read again.
+    held: HashMap<(u32, usize), String>,
     servers: Vec<Arc<str>>,
     server_ids: HashMap<Arc<str>, u32>,
 }
@@ -126,10 +131,6 @@ impl Data {
         }
     }
 
-    fn pepper_list(&self) -> Vec<String> {
-        self.peppers.current.iter().chain(self.peppers.previous.iter()).cloned().collect()
-    }
-
     fn server_id(&mut self, server: &str) -> u32 {
         if let Some(id) = self.server_ids.get(server) {
             return *id;
@@ -139,15 +140,6 @@ impl Data {
         self.servers.push(Arc::clone(&name));
         self.server_ids.insert(name, id);
         id
-    }
-
-    fn replace_snapshot(&mut self, server: &str, slot: usize, hashes: &[Hash]) {
-        let id = self.server_id(server);
-        let table = &mut self.pushed[slot];
-        table.remove_owner(id);
-        for hash in hashes {
-            table.insert(*hash, id);
-        }
     }
 }
 
@@ -183,10 +175,12 @@ impl LookupIndex {
         let purged = first > applied + 1;
         let rebuild = !built || purged || changes.iter().any(|change| change.kind == ChangeKind::Rotation);
         let seq = changes.last().map_or(last, |change| change.seq);
-        if rebuild {
+        let local_changed = changes.iter().any(|change| change.kind == ChangeKind::Local);
+        let shifted = rebuild && built && !purged && !local_changed && self.shift_after_rotation(store, seq).await?;
+        if rebuild && !shifted {
             self.rebuild(store, seq).await?;
         } else {
-            if changes.iter().any(|change| change.kind == ChangeKind::Local) {
+            if local_changed {
                 self.reload_local(store).await?;
             }
             let snapshots: BTreeSet<(String, String)> = changes
@@ -195,36 +189,113 @@ impl LookupIndex {
                 .filter_map(|change| Some((change.server.clone()?, change.pepper.clone()?)))
                 .collect();
             for (server, pepper) in snapshots {
-                let Some(slot) = self.read().slot(&pepper) else { continue };
-                let mut hashes = Vec::new();
-                store.for_each_snapshot_hash(&server, &pepper, |hash| hashes.extend(Hash::parse(hash))).await?;
-                self.write().replace_snapshot(&server, slot, &hashes);
+                self.reload_snapshot(store, &server, &pepper).await?;
             }
             self.write().seq = seq;
         }
         Ok(())
     }
 
+    /// Applies a push this instance stored: `hashes` replace the snapshot of `server` for
+    /// `pepper` (`digest` is the snapshot's). Nothing to do when the index does not hold that
+    /// pepper: a rotation it has not applied yet, whose rebuild reads the database.
+    pub async fn apply_push(&self, server: &str, pepper: &str, digest: &str, hashes: Vec<Hash>) {
+        let _one_at_a_time = self.refreshing.lock().await;
+        let Some(slot) = self.read().slot(pepper) else { return };
+        self.replace_snapshot(server, slot, Some(digest.to_owned()), hashes).await;
+    }
+
+    /// Reads a snapshot another instance stored (or a push this one applied already, which
+    /// its digest tells) and applies it.
+    async fn reload_snapshot(&self, store: &Store, server: &str, pepper: &str) -> StoreResult<()> {
+        let Some(slot) = self.read().slot(pepper) else { return Ok(()) };
+        let stored = store.push_snapshot(server, pepper).await?.map(|snapshot| snapshot.digest);
+        if stored.is_some() && stored == self.held(server, slot) {
+            return Ok(());
+        }
+        let (digest, hashes) = store.snapshot_hashes(server, pepper).await?.unzip();
+        self.replace_snapshot(server, slot, digest, hashes.unwrap_or_default()).await;
+        Ok(())
+    }
+
+    /// The digest of the snapshot of `server` held for a pepper slot.
+    fn held(&self, server: &str, slot: usize) -> Option<String> {
+        let data = self.read();
+        let id = data.server_ids.get(server)?;
+        data.held.get(&(*id, slot)).cloned()
+    }
+
+    /// Replaces the snapshot of `server` in a pepper slot by `hashes` (any order; `None`
+    /// digest: the snapshot is gone). Called with `refreshing` held, so that two
+    /// replacements do not both start from the same arrays.
+    async fn replace_snapshot(&self, server: &str, slot: usize, digest: Option<String>, mut hashes: Vec<Hash>) {
+        let (id, current) = {
+            let mut data = self.write();
+            (data.server_id(server), Arc::clone(&data.pushed[slot]))
+        };
+        let next = off_the_runtime(move || {
+            hashes.sort_unstable();
+            hashes.dedup();
+            current.replacing(id, &hashes)
+        })
+        .await;
+        let old = {
+            let mut data = self.write();
+            match digest {
+                Some(digest) => data.held.insert((id, slot), digest),
+                None => data.held.remove(&(id, slot)),
+            };
+            std::mem::replace(&mut data.pushed[slot], Arc::new(next))
+        };
+        // Freed after the lock is released.
+        drop(old);
+    }
+
+    /// Builds everything from the database: at startup, and when the log cannot say what
+    /// changed.
     async fn rebuild(&self, store: &Store, seq: i64) -> StoreResult<()> {
         let peppers = store.peppers().await?;
         let mut data = Data { seq, peppers, ..Data::default() };
-        let list = data.pepper_list();
-        store
-            .for_each_pushed_row(&list, |row| {
-                if let (Some(slot), Some(hash)) = (data.slot(&row.pepper), Hash::parse(&row.hash)) {
-                    let id = data.server_id(&row.server);
-                    data.pushed[slot].insert(hash, id);
-                }
-            })
-            .await?;
-        let (local, hits) = local_part(store, &data).await?;
-        data.local = local;
-        data.local_hits = hits;
+        load_slots(store, &mut data, &[0, 1]).await?;
         // The old data is dropped after the lock is released: freeing millions of entries
         // takes long enough to stall lookups.
         let old = std::mem::replace(&mut *self.write(), data);
         drop(old);
         Ok(())
+    }
+
+    /// After a rotation whose previous pepper is the one this index holds as current (the
+    /// usual case: one rotation since the last refresh), the current data becomes the previous
+    /// and only the new pepper's is read: a rotation does not read back the millions of hashes
+    /// of the pepper that stays. Pushes logged with the rotation are applied by the caller.
+    /// `false` (nothing done) when the peppers moved otherwise.
+    async fn shift_after_rotation(&self, store: &Store, seq: i64) -> StoreResult<bool> {
+        let peppers = store.peppers().await?;
+        let (held_current, servers) = {
+            let data = self.read();
+            (data.peppers.current.clone(), data.servers.clone())
+        };
+        if peppers.previous.is_none() || peppers.previous != held_current || peppers.current == held_current {
+            return Ok(false);
+        }
+        let mut data = Data { seq, peppers, ..Data::default() };
+        // Server ids stay as they were: the arrays moved to the previous slot hold them.
+        for server in &servers {
+            data.server_id(server);
+        }
+        load_slots(store, &mut data, &[0]).await?;
+        let old = {
+            let mut held = self.write();
+            let current_local = std::mem::take(&mut held.local[0]);
+            data.local[1] = current_local;
+            data.pushed[1] = Arc::clone(&held.pushed[0]);
+            let still_live = held.held.iter().filter(|((_, slot), _)| *slot == 0);
+            let moved: Vec<_> = still_live.map(|((id, _), digest)| ((*id, 1), digest.clone())).collect();
+            data.held.extend(moved);
+            std::mem::replace(&mut *held, data)
+        };
+        drop(old);
+        Ok(true)
     }
 
     async fn reload_local(&self, store: &Store) -> StoreResult<()> {
@@ -235,11 +306,8 @@ impl LookupIndex {
             return Ok(());
         }
         let probe = Data { peppers, ..Data::default() };
-        let (local, hits) = local_part(store, &probe).await?;
-        let old = {
-            let mut data = self.write();
-            (std::mem::replace(&mut data.local, local), std::mem::replace(&mut data.local_hits, hits))
-        };
+        let local = local_part(store, &probe, &[0, 1]).await?;
+        let old = std::mem::replace(&mut self.write().local, local);
         drop(old);
         Ok(())
     }
@@ -258,8 +326,8 @@ impl LookupIndex {
     pub fn sizes(&self) -> [(&'static str, &'static str, usize); 4] {
         let data = self.read();
         [
-            ("local", "current", data.local[0].len()),
-            ("local", "previous", data.local[1].len()),
+            ("local", "current", data.local[0].table.len()),
+            ("local", "previous", data.local[1].table.len()),
             ("pushed", "current", data.pushed[0].len()),
             ("pushed", "previous", data.pushed[1].len()),
         ]
@@ -304,10 +372,7 @@ impl LookupIndex {
                     ),
                 ));
             };
-            let best = first_owners(&data.local, slots, &hash)
-                .iter()
-                .filter_map(|index| data.local_hits.get(*index as usize))
-                .max_by_key(|hit| hit.source.precedence(hit.active));
+            let best = slots.iter().find_map(|slot| data.local[*slot].best(&hash));
             if let Some(hit) = best {
                 if hit.active {
                     mappings.insert(address.clone(), hit.mxid.to_string());
@@ -318,7 +383,7 @@ impl LookupIndex {
                     continue;
                 }
             }
-            for server in first_owners(&data.pushed, slots, &hash) {
+            for server in first_pushers(&data.pushed, slots, &hash) {
                 third_party.entry(*server).or_default().insert(address.as_str());
             }
         }
@@ -350,26 +415,64 @@ impl LookupIndex {
     }
 }
 
-/// The owners of `hash` in the first of the pepper `slots` that has any.
-fn first_owners<'a>(tables: &'a [Table; 2], slots: [usize; 2], hash: &Hash) -> &'a [u32] {
-    slots.iter().map(|slot| tables[*slot].owners(hash)).find(|owners| !owners.is_empty()).unwrap_or(&[])
+/// The servers that pushed `hash` in the first of the pepper `slots` that has any.
+fn first_pushers<'a>(pushed: &'a [Arc<PushedHashes>; 2], slots: [usize; 2], hash: &Hash) -> &'a [u32] {
+    slots.iter().map(|slot| pushed[*slot].owners(hash)).find(|owners| !owners.is_empty()).unwrap_or(&[])
 }
 
-/// Loads the local hashes of the index's peppers: the tables and the 3PIDs they point to.
-async fn local_part(store: &Store, data: &Data) -> StoreResult<([Table; 2], Vec<LocalHit>)> {
-    let mut tables: [Table; 2] = Default::default();
-    let mut hits = Vec::new();
+/// Runs CPU-bound work (sorting and merging millions of hashes) on the blocking pool, so that
+/// the runtime's threads keep answering requests meanwhile.
+async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Only when the runtime shuts down, which drops this future with it.
+        Err(error) => unreachable!("{error}"),
+    }
+}
+
+/// Loads the pushed and the local hashes of the peppers in `slots` into `data`, whose
+/// peppers are set.
+async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreResult<()> {
+    let mut pairs: [Vec<(Hash, u32)>; 2] = Default::default();
+    for snapshot in store.push_snapshots().await? {
+        let Some(slot) = data.slot(&snapshot.pepper).filter(|slot| slots.contains(slot)) else { continue };
+        let Some((digest, hashes)) = store.snapshot_hashes(&snapshot.server, &snapshot.pepper).await? else {
+            continue;
+        };
+        let id = data.server_id(&snapshot.server);
+        pairs[slot].extend(hashes.into_iter().map(|hash| (hash, id)));
+        data.held.insert((id, slot), digest);
+    }
+    let built = off_the_runtime(move || pairs.map(|pairs| Arc::new(PushedHashes::from_pairs(pairs)))).await;
+    let local = local_part(store, data, slots).await?;
+    for ((slot, pushed), local) in built.into_iter().enumerate().zip(local) {
+        if slots.contains(&slot) {
+            data.pushed[slot] = pushed;
+            data.local[slot] = local;
+        }
+    }
+    Ok(())
+}
+
+/// Loads the local hashes of the peppers of `data` in `slots`: the tables and the 3PIDs they
+/// point to.
+async fn local_part(store: &Store, data: &Data, slots: &[usize]) -> StoreResult<[LocalHashes; 2]> {
+    let mut local: [LocalHashes; 2] = Default::default();
     let mut users: HashMap<String, Arc<str>> = HashMap::new();
+    let peppers: Vec<String> =
+        slots.iter().filter_map(|slot| [&data.peppers.current, &data.peppers.previous][*slot].clone()).collect();
     store
-        .for_each_local_row(&data.pepper_list(), |row| {
+        .for_each_local_row(&peppers, |row| {
             let (Some(slot), Some(hash)) = (data.slot(&row.pepper), Hash::parse(&row.hash)) else { return };
             let mxid = Arc::clone(users.entry(row.mxid.clone()).or_insert_with(|| Arc::from(row.mxid.as_str())));
-            let index = u32::try_from(hits.len()).unwrap_or(SEVERAL - 1);
-            hits.push(LocalHit { mxid, active: row.active, source: Source::from_stored(&row.source) });
-            tables[slot].insert(hash, index);
+            let part = &mut local[slot];
+            let index = u32::try_from(part.hits.len()).unwrap_or(SEVERAL - 1);
+            part.hits.push(LocalHit { mxid, active: row.active, source: Source::from_stored(&row.source) });
+            part.table.insert(hash, index);
         })
         .await?;
-    Ok((tables, hits))
+    Ok(local)
 }
 
 #[cfg(test)]
@@ -391,13 +494,6 @@ mod tests {
         assert_eq!(table.owners(&hash(1)), &[7, 8]);
         table.insert(hash(1), 9);
         assert_eq!(table.owners(&hash(1)), &[7, 8, 9]);
-        table.remove_owner(8);
-        assert_eq!(table.owners(&hash(1)), &[7, 9]);
-        assert!(table.owners(&hash(2)).is_empty());
-        table.remove_owner(7);
-        assert_eq!(table.owners(&hash(1)), &[9], "back to a single owner");
-        table.remove_owner(9);
-        assert!(table.owners(&hash(1)).is_empty());
         assert!(table.owners(&hash(3)).is_empty());
     }
 }

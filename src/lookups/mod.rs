@@ -12,6 +12,7 @@
 //!
 //! - `mod.rs`: the owner, `hash_details`, `lookup` and the pepper check;
 //! - `index.rs`: the data in memory;
+//! - `pushed.rs`: the pushed hashes of one pepper, in sorted arrays;
 //! - `local.rs`: writes of our own 3PIDs;
 //! - `push.rs`: pushes received from trusted servers (MSC4004);
 //! - `rotation.rs`: the pepper and its rotation;
@@ -21,6 +22,7 @@ pub mod index;
 mod local;
 mod plain;
 pub mod push;
+mod pushed;
 pub mod rotation;
 
 use std::sync::Arc;

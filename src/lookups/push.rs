@@ -9,7 +9,7 @@ use super::{Lookups, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
 #[cfg(doc)]
 use crate::vocabulary::digest_text;
-use crate::vocabulary::{Algorithm, is_sha256_hash, snapshot_digest};
+use crate::vocabulary::{Algorithm, LookupHash, is_sha256_hash, snapshot_digest};
 use crate::wire::PushAnswer;
 
 pub use crate::wire::PushRequest;
@@ -123,10 +123,12 @@ impl Lookups {
         let now = self.clock.now_ms();
         let outcome =
             self.store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, body_digest, now).await?;
+        let decoded = hashes.iter().filter_map(|hash| LookupHash::parse(hash)).collect();
         // A million strings freed in sorted order, not the order they were allocated in, take
         // most of a second (profiled): not before the answer.
         tokio::task::spawn_blocking(move || drop(hashes));
-        self.note_write();
+        // Visible to the next lookup here before the pusher hears back; no lookup waits for it.
+        self.index.apply_push(&server, &request.pepper, &digest, decoded).await;
         tracing::info!(%server, hashes = stored, added = outcome.added, removed = outcome.removed, "push stored");
         Ok(PushAnswer { stored, added: outcome.added, removed: outcome.removed })
     }

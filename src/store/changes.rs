@@ -55,17 +55,6 @@ pub struct LookupChange {
     pub pepper: Option<String>,
 }
 
-/// A pushed hash as the index loads it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct PushedRow {
-    /// Our pepper it was computed with.
-    pub pepper: String,
-    /// The hash.
-    pub hash: String,
-    /// The server that pushed it.
-    pub server: String,
-}
-
 /// A local hash as the index loads it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LocalRow {
@@ -161,20 +150,6 @@ impl Store {
         let json = serde_json::to_string(peppers).unwrap_or_else(|_| "[]".to_owned());
         on_pool!(self, pool => {
             drain(sqlx::query_as::<_, LocalRow>(sql).bind(json).fetch(pool), &mut each).await
-        })?;
-        Ok(())
-    }
-
-    /// Calls `each` with every pushed hash of these peppers, streaming (a million rows do not
-    /// sit in memory at once).
-    pub async fn for_each_pushed_row(&self, peppers: &[String], mut each: impl FnMut(PushedRow)) -> StoreResult<()> {
-        let sql = self.dialect(
-            "SELECT pepper, hash, server FROM pushed_hashes WHERE pepper IN (SELECT value FROM json_each($1))",
-            "SELECT pepper, hash, server FROM pushed_hashes WHERE pepper IN (SELECT jsonb_array_elements_text($1::jsonb))",
-        );
-        let json = serde_json::to_string(peppers).unwrap_or_else(|_| "[]".to_owned());
-        on_pool!(self, pool => {
-            drain(sqlx::query_as::<_, PushedRow>(sql).bind(json).fetch(pool), &mut each).await
         })?;
         Ok(())
     }

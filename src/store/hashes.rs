@@ -7,7 +7,7 @@
 
 use super::changes::log_change;
 use super::{Pool, Store, StoreError, StoreResult, on_pool};
-use crate::vocabulary::{SHA256_HASH_LENGTH, Source};
+use crate::vocabulary::{LookupHash, SHA256_HASH_LENGTH, Source};
 
 /// Rows written per statement in bulk writes.
 const CHUNK: usize = 20_000;
@@ -321,6 +321,26 @@ impl Store {
         .fetch_all(pool)
         .await)?;
         Ok(snapshots)
+    }
+
+    /// The digest and the hashes of the snapshot of `server` for `pepper` (`None`: there is
+    /// none), decoded, in no particular order: from its packed copy (one value read), or from
+    /// its rows when it was stored before snapshots were packed.
+    pub async fn snapshot_hashes(&self, server: &str, pepper: &str) -> StoreResult<Option<(String, Vec<LookupHash>)>> {
+        let stored = on_pool!(self, pool => sqlx::query_as::<_, (String, Option<Vec<u8>>)>(
+            "SELECT digest, hashes FROM push_snapshots WHERE server = $1 AND pepper = $2",
+        )
+        .bind(server)
+        .bind(pepper)
+        .fetch_optional(pool)
+        .await)?;
+        let Some((digest, packed)) = stored else { return Ok(None) };
+        if let Some(hashes) = packed.as_deref().and_then(unpack) {
+            return Ok(Some((digest, hashes.into_iter().filter_map(LookupHash::parse).collect())));
+        }
+        let mut hashes = Vec::new();
+        self.for_each_snapshot_hash(server, pepper, |hash| hashes.extend(LookupHash::parse(hash))).await?;
+        Ok(Some((digest, hashes)))
     }
 
     /// Replaces the hashes of `server` for `pepper` by `hashes` (sorted, without duplicates)

@@ -28,7 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::config::{Config, DatabaseEngine, SslSetting};
 
-pub use changes::{ChangeKind, LocalRow, LookupChange, PushedRow};
+pub use changes::{ChangeKind, LocalRow, LookupChange};
 pub use directory::{DirectoryThreepid, NewThreepid, PushStatus};
 pub use hashes::{LocalMatch, LocalThreepid, PushOutcome, PushSnapshot, StoredAssociation};
 pub use invitations::InvitationRecord;

@@ -1,0 +1,203 @@
+//! The hashes other servers pushed, as the index holds them for one pepper: every
+//! `(hash, server)` pair in one array sorted by hash, and where each two-byte prefix starts.
+//!
+//! Why not a hash map: at ten million pushed hashes a map took about 90 bytes resident per
+//! hash (entries, spare capacity, doubling); these arrays take 36 (32 for the hash, 4 for the
+//! server) plus a fixed 512 KiB table. A lookup reads the table, then binary-searches the
+//! pairs of its prefix (about n / 65,536 of them). A pushing server chooses its hashes, so it
+//! can put them all under one prefix: that makes its searches logarithmic, never quadratic.
+//!
+//! Replacing one server's snapshot is one merge pass that builds the next array beside the
+//! one lookups read; the index swaps them when it is done.
+
+use std::cmp::Ordering;
+
+use crate::vocabulary::LookupHash as Hash;
+
+/// Two-byte prefixes.
+const PREFIXES: usize = 1 << 16;
+
+/// The pushed hashes of one pepper.
+#[derive(Debug, Default)]
+pub(super) struct PushedHashes {
+    /// Sorted by hash, then server; a hash pushed by several servers appears once per server.
+    hashes: Vec<Hash>,
+    /// The server of each pair, at the same position.
+    servers: Vec<u32>,
+    /// `starts[p]..starts[p + 1]` holds the pairs whose hash starts with the two bytes `p`
+    /// (empty while there are no pairs).
+    starts: Vec<usize>,
+    /// Distinct hashes held.
+    distinct: usize,
+}
+
+impl PushedHashes {
+    /// Builds the arrays from pairs in any order (a rebuild from the database): a counting
+    /// pass by prefix places every pair in its prefix's range, then each range is sorted.
+    pub(super) fn from_pairs(pairs: Vec<(Hash, u32)>) -> Self {
+        let mut counts = vec![0_usize; PREFIXES + 1];
+        for (hash, _) in &pairs {
+            counts[prefix(hash) + 1] += 1;
+        }
+        for index in 1..counts.len() {
+            counts[index] += counts[index - 1];
+        }
+        let mut next = counts.clone();
+        let mut placed = vec![(Hash::default(), 0_u32); pairs.len()];
+        for pair in pairs {
+            let slot = &mut next[prefix(&pair.0)];
+            placed[*slot] = pair;
+            *slot += 1;
+        }
+        for range in counts.windows(2) {
+            placed[range[0]..range[1]].sort_unstable();
+        }
+        placed.dedup();
+        let (hashes, servers) = placed.into_iter().unzip();
+        Self::with_starts(hashes, servers)
+    }
+
+    /// The arrays with every pair of `server` replaced by `snapshot` (sorted, without
+    /// duplicates): one merge pass into arrays of the exact final size.
+    pub(super) fn replacing(&self, server: u32, snapshot: &[Hash]) -> Self {
+        let kept = self.servers.iter().filter(|owner| **owner != server).count();
+        let size = kept + snapshot.len();
+        let (mut hashes, mut servers) = (Vec::with_capacity(size), Vec::with_capacity(size));
+        let mut old = self.hashes.iter().zip(&self.servers).filter(|(_, owner)| **owner != server).peekable();
+        let mut new = snapshot.iter().peekable();
+        loop {
+            let take_old = match (old.peek(), new.peek()) {
+                (Some((before, owner)), Some(after)) => (*before, **owner).cmp(&(*after, server)) == Ordering::Less,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let (hash, owner) = if take_old {
+                old.next().map(|(hash, owner)| (*hash, *owner))
+            } else {
+                new.next().map(|hash| (*hash, server))
+            }
+            .unwrap_or_default();
+            hashes.push(hash);
+            servers.push(owner);
+        }
+        Self::with_starts(hashes, servers)
+    }
+
+    /// Completes sorted pairs with the prefix table and the distinct count.
+    fn with_starts(hashes: Vec<Hash>, servers: Vec<u32>) -> Self {
+        if hashes.is_empty() {
+            return Self::default();
+        }
+        let mut starts = vec![0_usize; PREFIXES + 1];
+        for hash in &hashes {
+            starts[prefix(hash) + 1] += 1;
+        }
+        for index in 1..starts.len() {
+            starts[index] += starts[index - 1];
+        }
+        let distinct = hashes.len() - hashes.windows(2).filter(|pair| pair[0] == pair[1]).count();
+        Self { hashes, servers, starts, distinct }
+    }
+
+    /// The servers that pushed `hash`, in ascending order.
+    pub(super) fn owners(&self, hash: &Hash) -> &[u32] {
+        let Some(range) = self.starts.get(prefix(hash)..=prefix(hash) + 1) else { return &[] };
+        let (start, end) = (range[0], range[1]);
+        let candidates = &self.hashes[start..end];
+        let first = candidates.partition_point(|held| held < hash);
+        let last = first + candidates[first..].partition_point(|held| held == hash);
+        &self.servers[start + first..start + last]
+    }
+
+    /// Distinct hashes held.
+    pub(super) fn len(&self) -> usize {
+        self.distinct
+    }
+}
+
+/// The first two bytes of a hash, as an index into the prefix table.
+fn prefix(hash: &Hash) -> usize {
+    let bytes = hash.as_bytes();
+    usize::from(bytes[0]) << 8 | usize::from(bytes[1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(n: u32) -> Hash {
+        Hash::of(&format!("user{n}@example.org"), "email", "pepper")
+    }
+
+    /// A hash with the given first two bytes: what a server pushing one prefix only sends.
+    fn under_prefix(first: u8, n: u32) -> Hash {
+        let mut bytes = *hash(n).as_bytes();
+        bytes[0] = first;
+        bytes[1] = 0;
+        Hash::from_bytes(bytes)
+    }
+
+    fn sorted(mut hashes: Vec<Hash>) -> Vec<Hash> {
+        hashes.sort_unstable();
+        hashes.dedup();
+        hashes
+    }
+
+    #[test]
+    fn pairs_in_any_order_answer_their_servers() {
+        let pairs = vec![(hash(1), 7), (hash(2), 7), (hash(1), 3), (hash(1), 7), (hash(3), 9)];
+        let pushed = PushedHashes::from_pairs(pairs);
+        assert_eq!(pushed.owners(&hash(1)), &[3, 7]);
+        assert_eq!(pushed.owners(&hash(2)), &[7]);
+        assert_eq!(pushed.owners(&hash(3)), &[9]);
+        assert!(pushed.owners(&hash(4)).is_empty());
+        assert_eq!(pushed.len(), 3);
+        let empty = PushedHashes::from_pairs(Vec::new());
+        assert!(empty.owners(&hash(1)).is_empty());
+        assert_eq!(empty.len(), 0);
+    }
+
+    #[test]
+    fn replacing_a_snapshot_keeps_the_other_servers() {
+        let first = PushedHashes::default().replacing(1, &sorted((0..100).map(hash).collect()));
+        let both = first.replacing(2, &sorted((50..150).map(hash).collect()));
+        assert_eq!(both.owners(&hash(10)), &[1]);
+        assert_eq!(both.owners(&hash(60)), &[1, 2]);
+        assert_eq!(both.owners(&hash(120)), &[2]);
+        assert_eq!(both.len(), 150);
+        let replaced = both.replacing(1, &sorted((140..160).map(hash).collect()));
+        assert!(replaced.owners(&hash(10)).is_empty(), "gone from the new snapshot");
+        assert_eq!(replaced.owners(&hash(60)), &[2]);
+        assert_eq!(replaced.owners(&hash(145)), &[1, 2]);
+        assert_eq!(replaced.owners(&hash(155)), &[1]);
+        assert_eq!(replaced.len(), 110);
+        let emptied = replaced.replacing(2, &[]).replacing(1, &[]);
+        assert_eq!(emptied.len(), 0);
+        assert!(emptied.owners(&hash(155)).is_empty());
+    }
+
+    #[test]
+    fn merging_and_building_from_pairs_agree() {
+        let snapshots: Vec<(u32, Vec<Hash>)> =
+            (0..5).map(|server| (server, sorted((server * 300..server * 300 + 1_000).map(hash).collect()))).collect();
+        let merged = snapshots
+            .iter()
+            .fold(PushedHashes::default(), |pushed, (server, hashes)| pushed.replacing(*server, hashes));
+        let pairs = snapshots.iter().flat_map(|(server, hashes)| hashes.iter().map(|hash| (*hash, *server))).collect();
+        let built = PushedHashes::from_pairs(pairs);
+        assert_eq!(merged.hashes, built.hashes);
+        assert_eq!(merged.servers, built.servers);
+        assert_eq!(merged.starts, built.starts);
+        assert_eq!(merged.len(), built.len());
+    }
+
+    #[test]
+    fn hashes_crowded_under_one_prefix_are_all_found() {
+        let crowded = sorted((0..5_000).map(|n| under_prefix(0xab, n)).collect());
+        let pushed = PushedHashes::default().replacing(4, &crowded).replacing(5, &sorted(vec![hash(1)]));
+        assert!(crowded.iter().all(|hash| pushed.owners(hash) == [4]));
+        assert_eq!(pushed.owners(&hash(1)), &[5]);
+        assert!(pushed.owners(&under_prefix(0xab, 6_000)).is_empty());
+    }
+}
