@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks of federated-identity-service: lookup (as a trusted server and as a user), push,
-rotation, startup/idle, directory sync.
+rotation, startup/idle, directory sync, and scale (ten million pushed hashes; not in the
+default list: `--scenarios scale`).
 
 Starts the release binary on loopback with SQLite and/or PostgreSQL, loads the data, drives it
 with `oha` (the load generator runs on the same machine), and prints the figures as JSON; the
@@ -342,6 +343,99 @@ def scenario_rotation(engine, work, seconds):
     }
 
 
+def oha_during(server, body, seconds, rate, work, name):
+    """Starts a lookup load of `rate` requests per second for `seconds` in the background;
+    returns a function that waits for it and gives its latencies."""
+    body_path = os.path.join(work, f"{name}.json")
+    with open(body_path, "w") as file:
+        json.dump(body, file)
+    load = subprocess.Popen(
+        [OHA, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", "16", "-q", str(rate),
+         "-m", "POST", "-T", "application/json", "-D", body_path,
+         f"http://127.0.0.1:{server.port}/_matrix/identity/v2/lookup"],
+        stdout=subprocess.PIPE, text=True,
+    )
+
+    def finish():
+        output, _ = load.communicate()
+        result = json.loads(output)
+        latency = result["latencyPercentiles"]
+        statuses = result.get("statusCodeDistribution", {})
+        return {"requests_per_second": round(result["summary"]["requestsPerSec"], 1),
+                "p50_ms": round(latency["p50"] * 1000, 2), "p99_ms": round(latency["p99"] * 1000, 2),
+                "max_ms": round(result["summary"]["slowest"] * 1000, 2),
+                "non_200": sum(c for code, c in statuses.items() if code != "200")}
+    return finish
+
+
+def scenario_scale(engine, work, seconds, servers):
+    """Ten million pushed hashes (`servers` x 1M) over 1M own 3PIDs: resident memory per hash
+    and push time as the stored hashes grow, lookups at 1M and at the end, lookup latency
+    while a 1M push runs, and the start with everything stored."""
+    os.makedirs(os.path.join(work, "empty"))
+    empty = Server(engine, os.path.join(work, "empty"))
+    empty.start()
+    time.sleep(2)
+    idle_rss = empty.status("VmRSS")
+    empty.stop()
+    server, sync_seconds, pepper = server_with_own_3pids(engine, work, 1_000_000)
+    own = 1_000_000
+    local = [lookup_hash(f"user{n}@bench.example", "email", pepper) for n in range(0, own, own // 25)][:25]
+    unknown = [lookup_hash(f"nobody{n}@nowhere.example", "email", pepper) for n in range(50)]
+    first_of_each = []
+    growth = []
+
+    def settle_rss():
+        time.sleep(3)
+        return server.status("VmRSS")
+
+    growth.append({"pushed_hashes": 0, "rss_mib": round(settle_rss(), 1), "push_s": None})
+    lookups = {}
+    for s in range(servers):
+        hashes = [lookup_hash(f"u{n}@org{s}.example", "email", pepper) for n in range(1_000_000)]
+        first_of_each.append(hashes[0])
+        seconds_taken, _ = server.push(f"org{s}.example:443", pepper, hashes)
+        del hashes
+        stored = (s + 1) * 1_000_000
+        rss = settle_rss()
+        growth.append({"pushed_hashes": stored, "rss_mib": round(rss, 1), "push_s": round(seconds_taken, 2),
+                       "bytes_per_hash": round((rss - idle_rss) * 1024 * 1024 / (stored + own), 1)})
+        print(json.dumps(growth[-1]), file=sys.stderr, flush=True)
+        if s == 0 or s == servers - 1:
+            pushed = (first_of_each * 25)[:25]
+            body = {"algorithm": "sha256", "pepper": pepper, "addresses": local + pushed + unknown}
+            lookups[f"{stored // 1_000_000}M"] = oha(server, body, seconds, connections=64)
+    # Lookup latency at a steady rate, idle and while another 1M push runs.
+    body = {"algorithm": "sha256", "pepper": pepper, "addresses": local + first_of_each[:25] + unknown}
+    idle = oha_during(server, body, seconds, 500, work, "idle")()
+    extra = [lookup_hash(f"u{n}@extra.example", "email", pepper) for n in range(1_000_000)]
+    during = oha_during(server, body, seconds, 500, work, "during")
+    time.sleep(1)
+    push_during, _ = server.push("extra.example:443", pepper, extra)
+    during = during()
+    after = oha_during(server, body, 5, 500, work, "after")()
+    stored = servers * 1_000_000 + 1_000_000
+    rss = settle_rss()
+    server.stop()
+    restart_s = server.start()
+    time.sleep(3)
+    restarted_rss = server.status("VmRSS")
+    status, answer = server.call("POST", "/_matrix/identity/v2/lookup", body)
+    found = len(answer["mappings"]) + sum(len(h) for h in answer["third_party_mappings"].values())
+    server.stop()
+    return {
+        "own_3pids": own, "servers": servers, "idle_rss_mib": round(idle_rss, 1),
+        "loading_1m_own_3pids_s": round(sync_seconds, 2), "growth": growth, "lookups": lookups,
+        "latency_at_500_rps": {"idle": idle, "during_1m_push": during, "after_1m_push": after,
+                               "push_s": round(push_during, 2)},
+        "pushed_hashes": stored, "rss_mib": round(rss, 1),
+        "bytes_per_hash": round((rss - idle_rss) * 1024 * 1024 / (stored + own), 1),
+        "start_with_everything_s": round(restart_s, 2), "restarted_rss_mib": round(restarted_rss, 1),
+        "restarted_bytes_per_hash": round((restarted_rss - idle_rss) * 1024 * 1024 / (stored + own), 1),
+        "known_addresses_after_restart": found,
+    }
+
+
 def scenario_directory(engine, work, users):
     url, base = os.environ["FIS_TEST_LDAP_URL"], os.environ["FIS_TEST_LDAP_BASE"]
     admin, password = os.environ["FIS_TEST_LDAP_ADMIN_DN"], os.environ["FIS_TEST_LDAP_ADMIN_PASSWORD"]
@@ -398,6 +492,7 @@ def main():
     parser.add_argument("--scenarios", default="startup,push,lookup,lookup-user,rotation,directory")
     parser.add_argument("--seconds", type=int, default=20, help="duration of each load run")
     parser.add_argument("--ldap-users", type=int, default=100_000)
+    parser.add_argument("--scale-servers", type=int, default=10, help="servers x 1M pushed hashes in `scale`")
     args = parser.parse_args()
     results = {"machine": machine(), "engines": {}}
     for engine in args.engines.split(","):
@@ -415,6 +510,8 @@ def main():
                     outcome = scenario_lookup_user(engine, work, args.seconds)
                 elif scenario == "rotation":
                     outcome = scenario_rotation(engine, work, args.seconds)
+                elif scenario == "scale":
+                    outcome = scenario_scale(engine, work, args.seconds, args.scale_servers)
                 elif scenario == "directory":
                     outcome = scenario_directory(engine, work, args.ldap_users)
                 else:

@@ -750,6 +750,29 @@ async fn after_each_kind_of_change_the_index_answers_what_a_rebuild_would() {
     check("pushes under the new and the previous pepper").await;
     assert!(a.state.lookups.remove_binding("email", &addresses[10], "@ten:org.example").await.unwrap());
     check("an unbind").await;
+    use federated_identity_service::store::{DirectoryChanges, NewThreepid};
+    let added = (20..24)
+        .map(|n| NewThreepid {
+            medium: "email".into(),
+            address: addresses[n].clone(),
+            mxid: format!("@directory{n}:org.example"),
+            active: n % 2 == 0,
+        })
+        .collect();
+    a.state.lookups.apply_directory_changes(&DirectoryChanges { added, ..Default::default() }).await.unwrap();
+    check("a directory sync adding users").await;
+    let rows = a.state.store.directory_threepids().await.unwrap();
+    let id_of = |n: usize| rows.iter().find(|row| row.address == addresses[n]).map(|row| row.id).unwrap();
+    let changes = DirectoryChanges {
+        updated: vec![
+            (id_of(20), "@renamed:org.example".into(), false),
+            (id_of(21), "@directory21:org.example".into(), true),
+        ],
+        removed: vec![id_of(22), id_of(40)],
+        added: Vec::new(),
+    };
+    a.state.lookups.apply_directory_changes(&changes).await.unwrap();
+    check("a directory sync changing and removing users").await;
     assert_eq!(push(&follower, &push_body("one.example", &new, &hashes_of(&named(3..9), &new))).await.status, 201);
     let started = Instant::now();
     while answers(&a, &addresses).await != answers(&follower, &addresses).await {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::pushed::PushedHashes;
 use super::{PepperSlot, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::store::{ChangeKind, Peppers, Store, StoreResult};
+use crate::store::{ChangeKind, LookupChange, Peppers, Store, StoreResult};
 use crate::vocabulary::{Algorithm, LookupHash as Hash, Source};
 use crate::wire::LookupAnswer;
 
@@ -68,6 +68,15 @@ impl Table {
         }
     }
 
+    /// Forgets `hash`; returns its owners.
+    fn remove(&mut self, hash: &Hash) -> Vec<u32> {
+        match self.single.remove(hash) {
+            None => Vec::new(),
+            Some(SEVERAL) => self.several.remove(hash).unwrap_or_default(),
+            Some(owner) => vec![owner],
+        }
+    }
+
     fn owners(&self, hash: &Hash) -> &[u32] {
         match self.single.get(hash) {
             None => &[],
@@ -91,9 +100,29 @@ struct LocalHashes {
     /// Hash -> indexes into `hits`.
     table: Table,
     hits: Vec<LocalHit>,
+    /// Indexes of `hits` no hash points to any more, reused first.
+    free: Vec<u32>,
 }
 
 impl LocalHashes {
+    fn insert(&mut self, hash: Hash, hit: LocalHit) {
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.hits[index as usize] = hit;
+                index
+            }
+            None => {
+                self.hits.push(hit);
+                u32::try_from(self.hits.len() - 1).unwrap_or(SEVERAL - 1)
+            }
+        };
+        self.table.insert(hash, index);
+    }
+
+    fn remove(&mut self, hash: &Hash) {
+        self.free.extend(self.table.remove(hash));
+    }
+
     /// The 3PID behind `hash` that wins by [`Source::precedence`], if any.
     fn best(&self, hash: &Hash) -> Option<&LocalHit> {
         self.table
@@ -181,7 +210,10 @@ impl LookupIndex {
             self.rebuild(store, seq).await?;
         } else {
             if local_changed {
-                self.reload_local(store).await?;
+                match touched_threepids(&changes) {
+                    Some(threepids) => self.apply_local_delta(store, &threepids).await?,
+                    None => self.reload_local(store).await?,
+                }
             }
             let snapshots: BTreeSet<(String, String)> = changes
                 .iter()
@@ -296,6 +328,38 @@ impl LookupIndex {
         };
         drop(old);
         Ok(true)
+    }
+
+    /// Applies changes of the local 3PIDs `threepids` (`(medium, address)`): their hashes
+    /// under the index's peppers are forgotten and what the database holds for them now is
+    /// read back. The time grows with the 3PIDs changed, not with the table.
+    async fn apply_local_delta(&self, store: &Store, threepids: &[(String, String)]) -> StoreResult<()> {
+        let peppers = self.read().peppers.clone();
+        let live: Vec<String> = peppers.current.iter().chain(peppers.previous.iter()).cloned().collect();
+        let rows = store.local_rows_of(&live, threepids).await?;
+        let gone: Vec<(String, Hash)> = live
+            .iter()
+            .flat_map(|pepper| {
+                threepids.iter().map(move |(medium, address)| (pepper.clone(), Hash::of(address, medium, pepper)))
+            })
+            .collect();
+        let mut data = self.write();
+        if data.peppers != peppers {
+            // A rotation applied meanwhile read the rows itself.
+            return Ok(());
+        }
+        for (pepper, hash) in &gone {
+            if let Some(slot) = data.slot(pepper) {
+                data.local[slot].remove(hash);
+            }
+        }
+        for row in rows {
+            let (Some(slot), Some(hash)) = (data.slot(&row.pepper), Hash::parse(&row.hash)) else { continue };
+            let hit =
+                LocalHit { mxid: Arc::from(row.mxid), active: row.active, source: Source::from_stored(&row.source) };
+            data.local[slot].insert(hash, hit);
+        }
+        Ok(())
     }
 
     async fn reload_local(&self, store: &Store) -> StoreResult<()> {
@@ -420,6 +484,17 @@ fn first_pushers<'a>(pushed: &'a [Arc<PushedHashes>; 2], slots: [usize; 2], hash
     slots.iter().map(|slot| pushed[*slot].owners(hash)).find(|owners| !owners.is_empty()).unwrap_or(&[])
 }
 
+/// The 3PIDs the local changes among `changes` touched, without repeats; `None` when one of
+/// them does not list its 3PIDs (the local part is read again).
+fn touched_threepids(changes: &[LookupChange]) -> Option<Vec<(String, String)>> {
+    let mut touched = BTreeSet::new();
+    for change in changes.iter().filter(|change| change.kind == ChangeKind::Local) {
+        let listed: Vec<(String, String)> = serde_json::from_str(change.threepids.as_deref()?).ok()?;
+        touched.extend(listed);
+    }
+    Some(touched.into_iter().collect())
+}
+
 /// Runs CPU-bound work (sorting and merging millions of hashes) on the blocking pool, so that
 /// the runtime's threads keep answering requests meanwhile.
 async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -434,9 +509,18 @@ async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 's
 /// Loads the pushed and the local hashes of the peppers in `slots` into `data`, whose
 /// peppers are set.
 async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreResult<()> {
+    let started = std::time::Instant::now();
+    let snapshots: Vec<_> = store
+        .push_snapshots()
+        .await?
+        .into_iter()
+        .filter_map(|snapshot| Some((data.slot(&snapshot.pepper).filter(|slot| slots.contains(slot))?, snapshot)))
+        .collect();
     let mut pairs: [Vec<(Hash, u32)>; 2] = Default::default();
-    for snapshot in store.push_snapshots().await? {
-        let Some(slot) = data.slot(&snapshot.pepper).filter(|slot| slots.contains(slot)) else { continue };
+    for (slot, snapshot) in &snapshots {
+        pairs[*slot].reserve(usize::try_from(snapshot.hash_count).unwrap_or(0));
+    }
+    for (slot, snapshot) in snapshots {
         let Some((digest, hashes)) = store.snapshot_hashes(&snapshot.server, &snapshot.pepper).await? else {
             continue;
         };
@@ -444,7 +528,9 @@ async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRes
         pairs[slot].extend(hashes.into_iter().map(|hash| (hash, id)));
         data.held.insert((id, slot), digest);
     }
+    let read = started.elapsed();
     let built = off_the_runtime(move || pairs.map(|pairs| Arc::new(PushedHashes::from_pairs(pairs)))).await;
+    let pushed_seconds = started.elapsed().as_secs_f64();
     let local = local_part(store, data, slots).await?;
     for ((slot, pushed), local) in built.into_iter().enumerate().zip(local) {
         if slots.contains(&slot) {
@@ -452,6 +538,14 @@ async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRes
             data.local[slot] = local;
         }
     }
+    tracing::info!(
+        pushed = data.pushed.iter().map(|pushed| pushed.len()).sum::<usize>(),
+        local = data.local.iter().map(|local| local.table.len()).sum::<usize>(),
+        pushed_read_seconds = read.as_secs_f64(),
+        pushed_seconds,
+        local_seconds = started.elapsed().as_secs_f64() - pushed_seconds,
+        "lookup data loaded into memory"
+    );
     Ok(())
 }
 
@@ -466,10 +560,7 @@ async fn local_part(store: &Store, data: &Data, slots: &[usize]) -> StoreResult<
         .for_each_local_row(&peppers, |row| {
             let (Some(slot), Some(hash)) = (data.slot(&row.pepper), Hash::parse(&row.hash)) else { return };
             let mxid = Arc::clone(users.entry(row.mxid.clone()).or_insert_with(|| Arc::from(row.mxid.as_str())));
-            let part = &mut local[slot];
-            let index = u32::try_from(part.hits.len()).unwrap_or(SEVERAL - 1);
-            part.hits.push(LocalHit { mxid, active: row.active, source: Source::from_stored(&row.source) });
-            part.table.insert(hash, index);
+            local[slot].insert(hash, LocalHit { mxid, active: row.active, source: Source::from_stored(&row.source) });
         })
         .await?;
     Ok(local)

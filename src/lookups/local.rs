@@ -1,6 +1,6 @@
 //! Writes of our own 3PIDs, the lookups' side of a bind, an unbind and a directory sync. Each
-//! is one transaction with its change row (see `store::local`); this instance's next lookup
-//! sees it.
+//! is one transaction with its change row (see `store::local`), applied to this instance's
+//! index before it answers.
 
 use super::Lookups;
 use crate::error::{ApiError, ApiResult, ErrCode};
@@ -14,7 +14,7 @@ impl Lookups {
         threepid.address = normalize_address(&threepid.medium, &threepid.address)
             .ok_or_else(|| ApiError::new(ErrCode::InvalidParam, format!("invalid {} address", threepid.medium)))?;
         self.store.write_local_threepid(&threepid, self.clock.now_ms()).await?;
-        self.note_write();
+        self.apply_own_write().await;
         Ok(())
     }
 
@@ -43,7 +43,7 @@ impl Lookups {
     pub async fn remove_binding(&self, medium: &str, address: &str, mxid: &str) -> StoreResult<bool> {
         let removed = self.store.remove_binding(medium, address, mxid, self.clock.now_ms()).await?;
         if removed {
-            self.note_write();
+            self.apply_own_write().await;
         }
         Ok(removed)
     }
@@ -52,7 +52,7 @@ impl Lookups {
     pub async fn apply_directory_changes(&self, changes: &DirectoryChanges) -> StoreResult<usize> {
         let inserted = self.store.apply_directory_changes(changes, self.clock.now_ms()).await?;
         if !changes.is_empty() {
-            self.note_write();
+            self.apply_own_write().await;
         }
         Ok(inserted)
     }

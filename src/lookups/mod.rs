@@ -7,8 +7,9 @@
 //! previous one (still accepted), and a pending one while a rotation computes it.
 //!
 //! Writes go through [`Lookups`] (a bind, an unbind, a directory sync, a push, a rotation):
-//! each logs its change in the same transaction, and the next lookup of this instance applies
-//! it before answering; other instances apply it within [`index::POLL_INTERVAL`].
+//! each logs its change in the same transaction and applies it to this instance's index before
+//! it answers; other instances apply it within [`index::POLL_INTERVAL`]. Lookups only read
+//! memory: none waits for a change to be applied.
 //!
 //! - `mod.rs`: the owner, `hash_details`, `lookup` and the pepper check;
 //! - `index.rs`: the data in memory;
@@ -26,7 +27,6 @@ mod pushed;
 pub mod rotation;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use self::index::LookupIndex;
 pub use self::rotation::ROTATION_JOB;
@@ -78,11 +78,6 @@ pub struct Lookups {
     store: Store,
     clock: Clock,
     index: LookupIndex,
-    /// Writes this instance made through [`Lookups`]...
-    written: AtomicU64,
-    /// ...and how many of them the index had seen at its last refresh: a lookup refreshes
-    /// first when they differ, so that a write is visible as soon as it has answered.
-    applied: AtomicU64,
 }
 
 impl Lookups {
@@ -92,12 +87,11 @@ impl Lookups {
         rotation::ensure_pepper(&store, clock.now_ms()).await?;
         rotation::clear_abandoned_rotation(&store, clock.now_ms()).await?;
         let index = LookupIndex::load(&store).await?;
-        Ok(Self { store, clock, index, written: AtomicU64::new(0), applied: AtomicU64::new(0) })
+        Ok(Self { store, clock, index })
     }
 
     /// The `hash_details` answer.
     pub async fn hash_details(&self, algorithms: &[Algorithm]) -> ApiResult<HashDetails> {
-        self.ensure_fresh().await?;
         let peppers = self.index.peppers();
         Ok(HashDetails {
             algorithms: algorithms.iter().map(|algorithm| algorithm.name().to_owned()).collect(),
@@ -120,7 +114,6 @@ impl Lookups {
             Algorithm::parse(&request.algorithm).filter(|algorithm| offered.contains(algorithm)).ok_or_else(|| {
                 ApiError::new(ErrCode::InvalidParam, format!("Unsupported algorithm `{}`", request.algorithm))
             })?;
-        self.ensure_fresh().await?;
         let answer = match algorithm {
             Algorithm::Sha256 => self.index.lookup_sha256(&request.pepper, &request.addresses, with_inactive),
             Algorithm::None => self.lookup_plain(request, with_inactive).await,
@@ -136,21 +129,14 @@ impl Lookups {
         self.index.sizes()
     }
 
-    /// Counts a write of this instance; the next lookup applies it first.
-    fn note_write(&self) {
-        self.written.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Catches up with this instance's own writes before a lookup (a counter check when
-    /// there are none).
-    async fn ensure_fresh(&self) -> StoreResult<()> {
-        let written = self.written.load(Ordering::Acquire);
-        if written == self.applied.load(Ordering::Acquire) {
-            return Ok(());
+    /// Applies a write of this instance (and whatever else the log holds) to the index before
+    /// the write answers: the writer's next lookup sees it, and no lookup waits for it. Should
+    /// that fail, the write stands and [`Self::follow`] applies it within
+    /// [`index::POLL_INTERVAL`].
+    async fn apply_own_write(&self) {
+        if let Err(error) = self.index.refresh(&self.store).await {
+            tracing::warn!(%error, "cannot apply a change to the lookup index yet; it is retried in the background");
         }
-        self.index.refresh(&self.store).await?;
-        self.applied.fetch_max(written, Ordering::AcqRel);
-        Ok(())
     }
 
     /// Applies other instances' changes every [`index::POLL_INTERVAL`], until aborted.

@@ -99,7 +99,7 @@ impl Lookups {
     /// as soon as it returns.
     pub async fn rotate_pepper(&self) -> anyhow::Result<String> {
         let outcome = rotate_pepper(&self.store, &self.clock).await;
-        self.note_write();
+        self.apply_own_write().await;
         outcome
     }
 }

@@ -53,6 +53,21 @@ pub struct LookupChange {
     pub server: Option<String>,
     /// The pepper, for `push`.
     pub pepper: Option<String>,
+    /// For `local`: the 3PIDs it touched, as a JSON list of `[medium, address]` (`None`: too
+    /// many to list, or logged before they were).
+    pub threepids: Option<String>,
+}
+
+/// The most 3PIDs a change of local 3PIDs lists; a larger one makes every instance reload its
+/// local part (applying this many one by one costs about what reading them all does).
+pub const LISTED_THREEPIDS: usize = 10_000;
+
+/// The `threepids` of a local change touching `touched` (`(medium, address)`).
+#[must_use]
+pub fn listed_threepids<'a>(touched: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    (touched.len() <= LISTED_THREEPIDS)
+        .then(|| serde_json::to_string(&touched.map(|(medium, address)| [medium, address]).collect::<Vec<_>>()).ok())
+        .flatten()
 }
 
 /// A local hash as the index loads it.
@@ -72,19 +87,24 @@ pub struct LocalRow {
 
 /// Inserts a change row; see [`Store::change_log_lock`] for where it must go.
 pub(super) const INSERT_CHANGE: &str =
-    "INSERT INTO lookup_changes (kind, server, pepper, created_at) VALUES ($1, $2, $3, $4)";
+    "INSERT INTO lookup_changes (kind, server, pepper, created_at, threepids) VALUES ($1, $2, $3, $4, $5)";
 
 /// Logs a change in the open transaction `$tx` of `$store`, as its last write: takes the
-/// change-log lock, then inserts the row (`kind`, `server`, `pepper`, `now`). A macro because the
-/// transaction's type depends on the engine `on_pool!` picked.
+/// change-log lock, then inserts the row (`kind`, `server`, `pepper`, `now`, and for a local
+/// change the 3PIDs it touched, see [`listed_threepids`]). A macro because the transaction's
+/// type depends on the engine `on_pool!` picked.
 macro_rules! log_change {
-    ($store:expr, $tx:ident, $kind:expr, $server:expr, $pepper:expr, $now:expr) => {{
+    ($store:expr, $tx:ident, $kind:expr, $server:expr, $pepper:expr, $now:expr) => {
+        log_change!($store, $tx, $kind, $server, $pepper, $now, None::<String>)
+    };
+    ($store:expr, $tx:ident, $kind:expr, $server:expr, $pepper:expr, $now:expr, $threepids:expr) => {{
         sqlx::query($store.change_log_lock()).execute(&mut *$tx).await?;
         sqlx::query($crate::store::changes::INSERT_CHANGE)
             .bind($kind.as_str())
             .bind($server)
             .bind($pepper)
             .bind($now)
+            .bind($threepids)
             .execute(&mut *$tx)
             .await?;
     }};
@@ -119,7 +139,7 @@ impl Store {
     /// Changes after `seq`, in order.
     pub async fn lookup_changes_after(&self, seq: i64) -> StoreResult<Vec<LookupChange>> {
         let changes = on_pool!(self, pool => sqlx::query_as::<_, LookupChange>(
-            "SELECT seq, kind, server, pepper FROM lookup_changes WHERE seq > $1 ORDER BY seq",
+            "SELECT seq, kind, server, pepper, threepids FROM lookup_changes WHERE seq > $1 ORDER BY seq",
         )
         .bind(seq)
         .fetch_all(pool)
@@ -137,6 +157,36 @@ impl Store {
         .await
         .map(|done| done.rows_affected()))?;
         Ok(deleted)
+    }
+
+    /// The local hashes of these peppers of the 3PIDs in `threepids` (`(medium, address)`),
+    /// with their users: what a change of local 3PIDs left of them.
+    pub async fn local_rows_of(
+        &self,
+        peppers: &[String],
+        threepids: &[(String, String)],
+    ) -> StoreResult<Vec<LocalRow>> {
+        let sql = self.dialect(
+            "SELECT h.pepper, h.hash, t.mxid, t.active, t.source FROM json_each($2) j \
+             JOIN local_threepids t ON t.medium = json_extract(j.value, '$[0]') AND t.address = json_extract(j.value, '$[1]') \
+             JOIN local_hashes h ON h.threepid_id = t.id WHERE h.pepper IN (SELECT value FROM json_each($1))",
+            "SELECT h.pepper, h.hash, t.mxid, t.active, t.source FROM jsonb_array_elements($2::jsonb) AS j(e) \
+             JOIN local_threepids t ON t.medium = j.e->>0 AND t.address = j.e->>1 \
+             JOIN local_hashes h ON h.threepid_id = t.id WHERE h.pepper IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        );
+        let peppers = serde_json::to_string(peppers).unwrap_or_else(|_| "[]".to_owned());
+        let mut rows = Vec::new();
+        for chunk in threepids.chunks(LISTED_THREEPIDS) {
+            let pairs: Vec<[&str; 2]> =
+                chunk.iter().map(|(medium, address)| [medium.as_str(), address.as_str()]).collect();
+            let json = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned());
+            rows.extend(on_pool!(self, pool => sqlx::query_as::<_, LocalRow>(sql)
+                .bind(&peppers)
+                .bind(json)
+                .fetch_all(pool)
+                .await)?);
+        }
+        Ok(rows)
     }
 
     /// Calls `each` with every local hash of these peppers and its user, streaming.

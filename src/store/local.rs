@@ -3,7 +3,7 @@
 //! rotation running at the same time misses none) and, as its last write, the change row that
 //! tells every instance to reload its local lookup data.
 
-use super::changes::{ChangeKind, log_change};
+use super::changes::{ChangeKind, LISTED_THREEPIDS, listed_threepids, log_change};
 use super::directory::NewThreepid;
 use super::hashes::json_list;
 use super::{Store, StoreResult, on_pool};
@@ -99,7 +99,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            log_change!(self, tx, ChangeKind::Local, None::<&str>, None::<&str>, now);
+            let touched = listed_threepids([(threepid.medium.as_str(), threepid.address.as_str())].into_iter());
+            log_change!(self, tx, ChangeKind::Local, None::<&str>, None::<&str>, now, touched);
             tx.commit().await
         })?;
         Ok(())
@@ -120,7 +121,8 @@ impl Store {
             .await?
             .rows_affected();
             if deleted > 0 {
-                log_change!(self, tx, ChangeKind::Local, None::<&str>, None::<&str>, now);
+                let touched = listed_threepids([(medium, address)].into_iter());
+                log_change!(self, tx, ChangeKind::Local, None::<&str>, None::<&str>, now, touched);
             }
             tx.commit().await.map(|()| deleted > 0)
         })?;
@@ -148,8 +150,23 @@ impl Store {
             "DELETE FROM local_threepids WHERE id IN (SELECT value FROM json_each($1))",
             "DELETE FROM local_threepids WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)",
         );
+        let addresses_of = self.dialect(
+            "SELECT medium, address FROM local_threepids WHERE id IN (SELECT value FROM json_each($1))",
+            "SELECT medium, address FROM local_threepids WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)",
+        );
+        let listed = changes.updated.len() + changes.removed.len() + changes.added.len() <= LISTED_THREEPIDS;
         let inserted = on_pool!(self, pool => {
             let mut tx = pool.begin_with(self.write_transaction()).await?;
+            // The addresses of the rows about to change or go, for the change row.
+            let mut touched: Vec<(String, String)> = Vec::new();
+            if listed {
+                let ids: Vec<i64> =
+                    changes.updated.iter().map(|(id, _, _)| *id).chain(changes.removed.iter().copied()).collect();
+                if !ids.is_empty() {
+                    touched = sqlx::query_as(addresses_of).bind(json_list(&ids)).fetch_all(&mut *tx).await?;
+                }
+                touched.extend(changes.added.iter().map(|row| (row.medium.clone(), row.address.clone())));
+            }
             for (id, mxid, active) in &changes.updated {
                 sqlx::query("UPDATE local_threepids SET mxid = $2, active = $3, updated_at = $4 WHERE id = $1")
                     .bind(id)
@@ -175,7 +192,8 @@ impl Store {
                 }
             }
             if !changes.is_empty() {
-                log_change!(self, tx, ChangeKind::Local, None::<&str>, None::<&str>, now);
+                let touched = listed.then(|| listed_threepids(touched.iter().map(|(medium, address)| (medium.as_str(), address.as_str())))).flatten();
+                log_change!(self, tx, ChangeKind::Local, None::<&str>, None::<&str>, now, touched);
             }
             tx.commit().await.map(|()| inserted)
         })?;

@@ -43,7 +43,8 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             if bindings > 0 {
-                log_change!(self, tx, ChangeKind::Local, None::<&str>, None::<&str>, now);
+                let touched = super::changes::listed_threepids([(medium, address)].into_iter());
+                log_change!(self, tx, ChangeKind::Local, None::<&str>, None::<&str>, now, touched);
             }
             tx.commit().await.map(|()| ForgottenThreepid {
                 bindings,
