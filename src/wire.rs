@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::vocabulary::HashText;
+
 /// `{}`: the answer of calls that only succeed (`account/logout`, `terms`, `3pid/unbind`, the
 /// status endpoints).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -80,6 +82,91 @@ pub struct PushRequest {
     pub pepper: String,
     /// Exactly one entry: the pushing server's name and its hashes.
     pub mappings: HashMap<String, Vec<String>>,
+}
+
+/// A [`PushRequest`] as the receiver reads it: the same body, its hashes read straight into
+/// [`HashText`]s, so that a million-hash push is not a million strings to allocate, sort and
+/// free.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReceivedPush {
+    /// Must be `sha256`.
+    pub algorithm: String,
+    /// One of the receiver's peppers (current or previous).
+    pub pepper: String,
+    /// Exactly one entry: the pushing server's name and its hashes.
+    pub mappings: HashMap<String, ReceivedHashes>,
+}
+
+impl From<PushRequest> for ReceivedPush {
+    fn from(request: PushRequest) -> Self {
+        let mappings = request
+            .mappings
+            .into_iter()
+            .map(|(server, hashes)| (server, hashes.iter().map(String::as_str).collect()))
+            .collect();
+        Self { algorithm: request.algorithm, pepper: request.pepper, mappings }
+    }
+}
+
+/// The hashes of one server in a push: those that are lookup hashes, and the position of the
+/// first string that is not (the push is refused, naming it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceivedHashes {
+    /// The valid hashes, in the order sent.
+    pub hashes: Vec<HashText>,
+    /// Where the first string that is not a lookup hash was.
+    pub first_invalid: Option<usize>,
+}
+
+impl ReceivedHashes {
+    /// Adds the string sent at `position`.
+    fn add(&mut self, position: usize, text: &str) {
+        match HashText::parse(text) {
+            Some(hash) => self.hashes.push(hash),
+            None => {
+                self.first_invalid.get_or_insert(position);
+            }
+        }
+    }
+}
+
+impl<'a> FromIterator<&'a str> for ReceivedHashes {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(texts: I) -> Self {
+        let mut received = Self::default();
+        for (position, text) in texts.into_iter().enumerate() {
+            received.add(position, text);
+        }
+        received
+    }
+}
+
+impl<'de> Deserialize<'de> for ReceivedHashes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// A string borrowed from the body when it has no escapes.
+        #[derive(Deserialize)]
+        struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ReceivedHashes;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a list of lookup hashes")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut list: A) -> Result<Self::Value, A::Error> {
+                let mut received =
+                    ReceivedHashes { hashes: Vec::with_capacity(list.size_hint().unwrap_or(0)), first_invalid: None };
+                let mut position = 0;
+                while let Some(Text(text)) = list.next_element()? {
+                    received.add(position, &text);
+                    position += 1;
+                }
+                Ok(received)
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
 }
 
 /// The answer of `POST /lookups` (201).

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::TestServer;
 use common::homeserver::{Behaviour, Pki, StandIn};
 use common::messages::SmtpCapture;
-use federated_identity_service::vocabulary::hash_3pid;
+use federated_identity_service::vocabulary::{HashText, hash_3pid};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -51,7 +51,7 @@ async fn matrix_js_sdk_registers_validates_binds_and_looks_up() {
     server
         .state
         .store
-        .replace_pushed_hashes("remote.example:443", &pepper, std::slice::from_ref(&remote), "digest", None, 1)
+        .replace_pushed_hashes("remote.example:443", &pepper, &[HashText::parse(&remote).unwrap()], "digest", None, 1)
         .await
         .unwrap();
 

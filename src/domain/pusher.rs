@@ -142,7 +142,7 @@ impl Pusher {
                 threepids.iter().map(|(medium, address)| hash_3pid(address, medium, pepper)).collect();
             hashes.sort_unstable();
             hashes.dedup();
-            let digest = snapshot_digest(&hashes);
+            let digest = snapshot_digest(hashes.iter().map(String::as_str));
             let last = self.store.push_status(target.name(), pepper).await?;
             if last.as_ref().is_some_and(|status| {
                 status.digest.as_deref() == Some(digest.as_str()) && status.last_success_at.is_some()

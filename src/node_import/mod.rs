@@ -410,7 +410,7 @@ impl<'a> Importer<'a> {
                 pepper,
                 mappings: HashMap::from([(server.clone(), hashes)]),
             };
-            match self.lookups.accept_push(None, request, None).await {
+            match self.lookups.accept_push(None, request.into(), None).await {
                 Ok(answer) => {
                     line.imported += answer.added;
                     line.present += answer.stored.saturating_sub(answer.added);

@@ -7,7 +7,7 @@
 
 use super::changes::log_change;
 use super::{Pool, Store, StoreError, StoreResult, on_pool};
-use crate::vocabulary::{LookupHash, SHA256_HASH_LENGTH, Source};
+use crate::vocabulary::{HashText, LookupHash, SHA256_HASH_LENGTH, Source};
 
 /// Rows written per statement in bulk writes.
 const CHUNK: usize = 20_000;
@@ -350,7 +350,7 @@ impl Store {
         &self,
         server: &str,
         pepper: &str,
-        hashes: &[String],
+        hashes: &[HashText],
         digest: &str,
         body_digest: Option<&str>,
         now: i64,
@@ -446,10 +446,10 @@ impl Store {
 /// `(added, removed)`: what `new` has that `old` lacks, and the reverse, both sorted ascending
 /// without duplicates: one merge pass, no hashing (borrowed, so that a million-hash push is not
 /// copied again).
-fn difference<'a>(old: &[&'a str], new: &'a [String]) -> (Vec<&'a str>, Vec<&'a str>) {
+fn difference<'a>(old: &[&'a str], new: &'a [HashText]) -> (Vec<&'a str>, Vec<&'a str>) {
     use std::cmp::Ordering;
     let (mut added, mut removed) = (Vec::new(), Vec::new());
-    let (mut in_old, mut in_new) = (old.iter().copied().peekable(), new.iter().map(String::as_str).peekable());
+    let (mut in_old, mut in_new) = (old.iter().copied().peekable(), new.iter().map(HashText::as_str).peekable());
     while let (Some(before), Some(after)) = (in_old.peek(), in_new.peek()) {
         match before.cmp(after) {
             Ordering::Less => removed.extend(in_old.next()),
@@ -466,12 +466,9 @@ fn difference<'a>(old: &[&'a str], new: &'a [String]) -> (Vec<&'a str>, Vec<&'a 
 }
 
 /// A snapshot's sorted hashes as one value: their characters end to end (each is
-/// [`SHA256_HASH_LENGTH`] long); `None` if one is not that long (nothing is packed then).
-fn pack(sorted: &[String]) -> Option<Vec<u8>> {
-    if sorted.iter().any(|hash| hash.len() != SHA256_HASH_LENGTH) {
-        return None;
-    }
-    Some(sorted.concat().into_bytes())
+/// [`SHA256_HASH_LENGTH`] long).
+fn pack(sorted: &[HashText]) -> Vec<u8> {
+    sorted.iter().flat_map(|hash| hash.as_str().bytes()).collect()
 }
 
 /// The hashes of a packed snapshot, borrowed from it; `None` if it is not one.
@@ -485,34 +482,46 @@ fn unpack(packed: &[u8]) -> Option<Vec<&str>> {
 #[cfg(test)]
 mod tests {
     use super::{difference, pack, unpack};
+    use crate::vocabulary::{HashText, hash_3pid};
 
-    fn strings(items: &[&str]) -> Vec<String> {
-        items.iter().map(|item| (*item).to_owned()).collect()
+    /// Sorted hashes of the given numbers.
+    fn hashes(numbers: &[u32]) -> Vec<HashText> {
+        let mut hashes: Vec<HashText> = numbers
+            .iter()
+            .filter_map(|n| HashText::parse(&hash_3pid(&format!("u{n}@example.org"), "email", "p")))
+            .collect();
+        hashes.sort_unstable();
+        hashes
+    }
+
+    fn texts(hashes: &[HashText]) -> Vec<&str> {
+        hashes.iter().map(HashText::as_str).collect()
     }
 
     #[test]
     fn the_difference_of_two_sorted_snapshots_is_one_merge() {
-        let old = ["a", "c", "d", "f"];
-        let new = strings(&["b", "c", "f", "g", "h"]);
-        let (added, removed) = difference(&old, &new);
-        assert_eq!(added, ["b", "g", "h"]);
-        assert_eq!(removed, ["a", "d"]);
+        let old_hashes = hashes(&[1, 3, 4, 6]);
+        let old = texts(&old_hashes);
+        let new = hashes(&[2, 3, 6, 7, 8]);
+        let (mut added, mut removed) = difference(&old, &new);
+        added.sort_unstable();
+        removed.sort_unstable();
+        assert_eq!(added, texts(&hashes(&[2, 7, 8])));
+        assert_eq!(removed, texts(&hashes(&[1, 4])));
         let (added, removed) = difference(&[], &new);
         assert_eq!((added.len(), removed.len()), (5, 0));
         let (added, removed) = difference(&old, &[]);
         assert_eq!((added.len(), removed.len()), (0, 4));
-        let same = strings(&old);
-        let (added, removed) = difference(&old, &same);
+        let (added, removed) = difference(&old, &old_hashes);
         assert!(added.is_empty() && removed.is_empty());
     }
 
     #[test]
     fn a_packed_snapshot_unpacks_to_its_hashes() {
-        let hashes = strings(&["a".repeat(43).as_str(), "b".repeat(43).as_str()]);
-        let packed = pack(&hashes).expect("packed");
+        let hashes = hashes(&[1, 2]);
+        let packed = pack(&hashes);
         assert_eq!(packed.len(), 86);
-        assert_eq!(unpack(&packed).expect("unpacked"), [hashes[0].as_str(), hashes[1].as_str()]);
-        assert_eq!(pack(&strings(&["short"])), None, "only whole hashes are packed");
+        assert_eq!(unpack(&packed).expect("unpacked"), texts(&hashes));
         assert_eq!(unpack(&packed[..85]), None);
         assert_eq!(unpack(&[]).map(|hashes| hashes.len()), Some(0), "an empty snapshot");
     }

@@ -9,7 +9,7 @@ use crate::error::ApiResult;
 use crate::http::auth::TrustedServer;
 use crate::http::extract::{RawBody, parse_json};
 use crate::http::openapi::{BadRequest, MatrixError, TooLarge, Unavailable};
-use crate::lookups::push::PushRequest;
+use crate::lookups::push::{PushRequest, ReceivedPush};
 use crate::state::AppState;
 use crate::vocabulary::digest_text;
 use crate::wire::PushAnswer;
@@ -38,7 +38,7 @@ pub async fn push(
     if let Some(answer) = state.lookups.identical_push(caller.bound_name(), &body_digest).await? {
         return Ok((StatusCode::CREATED, Json(answer)));
     }
-    let request: PushRequest = parse_json(&body)?;
+    let request: ReceivedPush = parse_json(&body)?;
     let answer = state.lookups.accept_push(caller.bound_name(), request, Some(&body_digest)).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
