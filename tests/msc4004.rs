@@ -292,6 +292,24 @@ async fn run_sql(server: &TestServer, sql: &'static str) {
     }
 }
 
+/// The size of each stored snapshot's packed copy, in bytes (`None`: not packed).
+async fn packed_sizes(server: &TestServer) -> Vec<Option<i64>> {
+    const SQL: &str = "SELECT length(hashes) FROM push_snapshots ORDER BY server, pepper";
+    let config = server.config();
+    if config.database_engine == "pg" {
+        let pool = sqlx::PgPool::connect(&config.database_host).await.unwrap();
+        let sizes = sqlx::query_scalar::<_, Option<i32>>(SQL).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        sizes.into_iter().map(|size| size.map(i64::from)).collect()
+    } else {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(config.sqlite_path());
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let sizes = sqlx::query_scalar::<_, Option<i64>>(SQL).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        sizes
+    }
+}
+
 /// Snapshots are compared with the next push from their packed copy; one stored before
 /// snapshots were packed is compared from its rows, then packed.
 #[tokio::test]
@@ -300,10 +318,14 @@ async fn a_snapshot_stored_before_packing_is_compared_from_its_rows() {
     let pepper = current_pepper(&server).await;
     let all = hashes_of(&["a@t.example", "b@t.example", "c@t.example", "d@t.example"], &pepper);
     assert_eq!(push(&server, &push_body("t.example:443", &pepper, &all[..3])).await.status, 201);
+    assert_eq!(packed_sizes(&server).await, [Some(3 * 43)], "a push stores its packed copy");
     run_sql(&server, "UPDATE push_snapshots SET hashes = NULL, body_digest = NULL").await;
 
     let changed = push(&server, &push_body("t.example:443", &pepper, &all[1..])).await;
     assert_eq!((changed.status, changed.body), (201, json!({ "stored": 3, "added": 1, "removed": 1 })));
+    assert_eq!(packed_sizes(&server).await, [Some(3 * 43)], "packed again");
+    // From now on the rows are not read: without them, the next push still knows what changed.
+    run_sql(&server, "DELETE FROM pushed_hashes").await;
     let back = push(&server, &push_body("t.example:443", &pepper, &all[..2])).await;
     assert_eq!(back.body, json!({ "stored": 2, "added": 1, "removed": 2 }), "compared with the packed copy");
     let answer = lookup(&server, &pepper, &all).await;

@@ -75,11 +75,12 @@ pub struct PushOutcome {
     pub removed: u64,
 }
 
-/// Records the snapshot of a push.
-const UPSERT_SNAPSHOT: &str = "INSERT INTO push_snapshots (server, pepper, hash_count, digest, received_at, body_digest) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (server, pepper) DO UPDATE SET \
+/// Records the snapshot of a push, with its packed copy.
+const UPSERT_SNAPSHOT: &str = "INSERT INTO push_snapshots \
+     (server, pepper, hash_count, digest, received_at, body_digest, hashes) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (server, pepper) DO UPDATE SET \
      hash_count = excluded.hash_count, digest = excluded.digest, received_at = excluded.received_at, \
-     body_digest = excluded.body_digest";
+     body_digest = excluded.body_digest, hashes = excluded.hashes";
 
 pub(super) fn json_list<T: serde::Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
