@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::pushed::PushedHashes;
+use super::own::OwnHashes;
+use super::sorted::SortedOwners;
 use super::{PepperSlot, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::store::{ChangeKind, LookupChange, Peppers, Store, StoreResult};
@@ -25,123 +26,15 @@ use crate::wire::LookupAnswer;
 /// How often the change log of other instances is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Hashes are keyed with SipHash and a per-process random key (the standard library's
-/// `RandomState`) over all 32 bytes. Pushed hashes are chosen by other servers: a table keyed on
-/// a fixed part of them would let one server push hashes that all land in one bucket and make
-/// every lookup and every load quadratic.
-type FastMap<V> = HashMap<Hash, V, std::collections::hash_map::RandomState>;
-
-/// Marks a hash known to several servers or users (see the overflow maps).
-const SEVERAL: u32 = u32::MAX;
-
-/// The local hashes of one pepper: one owner inline (a local 3PID id), or `SEVERAL` with the
-/// list in an overflow map (a 3PID both bound and in the directory).
-#[derive(Debug, Default)]
-struct Table {
-    single: FastMap<u32>,
-    several: FastMap<Vec<u32>>,
-}
-
-impl Table {
-    /// Distinct hashes held.
-    fn len(&self) -> usize {
-        self.single.len()
-    }
-
-    fn insert(&mut self, hash: Hash, owner: u32) {
-        match self.single.get_mut(&hash) {
-            None => {
-                self.single.insert(hash, owner);
-            }
-            Some(existing) if *existing == SEVERAL => {
-                let owners = self.several.entry(hash).or_default();
-                if !owners.contains(&owner) {
-                    owners.push(owner);
-                }
-            }
-            Some(existing) if *existing != owner => {
-                let first = *existing;
-                *existing = SEVERAL;
-                self.several.insert(hash, vec![first, owner]);
-            }
-            Some(_) => {}
-        }
-    }
-
-    /// Forgets `hash`; returns its owners.
-    fn remove(&mut self, hash: &Hash) -> Vec<u32> {
-        match self.single.remove(hash) {
-            None => Vec::new(),
-            Some(SEVERAL) => self.several.remove(hash).unwrap_or_default(),
-            Some(owner) => vec![owner],
-        }
-    }
-
-    fn owners(&self, hash: &Hash) -> &[u32] {
-        match self.single.get(hash) {
-            None => &[],
-            Some(owner) if *owner == SEVERAL => self.several.get(hash).map_or(&[], Vec::as_slice),
-            Some(owner) => std::slice::from_ref(owner),
-        }
-    }
-}
-
-/// A local 3PID behind a hash.
-#[derive(Debug, Clone)]
-struct LocalHit {
-    mxid: Arc<str>,
-    active: bool,
-    source: Source,
-}
-
-/// The local hashes of one pepper and the 3PIDs they point to.
-#[derive(Debug, Default)]
-struct LocalHashes {
-    /// Hash -> indexes into `hits`.
-    table: Table,
-    hits: Vec<LocalHit>,
-    /// Indexes of `hits` no hash points to any more, reused first.
-    free: Vec<u32>,
-}
-
-impl LocalHashes {
-    fn insert(&mut self, hash: Hash, hit: LocalHit) {
-        let index = match self.free.pop() {
-            Some(index) => {
-                self.hits[index as usize] = hit;
-                index
-            }
-            None => {
-                self.hits.push(hit);
-                u32::try_from(self.hits.len() - 1).unwrap_or(SEVERAL - 1)
-            }
-        };
-        self.table.insert(hash, index);
-    }
-
-    fn remove(&mut self, hash: &Hash) {
-        self.free.extend(self.table.remove(hash));
-    }
-
-    /// The 3PID behind `hash` that wins by [`Source::precedence`], if any.
-    fn best(&self, hash: &Hash) -> Option<&LocalHit> {
-        self.table
-            .owners(hash)
-            .iter()
-            .filter_map(|index| self.hits.get(*index as usize))
-            .max_by_key(|hit| hit.source.precedence(hit.active))
-    }
-}
-
 #[derive(Debug, Default)]
 struct Data {
     /// Last change applied.
     seq: i64,
     peppers: Peppers,
     /// Per pepper slot (0 current, 1 previous).
-    local: [LocalHashes; 2],
+    local: [OwnHashes; 2],
     /// Per pepper slot: hash -> server ids. Shared with the build of the next arrays.
-    pushed: [Arc<PushedHashes>; 2],
+    pushed: [Arc<SortedOwners>; 2],
     /// The digest of each snapshot held, by (server id, pepper slot): a change already
     /// applied (by the push itself) is not read again.
     held: HashMap<(u32, usize), String>,
@@ -164,7 +57,7 @@ impl Data {
         if let Some(id) = self.server_ids.get(server) {
             return *id;
         }
-        let id = u32::try_from(self.servers.len()).unwrap_or(SEVERAL - 1);
+        let id = u32::try_from(self.servers.len()).unwrap_or(u32::MAX);
         let name: Arc<str> = Arc::from(server);
         self.servers.push(Arc::clone(&name));
         self.server_ids.insert(name, id);
@@ -343,21 +236,25 @@ impl LookupIndex {
                 threepids.iter().map(move |(medium, address)| (pepper.clone(), Hash::of(address, medium, pepper)))
             })
             .collect();
-        let mut data = self.write();
-        if data.peppers != peppers {
-            // A rotation applied meanwhile read the rows itself.
-            return Ok(());
-        }
-        for (pepper, hash) in &gone {
-            if let Some(slot) = data.slot(pepper) {
-                data.local[slot].remove(hash);
+        let compact = {
+            let mut data = self.write();
+            if data.peppers != peppers {
+                // A rotation applied meanwhile read the rows itself.
+                return Ok(());
             }
-        }
-        for row in rows {
-            let (Some(slot), Some(hash)) = (data.slot(&row.pepper), Hash::parse(&row.hash)) else { continue };
-            let hit =
-                LocalHit { mxid: Arc::from(row.mxid), active: row.active, source: Source::from_stored(&row.source) };
-            data.local[slot].insert(hash, hit);
+            for (pepper, hash) in &gone {
+                if let Some(slot) = data.slot(pepper) {
+                    data.local[slot].remove(hash);
+                }
+            }
+            for row in rows {
+                let (Some(slot), Some(hash)) = (data.slot(&row.pepper), Hash::parse(&row.hash)) else { continue };
+                data.local[slot].insert(hash, &row.mxid, row.active, Source::from_stored(&row.source));
+            }
+            data.local.iter().any(OwnHashes::wants_compaction)
+        };
+        if compact {
+            self.reload_local(store).await?;
         }
         Ok(())
     }
@@ -390,8 +287,8 @@ impl LookupIndex {
     pub fn sizes(&self) -> [(&'static str, &'static str, usize); 4] {
         let data = self.read();
         [
-            ("local", "current", data.local[0].table.len()),
-            ("local", "previous", data.local[1].table.len()),
+            ("local", "current", data.local[0].len()),
+            ("local", "previous", data.local[1].len()),
             ("pushed", "current", data.pushed[0].len()),
             ("pushed", "previous", data.pushed[1].len()),
         ]
@@ -439,11 +336,11 @@ impl LookupIndex {
             let best = slots.iter().find_map(|slot| data.local[*slot].best(&hash));
             if let Some(hit) = best {
                 if hit.active {
-                    mappings.insert(address.clone(), hit.mxid.to_string());
+                    mappings.insert(address.clone(), hit.mxid.to_owned());
                     continue;
                 }
                 if with_inactive {
-                    inactive.insert(address.clone(), hit.mxid.to_string());
+                    inactive.insert(address.clone(), hit.mxid.to_owned());
                     continue;
                 }
             }
@@ -480,7 +377,7 @@ impl LookupIndex {
 }
 
 /// The servers that pushed `hash` in the first of the pepper `slots` that has any.
-fn first_pushers<'a>(pushed: &'a [Arc<PushedHashes>; 2], slots: [usize; 2], hash: &Hash) -> &'a [u32] {
+fn first_pushers<'a>(pushed: &'a [Arc<SortedOwners>; 2], slots: [usize; 2], hash: &Hash) -> &'a [u32] {
     slots.iter().map(|slot| pushed[*slot].owners(hash)).find(|owners| !owners.is_empty()).unwrap_or(&[])
 }
 
@@ -529,7 +426,7 @@ async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRes
         data.held.insert((id, slot), digest);
     }
     let read = started.elapsed();
-    let built = off_the_runtime(move || pairs.map(|pairs| Arc::new(PushedHashes::from_pairs(pairs)))).await;
+    let built = off_the_runtime(move || pairs.map(|pairs| Arc::new(SortedOwners::from_pairs(pairs)))).await;
     let pushed_seconds = started.elapsed().as_secs_f64();
     let local = local_part(store, data, slots).await?;
     for ((slot, pushed), local) in built.into_iter().enumerate().zip(local) {
@@ -540,7 +437,7 @@ async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRes
     }
     tracing::info!(
         pushed = data.pushed.iter().map(|pushed| pushed.len()).sum::<usize>(),
-        local = data.local.iter().map(|local| local.table.len()).sum::<usize>(),
+        local = data.local.iter().map(OwnHashes::len).sum::<usize>(),
         pushed_read_seconds = read.as_secs_f64(),
         pushed_seconds,
         local_seconds = started.elapsed().as_secs_f64() - pushed_seconds,
@@ -549,42 +446,16 @@ async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRes
     Ok(())
 }
 
-/// Loads the local hashes of the peppers of `data` in `slots`: the tables and the 3PIDs they
-/// point to.
-async fn local_part(store: &Store, data: &Data, slots: &[usize]) -> StoreResult<[LocalHashes; 2]> {
-    let mut local: [LocalHashes; 2] = Default::default();
-    let mut users: HashMap<String, Arc<str>> = HashMap::new();
+/// Loads the local hashes of the peppers of `data` in `slots`.
+async fn local_part(store: &Store, data: &Data, slots: &[usize]) -> StoreResult<[OwnHashes; 2]> {
+    let mut rows: [Vec<(Hash, String, bool, Source)>; 2] = Default::default();
     let peppers: Vec<String> =
         slots.iter().filter_map(|slot| [&data.peppers.current, &data.peppers.previous][*slot].clone()).collect();
     store
         .for_each_local_row(&peppers, |row| {
             let (Some(slot), Some(hash)) = (data.slot(&row.pepper), Hash::parse(&row.hash)) else { return };
-            let mxid = Arc::clone(users.entry(row.mxid.clone()).or_insert_with(|| Arc::from(row.mxid.as_str())));
-            local[slot].insert(hash, LocalHit { mxid, active: row.active, source: Source::from_stored(&row.source) });
+            rows[slot].push((hash, row.mxid, row.active, Source::from_stored(&row.source)));
         })
         .await?;
-    Ok(local)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hash(byte: u8) -> Hash {
-        Hash::of("someone@example.org", "email", &byte.to_string())
-    }
-
-    #[test]
-    fn a_table_keeps_one_or_several_owners_per_hash() {
-        let mut table = Table::default();
-        table.insert(hash(1), 7);
-        table.insert(hash(1), 7);
-        assert_eq!(table.owners(&hash(1)), &[7]);
-        table.insert(hash(1), 8);
-        table.insert(hash(2), 8);
-        assert_eq!(table.owners(&hash(1)), &[7, 8]);
-        table.insert(hash(1), 9);
-        assert_eq!(table.owners(&hash(1)), &[7, 8, 9]);
-        assert!(table.owners(&hash(3)).is_empty());
-    }
+    Ok(off_the_runtime(move || rows.map(OwnHashes::load)).await)
 }

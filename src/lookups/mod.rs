@@ -13,7 +13,8 @@
 //!
 //! - `mod.rs`: the owner, `hash_details`, `lookup` and the pepper check;
 //! - `index.rs`: the data in memory;
-//! - `pushed.rs`: the pushed hashes of one pepper, in sorted arrays;
+//! - `sorted.rs`: hashes and their owners in sorted arrays (pushed hashes, own 3PIDs);
+//! - `own.rs`: the hashes of our own 3PIDs for one pepper, with the changes since they loaded;
 //! - `local.rs`: writes of our own 3PIDs;
 //! - `push.rs`: pushes received from trusted servers (MSC4004);
 //! - `rotation.rs`: the pepper and its rotation;
@@ -21,10 +22,11 @@
 
 pub mod index;
 mod local;
+mod own;
 mod plain;
 pub mod push;
-mod pushed;
 pub mod rotation;
+mod sorted;
 
 use std::sync::Arc;
 

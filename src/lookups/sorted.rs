@@ -1,9 +1,10 @@
-//! The hashes other servers pushed, as the index holds them for one pepper: every
-//! `(hash, server)` pair in one array sorted by hash, and where each two-byte prefix starts.
+//! Hashes and their owners as the index holds them for one pepper: every `(hash, owner)` pair
+//! in one array sorted by hash, and where each two-byte prefix starts. The owners are server
+//! ids for pushed hashes, and 3PID ids for our own (see `own.rs`).
 //!
 //! Why not a hash map: at ten million pushed hashes a map took about 90 bytes resident per
 //! hash (entries, spare capacity, doubling); these arrays take 36 (32 for the hash, 4 for the
-//! server) plus a fixed 512 KiB table. A lookup reads the table, then binary-searches the
+//! owner) plus a fixed 512 KiB table. A lookup reads the table, then binary-searches the
 //! pairs of its prefix (about n / 65,536 of them). A pushing server chooses its hashes, so it
 //! can put them all under one prefix: that makes its searches logarithmic, never quadratic.
 //!
@@ -17,12 +18,13 @@ use crate::vocabulary::LookupHash as Hash;
 /// Two-byte prefixes.
 const PREFIXES: usize = 1 << 16;
 
-/// The pushed hashes of one pepper.
+/// Hashes of one pepper and their owners.
 #[derive(Debug, Default)]
-pub(super) struct PushedHashes {
-    /// Sorted by hash, then server; a hash pushed by several servers appears once per server.
+pub(super) struct SortedOwners {
+    /// Sorted by hash, then owner; a hash with several owners (pushed by several servers, or
+    /// both bound and in the directory) appears once per owner.
     hashes: Vec<Hash>,
-    /// The server of each pair, at the same position.
+    /// The owner of each pair, at the same position.
     servers: Vec<u32>,
     /// `starts[p]..starts[p + 1]` holds the pairs whose hash starts with the two bytes `p`
     /// (empty while there are no pairs).
@@ -31,7 +33,7 @@ pub(super) struct PushedHashes {
     distinct: usize,
 }
 
-impl PushedHashes {
+impl SortedOwners {
     /// Builds the arrays from pairs in any order (a rebuild from the database): a counting
     /// pass by prefix places every pair in its prefix's range, then each range is sorted.
     pub(super) fn from_pairs(pairs: Vec<(Hash, u32)>) -> Self {
@@ -100,7 +102,7 @@ impl PushedHashes {
         Self { hashes, servers, starts, distinct }
     }
 
-    /// The servers that pushed `hash`, in ascending order.
+    /// The owners of `hash`, in ascending order.
     pub(super) fn owners(&self, hash: &Hash) -> &[u32] {
         let Some(range) = self.starts.get(prefix(hash)..=prefix(hash) + 1) else { return &[] };
         let (start, end) = (range[0], range[1]);
@@ -147,20 +149,20 @@ mod tests {
     #[test]
     fn pairs_in_any_order_answer_their_servers() {
         let pairs = vec![(hash(1), 7), (hash(2), 7), (hash(1), 3), (hash(1), 7), (hash(3), 9)];
-        let pushed = PushedHashes::from_pairs(pairs);
+        let pushed = SortedOwners::from_pairs(pairs);
         assert_eq!(pushed.owners(&hash(1)), &[3, 7]);
         assert_eq!(pushed.owners(&hash(2)), &[7]);
         assert_eq!(pushed.owners(&hash(3)), &[9]);
         assert!(pushed.owners(&hash(4)).is_empty());
         assert_eq!(pushed.len(), 3);
-        let empty = PushedHashes::from_pairs(Vec::new());
+        let empty = SortedOwners::from_pairs(Vec::new());
         assert!(empty.owners(&hash(1)).is_empty());
         assert_eq!(empty.len(), 0);
     }
 
     #[test]
     fn replacing_a_snapshot_keeps_the_other_servers() {
-        let first = PushedHashes::default().replacing(1, &sorted((0..100).map(hash).collect()));
+        let first = SortedOwners::default().replacing(1, &sorted((0..100).map(hash).collect()));
         let both = first.replacing(2, &sorted((50..150).map(hash).collect()));
         assert_eq!(both.owners(&hash(10)), &[1]);
         assert_eq!(both.owners(&hash(60)), &[1, 2]);
@@ -183,9 +185,9 @@ mod tests {
             (0..5).map(|server| (server, sorted((server * 300..server * 300 + 1_000).map(hash).collect()))).collect();
         let merged = snapshots
             .iter()
-            .fold(PushedHashes::default(), |pushed, (server, hashes)| pushed.replacing(*server, hashes));
+            .fold(SortedOwners::default(), |pushed, (server, hashes)| pushed.replacing(*server, hashes));
         let pairs = snapshots.iter().flat_map(|(server, hashes)| hashes.iter().map(|hash| (*hash, *server))).collect();
-        let built = PushedHashes::from_pairs(pairs);
+        let built = SortedOwners::from_pairs(pairs);
         assert_eq!(merged.hashes, built.hashes);
         assert_eq!(merged.servers, built.servers);
         assert_eq!(merged.starts, built.starts);
@@ -195,7 +197,7 @@ mod tests {
     #[test]
     fn hashes_crowded_under_one_prefix_are_all_found() {
         let crowded = sorted((0..5_000).map(|n| under_prefix(0xab, n)).collect());
-        let pushed = PushedHashes::default().replacing(4, &crowded).replacing(5, &sorted(vec![hash(1)]));
+        let pushed = SortedOwners::default().replacing(4, &crowded).replacing(5, &sorted(vec![hash(1)]));
         assert!(crowded.iter().all(|hash| pushed.owners(hash) == [4]));
         assert_eq!(pushed.owners(&hash(1)), &[5]);
         assert!(pushed.owners(&under_prefix(0xab, 6_000)).is_empty());
