@@ -395,7 +395,12 @@ fn touched_threepids(changes: &[LookupChange]) -> Option<Vec<(String, String)>> 
 /// Runs CPU-bound work (sorting and merging millions of hashes) on the blocking pool, so that
 /// the runtime's threads keep answering requests meanwhile.
 async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(work).await {
+    joined(tokio::task::spawn_blocking(work)).await
+}
+
+/// What a task this index started returned; its panic goes on in the caller.
+async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
+    match task.await {
         Ok(done) => done,
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         // Only when the runtime shuts down, which drops this future with it.
@@ -406,6 +411,37 @@ async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 's
 /// Loads the pushed and the local hashes of the peppers in `slots` into `data`, whose
 /// peppers are set.
 async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreResult<()> {
+    let started = std::time::Instant::now();
+    // The own 3PIDs are read on another thread while the pushed hashes are decoded and
+    // sorted: two cores, two halves of the start.
+    let probe = Data { peppers: data.peppers.clone(), ..Data::default() };
+    let (local_store, local_slots) = (store.clone(), slots.to_vec());
+    let local = tokio::spawn(async move {
+        let local = local_part(&local_store, &probe, &local_slots).await;
+        (local, started.elapsed().as_secs_f64())
+    });
+    let (pushed, pushed_seconds) = pushed_part(store, data, slots).await?;
+    let (local, local_seconds) = joined(local).await;
+    let local = local?;
+    for ((slot, pushed), local) in pushed.into_iter().enumerate().zip(local) {
+        if slots.contains(&slot) {
+            data.pushed[slot] = pushed;
+            data.local[slot] = local;
+        }
+    }
+    tracing::info!(
+        pushed = data.pushed.iter().map(|pushed| pushed.len()).sum::<usize>(),
+        local = data.local.iter().map(OwnHashes::len).sum::<usize>(),
+        pushed_seconds,
+        local_seconds,
+        "lookup data loaded into memory"
+    );
+    Ok(())
+}
+
+/// Loads the pushed hashes of the peppers of `data` in `slots` from the snapshots' packed
+/// copies; returns them and the seconds it took.
+async fn pushed_part(store: &Store, data: &mut Data, slots: &[usize]) -> StoreResult<([Arc<SortedOwners>; 2], f64)> {
     let started = std::time::Instant::now();
     let snapshots: Vec<_> = store
         .push_snapshots()
@@ -425,25 +461,8 @@ async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRes
         pairs[slot].extend(hashes.into_iter().map(|hash| (hash, id)));
         data.held.insert((id, slot), digest);
     }
-    let read = started.elapsed();
     let built = off_the_runtime(move || pairs.map(|pairs| Arc::new(SortedOwners::from_pairs(pairs)))).await;
-    let pushed_seconds = started.elapsed().as_secs_f64();
-    let local = local_part(store, data, slots).await?;
-    for ((slot, pushed), local) in built.into_iter().enumerate().zip(local) {
-        if slots.contains(&slot) {
-            data.pushed[slot] = pushed;
-            data.local[slot] = local;
-        }
-    }
-    tracing::info!(
-        pushed = data.pushed.iter().map(|pushed| pushed.len()).sum::<usize>(),
-        local = data.local.iter().map(OwnHashes::len).sum::<usize>(),
-        pushed_read_seconds = read.as_secs_f64(),
-        pushed_seconds,
-        local_seconds = started.elapsed().as_secs_f64() - pushed_seconds,
-        "lookup data loaded into memory"
-    );
-    Ok(())
+    Ok((built, started.elapsed().as_secs_f64()))
 }
 
 /// Loads the local hashes of the peppers of `data` in `slots`.
