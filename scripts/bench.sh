@@ -19,3 +19,14 @@ if ! "$OHA" --version 2>/dev/null | grep -q "$OHA_VERSION"; then
 fi
 log "benchmarks"
 python3 bench/run.py "$@"
+# The scale scenario's figures as pictures (docs/bench/, embedded by BENCHMARKS.md).
+newest=$(ls -t bench/results/*.json | head -1)
+if grep -q '"scale"' "$newest"; then
+  if ! target/bench-tools/venv/bin/python -c "import matplotlib" 2>/dev/null; then
+    log "installing matplotlib for the plots"
+    python3 -m venv target/bench-tools/venv
+    target/bench-tools/venv/bin/pip install -q "matplotlib==3.10.*"
+  fi
+  target/bench-tools/venv/bin/python bench/plot.py docs/bench "$newest"
+  log "plots written to docs/bench/"
+fi
