@@ -795,6 +795,17 @@ async fn after_each_kind_of_change_the_index_answers_what_a_rebuild_would() {
     };
     a.state.lookups.apply_directory_changes(&changes).await.unwrap();
     check("a directory sync changing and removing users").await;
+    // More 3PIDs than a change row lists (10,000): every instance reads its own part again.
+    let added = (0..10_001)
+        .map(|n| NewThreepid {
+            medium: "email".into(),
+            address: addresses.get(30 + n).cloned().unwrap_or_else(|| format!("filler{n}@org.example")),
+            mxid: format!("@large{n}:org.example"),
+            active: true,
+        })
+        .collect();
+    a.state.lookups.apply_directory_changes(&DirectoryChanges { added, ..Default::default() }).await.unwrap();
+    check("a directory sync too large to list its 3PIDs").await;
     assert_eq!(push(&follower, &push_body("one.example", &new, &hashes_of(&named(3..9), &new))).await.status, 201);
     let started = Instant::now();
     while answers(&a, &addresses).await != answers(&follower, &addresses).await {

@@ -4,12 +4,12 @@
 //!
 //! The database stays the truth. Every change that lookups must see is logged in
 //! `lookup_changes` (a push of one server and pepper, a rotation, a change of local 3PIDs).
-//! A push received here is applied by the push itself before it answers, from the hashes it
-//! parsed; each instance applies the rest of the log: at once for the changes it made itself
-//! (before its next lookup), and within a quarter of a second for the changes of other
-//! instances. A push elsewhere replaces one snapshot, read from its packed copy; a change of
-//! local 3PIDs reloads the local part; a rotation rebuilds everything. The next arrays are
-//! built beside the ones lookups read and swapped in: no lookup waits for a build.
+//! A write applies its change to this instance's index before it answers (a push from the
+//! hashes it parsed, the others from the log); other instances read the log every quarter of a
+//! second. A push elsewhere replaces one snapshot, read from its packed copy; a change of local
+//! 3PIDs re-reads the 3PIDs it lists (the whole local part when it lists none); a rotation moves
+//! the current pepper's data to the previous slot and reads the new pepper's. The next pushed
+//! arrays are built beside the ones lookups read and swapped in: no lookup waits for a build.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -42,15 +42,20 @@ struct Data {
     server_ids: HashMap<Arc<str>, u32>,
 }
 
+/// The slot of `pepper` among `peppers`: 0 current, 1 previous, `None` when not live.
+fn slot_of(peppers: &Peppers, pepper: &str) -> Option<usize> {
+    if peppers.current.as_deref() == Some(pepper) {
+        Some(0)
+    } else if peppers.previous.as_deref() == Some(pepper) {
+        Some(1)
+    } else {
+        None
+    }
+}
+
 impl Data {
     fn slot(&self, pepper: &str) -> Option<usize> {
-        if self.peppers.current.as_deref() == Some(pepper) {
-            Some(0)
-        } else if self.peppers.previous.as_deref() == Some(pepper) {
-            Some(1)
-        } else {
-            None
-        }
+        slot_of(&self.peppers, pepper)
     }
 
     fn server_id(&mut self, server: &str) -> u32 {
@@ -95,11 +100,12 @@ impl LookupIndex {
         let changes = store.lookup_changes_after(applied).await?;
         // Changes this index has not seen were purged from the log: start again from the data.
         let purged = first > applied + 1;
-        let rebuild = !built || purged || changes.iter().any(|change| change.kind == ChangeKind::Rotation);
         let seq = changes.last().map_or(last, |change| change.seq);
+        let rotated = changes.iter().any(|change| change.kind == ChangeKind::Rotation);
         let local_changed = changes.iter().any(|change| change.kind == ChangeKind::Local);
-        let shifted = rebuild && built && !purged && !local_changed && self.shift_after_rotation(store, seq).await?;
-        if rebuild && !shifted {
+        let rebuild =
+            !built || purged || (rotated && (local_changed || !self.shift_after_rotation(store, seq).await?));
+        if rebuild {
             self.rebuild(store, seq).await?;
         } else {
             if local_changed {
@@ -210,14 +216,13 @@ impl LookupIndex {
         }
         load_slots(store, &mut data, &[0]).await?;
         let old = {
-            let mut held = self.write();
-            let current_local = std::mem::take(&mut held.local[0]);
-            data.local[1] = current_local;
-            data.pushed[1] = Arc::clone(&held.pushed[0]);
-            let still_live = held.held.iter().filter(|((_, slot), _)| *slot == 0);
+            let mut before = self.write();
+            data.local[1] = std::mem::take(&mut before.local[0]);
+            data.pushed[1] = Arc::clone(&before.pushed[0]);
+            let still_live = before.held.iter().filter(|((_, slot), _)| *slot == 0);
             let moved: Vec<_> = still_live.map(|((id, _), digest)| ((*id, 1), digest.clone())).collect();
             data.held.extend(moved);
-            std::mem::replace(&mut *held, data)
+            std::mem::replace(&mut *before, data)
         };
         drop(old);
         Ok(true)
@@ -225,7 +230,8 @@ impl LookupIndex {
 
     /// Applies changes of the local 3PIDs `threepids` (`(medium, address)`): their hashes
     /// under the index's peppers are forgotten and what the database holds for them now is
-    /// read back. The time grows with the 3PIDs changed, not with the table.
+    /// read back. The time grows with the 3PIDs changed, not with the table. Called with
+    /// `refreshing` held, so the peppers cannot move meanwhile.
     async fn apply_local_delta(&self, store: &Store, threepids: &[(String, String)]) -> StoreResult<()> {
         let peppers = self.read().peppers.clone();
         let live: Vec<String> = peppers.current.iter().chain(peppers.previous.iter()).cloned().collect();
@@ -238,10 +244,6 @@ impl LookupIndex {
             .collect();
         let compact = {
             let mut data = self.write();
-            if data.peppers != peppers {
-                // A rotation applied meanwhile read the rows itself.
-                return Ok(());
-            }
             for (pepper, hash) in &gone {
                 if let Some(slot) = data.slot(pepper) {
                     data.local[slot].remove(hash);
@@ -266,8 +268,7 @@ impl LookupIndex {
             // A rotation logged after this refresh began: the next refresh rebuilds.
             return Ok(());
         }
-        let probe = Data { peppers, ..Data::default() };
-        let local = local_part(store, &probe, &[0, 1]).await?;
+        let local = local_part(store, &peppers, &[0, 1]).await?;
         let old = std::mem::replace(&mut self.write().local, local);
         drop(old);
         Ok(())
@@ -414,10 +415,9 @@ async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRes
     let started = std::time::Instant::now();
     // The own 3PIDs are read on another thread while the pushed hashes are decoded and
     // sorted: two cores, two halves of the start.
-    let probe = Data { peppers: data.peppers.clone(), ..Data::default() };
-    let (local_store, local_slots) = (store.clone(), slots.to_vec());
+    let (local_store, peppers, local_slots) = (store.clone(), data.peppers.clone(), slots.to_vec());
     let local = tokio::spawn(async move {
-        let local = local_part(&local_store, &probe, &local_slots).await;
+        let local = local_part(&local_store, &peppers, &local_slots).await;
         (local, started.elapsed().as_secs_f64())
     });
     let (pushed, pushed_seconds) = pushed_part(store, data, slots).await?;
@@ -465,14 +465,14 @@ async fn pushed_part(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRe
     Ok((built, started.elapsed().as_secs_f64()))
 }
 
-/// Loads the local hashes of the peppers of `data` in `slots`.
-async fn local_part(store: &Store, data: &Data, slots: &[usize]) -> StoreResult<[OwnHashes; 2]> {
+/// Loads the local hashes of the `peppers` in `slots`.
+async fn local_part(store: &Store, peppers: &Peppers, slots: &[usize]) -> StoreResult<[OwnHashes; 2]> {
     let mut rows: [Vec<(Hash, String, bool, Source)>; 2] = Default::default();
-    let peppers: Vec<String> =
-        slots.iter().filter_map(|slot| [&data.peppers.current, &data.peppers.previous][*slot].clone()).collect();
+    let wanted: Vec<String> =
+        slots.iter().filter_map(|slot| [&peppers.current, &peppers.previous][*slot].clone()).collect();
     store
-        .for_each_local_row(&peppers, |row| {
-            let (Some(slot), Some(hash)) = (data.slot(&row.pepper), Hash::parse(&row.hash)) else { return };
+        .for_each_local_row(&wanted, |row| {
+            let (Some(slot), Some(hash)) = (slot_of(peppers, &row.pepper), Hash::parse(&row.hash)) else { return };
             rows[slot].push((hash, row.mxid, row.active, Source::from_stored(&row.source)));
         })
         .await?;

@@ -166,4 +166,17 @@ mod tests {
         assert_eq!(own.free.len(), 1, "three entries freed (two under 1, one under 2), two of them reused by 1 and 3");
         assert!(!own.wants_compaction());
     }
+
+    #[test]
+    fn past_the_limit_of_changed_hashes_a_reload_is_wanted() {
+        let mut own = OwnHashes::load(Vec::new());
+        for n in 0..u32::try_from(COMPACT_AFTER).unwrap() {
+            own.insert(hash(n), "@someone:example.org", true, Source::Directory);
+        }
+        assert!(!own.wants_compaction(), "at the limit");
+        own.remove(&hash(0));
+        own.insert(hash(u32::MAX), "@someone:example.org", true, Source::Directory);
+        assert!(own.wants_compaction(), "past it");
+        assert_eq!(own.len(), COMPACT_AFTER);
+    }
 }

@@ -25,7 +25,7 @@ pub(super) struct SortedOwners {
     /// both bound and in the directory) appears once per owner.
     hashes: Vec<Hash>,
     /// The owner of each pair, at the same position.
-    servers: Vec<u32>,
+    owners: Vec<u32>,
     /// `starts[p]..starts[p + 1]` holds the pairs whose hash starts with the two bytes `p`
     /// (empty while there are no pairs).
     starts: Vec<usize>,
@@ -55,17 +55,17 @@ impl SortedOwners {
             placed[range[0]..range[1]].sort_unstable();
         }
         placed.dedup();
-        let (hashes, servers) = placed.into_iter().unzip();
-        Self::with_starts(hashes, servers)
+        let (hashes, owners) = placed.into_iter().unzip();
+        Self::with_starts(hashes, owners)
     }
 
     /// The arrays with every pair of `server` replaced by `snapshot` (sorted, without
     /// duplicates): one merge pass into arrays of the exact final size.
     pub(super) fn replacing(&self, server: u32, snapshot: &[Hash]) -> Self {
-        let kept = self.servers.iter().filter(|owner| **owner != server).count();
+        let kept = self.owners.iter().filter(|owner| **owner != server).count();
         let size = kept + snapshot.len();
-        let (mut hashes, mut servers) = (Vec::with_capacity(size), Vec::with_capacity(size));
-        let mut old = self.hashes.iter().zip(&self.servers).filter(|(_, owner)| **owner != server).peekable();
+        let (mut hashes, mut owners) = (Vec::with_capacity(size), Vec::with_capacity(size));
+        let mut old = self.hashes.iter().zip(&self.owners).filter(|(_, owner)| **owner != server).peekable();
         let mut new = snapshot.iter().peekable();
         loop {
             let take_old = match (old.peek(), new.peek()) {
@@ -81,13 +81,13 @@ impl SortedOwners {
             }
             .unwrap_or_default();
             hashes.push(hash);
-            servers.push(owner);
+            owners.push(owner);
         }
-        Self::with_starts(hashes, servers)
+        Self::with_starts(hashes, owners)
     }
 
     /// Completes sorted pairs with the prefix table and the distinct count.
-    fn with_starts(hashes: Vec<Hash>, servers: Vec<u32>) -> Self {
+    fn with_starts(hashes: Vec<Hash>, owners: Vec<u32>) -> Self {
         if hashes.is_empty() {
             return Self::default();
         }
@@ -99,7 +99,7 @@ impl SortedOwners {
             starts[index] += starts[index - 1];
         }
         let distinct = hashes.len() - hashes.windows(2).filter(|pair| pair[0] == pair[1]).count();
-        Self { hashes, servers, starts, distinct }
+        Self { hashes, owners, starts, distinct }
     }
 
     /// The owners of `hash`, in ascending order.
@@ -109,7 +109,7 @@ impl SortedOwners {
         let candidates = &self.hashes[start..end];
         let first = candidates.partition_point(|held| held < hash);
         let last = first + candidates[first..].partition_point(|held| held == hash);
-        &self.servers[start + first..start + last]
+        &self.owners[start + first..start + last]
     }
 
     /// Distinct hashes held.
@@ -189,7 +189,7 @@ mod tests {
         let pairs = snapshots.iter().flat_map(|(server, hashes)| hashes.iter().map(|hash| (*hash, *server))).collect();
         let built = SortedOwners::from_pairs(pairs);
         assert_eq!(merged.hashes, built.hashes);
-        assert_eq!(merged.servers, built.servers);
+        assert_eq!(merged.owners, built.owners);
         assert_eq!(merged.starts, built.starts);
         assert_eq!(merged.len(), built.len());
     }

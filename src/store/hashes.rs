@@ -329,9 +329,7 @@ impl Store {
     /// its rows when it was stored before snapshots were packed.
     pub async fn snapshot_hashes(&self, server: &str, pepper: &str) -> StoreResult<Option<(String, Vec<LookupHash>)>> {
         let stored = on_pool!(self, pool => {
-            let mut connection = pool.acquire().await?;
-            // The connection's buffers grew to the packed copy's size: not kept in the pool.
-            connection.close_on_drop();
+            let mut connection = single_use(pool).await?;
             sqlx::query_as::<_, (String, Option<Vec<u8>>)>(
                 "SELECT digest, hashes FROM push_snapshots WHERE server = $1 AND pepper = $2",
             )
@@ -378,12 +376,7 @@ impl Store {
         );
         let count = i64::try_from(hashes.len()).unwrap_or(i64::MAX);
         let outcome = on_pool!(self, pool => {
-            let mut connection = pool.acquire().await?;
-            // The connection's buffers grow to the packed copies read and written (43 MB per
-            // million hashes), and a driver keeps them for the connection's life: this one is
-            // closed afterwards instead of going back to the pool (PostgreSQL kept ~120 MiB more
-            // after ten 1M pushes).
-            connection.close_on_drop();
+            let mut connection = single_use(pool).await?;
             let mut tx = sqlx::Connection::begin_with(&mut *connection, self.write_transaction()).await?;
             let packed: Option<Vec<u8>> =
                 sqlx::query_scalar("SELECT hashes FROM push_snapshots WHERE server = $1 AND pepper = $2")
@@ -480,7 +473,21 @@ fn difference<'a>(old: &[&'a str], new: &'a [HashText]) -> (Vec<&'a str>, Vec<&'
 /// A snapshot's sorted hashes as one value: their characters end to end (each is
 /// [`SHA256_HASH_LENGTH`] long).
 fn pack(sorted: &[HashText]) -> Vec<u8> {
-    sorted.iter().flat_map(|hash| hash.as_str().bytes()).collect()
+    let mut packed = Vec::with_capacity(sorted.len() * SHA256_HASH_LENGTH);
+    for hash in sorted {
+        packed.extend_from_slice(hash.as_str().as_bytes());
+    }
+    packed
+}
+
+/// A connection that is closed after use instead of going back to the pool, for statements
+/// that carry a packed snapshot (43 MB per million hashes): the driver keeps a connection's
+/// buffers at the largest message it carried, for the connection's life (PostgreSQL kept
+/// ~120 MiB more after ten 1M pushes).
+async fn single_use<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    connection.close_on_drop();
+    Ok(connection)
 }
 
 /// The hashes of a packed snapshot, borrowed from it; `None` if it is not one.
