@@ -364,12 +364,6 @@ impl Store {
             "DELETE FROM pushed_hashes WHERE pepper = $1 AND server = $2 \
              AND hash IN (SELECT jsonb_array_elements_text($3::jsonb))",
         );
-        let insert = self.dialect(
-            "INSERT INTO pushed_hashes (pepper, hash, server) SELECT $1, value, $2 FROM json_each($3) \
-             WHERE 1 ON CONFLICT DO NOTHING",
-            "INSERT INTO pushed_hashes (pepper, hash, server) SELECT $1, h, $2 FROM jsonb_array_elements_text($3::jsonb) \
-             AS h ON CONFLICT DO NOTHING",
-        );
         let select_existing = self.dialect(
             "SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2 ORDER BY hash",
             "SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2",
@@ -378,6 +372,7 @@ impl Store {
         let outcome = on_pool!(self, pool => {
             let mut connection = single_use(pool).await?;
             let mut tx = sqlx::Connection::begin_with(&mut *connection, self.write_transaction()).await?;
+            tx.lock_snapshot(server, pepper).await?;
             let packed: Option<Vec<u8>> =
                 sqlx::query_scalar("SELECT hashes FROM push_snapshots WHERE server = $1 AND pepper = $2")
                     .bind(server)
@@ -404,11 +399,10 @@ impl Store {
                 }
             };
             let (added, removed) = difference(&existing, hashes);
-            for (sql, list) in [(delete, &removed), (insert, &added)] {
-                for chunk in list.chunks(CHUNK) {
-                    sqlx::query(sql).bind(pepper).bind(server).bind(json_list(chunk)).execute(&mut *tx).await?;
-                }
+            for chunk in removed.chunks(CHUNK) {
+                sqlx::query(delete).bind(pepper).bind(server).bind(json_list(chunk)).execute(&mut *tx).await?;
             }
+            tx.insert_pushed_rows(pepper, server, &added).await?;
             sqlx::query(UPSERT_SNAPSHOT)
                 .bind(server)
                 .bind(pepper)
@@ -446,6 +440,98 @@ impl Store {
         .await)?;
         Ok((active, inactive))
     }
+}
+
+/// The steps of replacing a pushed snapshot whose SQL differs between the engines.
+trait PushedRows {
+    /// Makes concurrent replacements of one server's snapshot for one pepper (two instances
+    /// receiving pushes from the same server) take turns from the read of the stored snapshot
+    /// to the commit: each computes its difference from what the other committed, so the rows
+    /// stay exactly the snapshot's.
+    async fn lock_snapshot(&mut self, server: &str, pepper: &str) -> Result<(), sqlx::Error>;
+
+    /// Inserts a row for each of `hashes` (none of which is stored for this server and pepper).
+    async fn insert_pushed_rows(&mut self, pepper: &str, server: &str, hashes: &[&str]) -> Result<(), sqlx::Error>;
+}
+
+impl PushedRows for sqlx::SqliteConnection {
+    /// Nothing to take: `BEGIN IMMEDIATE` already holds the database's only write lock.
+    async fn lock_snapshot(&mut self, _server: &str, _pepper: &str) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    /// Statements of [`CHUNK`] rows, each reading a JSON array: the engine runs in this process,
+    /// so there is no protocol overhead to save.
+    async fn insert_pushed_rows(&mut self, pepper: &str, server: &str, hashes: &[&str]) -> Result<(), sqlx::Error> {
+        for chunk in hashes.chunks(CHUNK) {
+            sqlx::query(
+                "INSERT INTO pushed_hashes (pepper, hash, server) SELECT $1, value, $2 FROM json_each($3) \
+                 WHERE 1 ON CONFLICT DO NOTHING",
+            )
+            .bind(pepper)
+            .bind(server)
+            .bind(json_list(chunk))
+            .execute(&mut *self)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl PushedRows for sqlx::PgConnection {
+    /// A transaction-scoped advisory lock keyed by the server and the pepper (two keys that
+    /// collide only make two unrelated pushes take turns).
+    async fn lock_snapshot(&mut self, server: &str, pepper: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 0))")
+            .bind(server)
+            .bind(pepper)
+            .execute(&mut *self)
+            .await?;
+        Ok(())
+    }
+
+    /// One `COPY` stream in text format: a million rows cost what their bytes cost, where
+    /// statements reading JSON arrays spent most of a first push parsing them.
+    async fn insert_pushed_rows(&mut self, pepper: &str, server: &str, hashes: &[&str]) -> Result<(), sqlx::Error> {
+        /// Bytes sent per `CopyData` message.
+        const BATCH: usize = 1 << 20;
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let (pepper, server) = (copy_text(pepper), copy_text(server));
+        let mut copy = self.copy_in_raw("COPY pushed_hashes (pepper, hash, server) FROM STDIN").await?;
+        let mut batch = Vec::with_capacity(BATCH + 256);
+        for hash in hashes {
+            for field in [pepper.as_bytes(), b"\t", hash.as_bytes(), b"\t", server.as_bytes(), b"\n"] {
+                batch.extend_from_slice(field);
+            }
+            if batch.len() >= BATCH {
+                copy.send(batch.as_slice()).await?;
+                batch.clear();
+            }
+        }
+        copy.send(batch).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+}
+
+/// `value` as a field of `COPY`'s text format: backslash, tab and line breaks escaped.
+fn copy_text(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '\t', '\n', '\r']) {
+        return value.into();
+    }
+    let mut escaped = String::with_capacity(value.len() + 8);
+    for character in value.chars() {
+        match character {
+            '\\' => escaped.push_str("\\\\"),
+            '\t' => escaped.push_str("\\t"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            other => escaped.push(other),
+        }
+    }
+    escaped.into()
 }
 
 /// `(added, removed)`: what `new` has that `old` lacks, and the reverse, both sorted ascending
@@ -500,7 +586,7 @@ fn unpack(packed: &[u8]) -> Option<Vec<&str>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{difference, pack, unpack};
+    use super::{copy_text, difference, pack, unpack};
     use crate::vocabulary::{HashText, hash_3pid};
 
     /// Sorted hashes of the given numbers.
@@ -533,6 +619,12 @@ mod tests {
         assert_eq!((added.len(), removed.len()), (0, 4));
         let (added, removed) = difference(&old, &old_hashes);
         assert!(added.is_empty() && removed.is_empty());
+    }
+
+    #[test]
+    fn copy_fields_escape_what_the_text_format_reserves() {
+        assert_eq!(copy_text("org.example:443"), "org.example:443");
+        assert_eq!(copy_text("a\\b\tc\nd\re"), "a\\\\b\\tc\\nd\\re");
     }
 
     #[test]
