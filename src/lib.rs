@@ -20,6 +20,7 @@
 //! ```
 
 pub mod app;
+pub mod background;
 pub mod cli;
 pub mod clock;
 pub mod config;

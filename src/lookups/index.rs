@@ -164,7 +164,7 @@ impl LookupIndex {
             let mut data = self.write();
             (data.server_id(server), Arc::clone(&data.pushed[slot]))
         };
-        let next = off_the_runtime(move || {
+        let next = crate::background::run(move || {
             hashes.sort_unstable();
             hashes.dedup();
             current.replacing(id, &hashes)
@@ -393,12 +393,6 @@ fn touched_threepids(changes: &[LookupChange]) -> Option<Vec<(String, String)>> 
     Some(touched.into_iter().collect())
 }
 
-/// Runs CPU-bound work (sorting and merging millions of hashes) on the blocking pool, so that
-/// the runtime's threads keep answering requests meanwhile.
-async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    joined(tokio::task::spawn_blocking(work)).await
-}
-
 /// What a task this index started returned; its panic goes on in the caller.
 async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
     match task.await {
@@ -461,7 +455,7 @@ async fn pushed_part(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRe
         pairs[slot].extend(hashes.into_iter().map(|hash| (hash, id)));
         data.held.insert((id, slot), digest);
     }
-    let built = off_the_runtime(move || pairs.map(|pairs| Arc::new(SortedOwners::from_pairs(pairs)))).await;
+    let built = crate::background::run(move || pairs.map(|pairs| Arc::new(SortedOwners::from_pairs(pairs)))).await;
     Ok((built, started.elapsed().as_secs_f64()))
 }
 
@@ -476,5 +470,5 @@ async fn local_part(store: &Store, peppers: &Peppers, slots: &[usize]) -> StoreR
             rows[slot].push((hash, row.mxid, row.active, Source::from_stored(&row.source)));
         })
         .await?;
-    Ok(off_the_runtime(move || rows.map(OwnHashes::load)).await)
+    Ok(crate::background::run(move || rows.map(OwnHashes::load)).await)
 }

@@ -6,6 +6,7 @@
 //! leaves the previous snapshot in place.
 
 use super::{Lookups, check_pepper};
+use crate::background;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::vocabulary::{Algorithm, HashText, snapshot_digest};
 use crate::wire::PushAnswer;
@@ -108,9 +109,13 @@ impl Lookups {
             ));
         }
         let mut hashes = received.hashes;
-        hashes.sort_unstable();
-        hashes.dedup();
-        let digest = snapshot_digest(hashes.iter().map(HashText::as_str));
+        let (hashes, digest) = background::run(move || {
+            hashes.sort_unstable();
+            hashes.dedup();
+            let digest = snapshot_digest(hashes.iter().map(HashText::as_str));
+            (hashes, digest)
+        })
+        .await;
         let stored = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
         if self.store.push_snapshot(&server, &request.pepper).await?.is_some_and(|snapshot| snapshot.digest == digest) {
             if let Some(body_digest) = body_digest {
@@ -122,8 +127,7 @@ impl Lookups {
         let now = self.clock.now_ms();
         let outcome =
             self.store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, body_digest, now).await?;
-        let decoded = hashes.iter().map(HashText::hash).collect();
-        drop(hashes);
+        let decoded = background::run(move || hashes.iter().map(HashText::hash).collect()).await;
         // Visible to the next lookup here before the pusher hears back; no lookup waits for it.
         self.index.apply_push(&server, &request.pepper, &digest, decoded).await;
         tracing::info!(%server, hashes = stored, added = outcome.added, removed = outcome.removed, "push stored");

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use crate::background;
 use crate::error::ApiResult;
 use crate::http::auth::TrustedServer;
 use crate::http::extract::{RawBody, parse_json};
@@ -34,11 +35,13 @@ pub async fn push(
     RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<PushAnswer>)> {
     crate::metrics::push_body_bytes(body.len());
-    let body_digest = digest_text(&body);
+    // Tens of megabytes to digest and parse: on a background thread, not a serving one.
+    let whole = body.clone();
+    let body_digest = background::run(move || digest_text(&whole)).await;
     if let Some(answer) = state.lookups.identical_push(caller.bound_name(), &body_digest).await? {
         return Ok((StatusCode::CREATED, Json(answer)));
     }
-    let request: ReceivedPush = parse_json(&body)?;
+    let request: ReceivedPush = background::run(move || parse_json(&body)).await?;
     let answer = state.lookups.accept_push(caller.bound_name(), request, Some(&body_digest)).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
