@@ -5,8 +5,8 @@
 
 Each result file adds one line (or bar group) per engine, labelled with the commit (or
 FIS_BENCH_LABEL) it measured: resident memory and push time against the pushed hashes stored,
-lookup latency at 1M and 10M, and lookup latency at a steady 500 requests/s when idle, while a
-1M push runs, and after it. Needs matplotlib: scripts/bench.sh installs it under
+lookup latency at 1M and 10M, lookup latency at a steady 500 requests/s when idle, while a
+1M push runs, and after it, and the p50/p99 per half second through a 1M push and a rotation. Needs matplotlib: scripts/bench.sh installs it under
 target/bench-tools/venv and runs this when its results hold the scale scenario.
 """
 
@@ -78,6 +78,27 @@ def main():
     figure.suptitle(note, fontsize=8)
     figure.tight_layout()
     figure.savefig(os.path.join(out, "scale-lookups.png"), dpi=110)
+
+    timed = [(label, scale) for label, scale, _ in measured if "series" in scale["latency_at_500_rps"]["during_1m_push"]]
+    if timed:
+        figure, axes = plt.subplots(len(timed), 2, figsize=(11, 3.2 * len(timed)), squeeze=False)
+        for row, (label, scale) in enumerate(timed):
+            for axis, run, interval, what in (
+                (axes[row][0], scale["latency_at_500_rps"]["during_1m_push"], "push_interval_s", "a 1M push"),
+                (axes[row][1], scale.get("during_rotation"), "rotation_interval_s", "a rotation"),
+            ):
+                if not run:
+                    continue
+                series = run["series"]
+                axis.plot([point[0] for point in series], [point[2] for point in series], label="p99")
+                axis.plot([point[0] for point in series], [point[1] for point in series], label="p50")
+                axis.axvspan(*run[interval], alpha=0.15, color="tab:red", label=f"{what} (until it answers)")
+                axis.set(xlabel="seconds", ylabel="ms, per half second", title=f"Lookups at 500/s during {what}: {label}")
+                axis.grid(alpha=0.3)
+                axis.legend(fontsize=8)
+        figure.suptitle(note, fontsize=8)
+        figure.tight_layout()
+        figure.savefig(os.path.join(out, "scale-latency-over-time.png"), dpi=110)
 
 
 if __name__ == "__main__":

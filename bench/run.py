@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmarks of federated-identity-service: lookup (as a trusted server and as a user), push,
-rotation, startup/idle, directory sync, and scale (ten million pushed hashes; not in the
-default list: `--scenarios scale`).
+rotation, startup/idle, directory sync, scale (ten million pushed hashes) and instances (three
+instances on one PostgreSQL database with ten million pushed hashes); the last two are not in
+the default list: `--scenarios scale,instances`.
 
 Starts the release binary on loopback with SQLite and/or PostgreSQL, loads the data, drives it
 with `oha` (the load generator runs on the same machine), and prints the figures as JSON; the
@@ -11,6 +12,7 @@ the tools and starts PostgreSQL and slapd. Standard library only.
 
 import argparse
 import base64
+import concurrent.futures
 import datetime
 import hashlib
 import http.client
@@ -75,7 +77,7 @@ class Server:
             "request_timeout": 600,
             "logging": {"log_level": "warn"},
         }
-        if engine == "postgres":
+        if engine == "postgres" and "database_host" not in config:
             self.config.update({"database_engine": "pg", "database_host": postgres_database()})
         self.config.update(config)
         self.config_path = os.path.join(work, "config.json")
@@ -343,29 +345,60 @@ def scenario_rotation(engine, work, seconds):
     }
 
 
-def oha_during(server, body, seconds, rate, work, name):
-    """Starts a lookup load of `rate` requests per second for `seconds` in the background;
-    returns a function that waits for it and gives its latencies."""
-    body_path = os.path.join(work, f"{name}.json")
-    with open(body_path, "w") as file:
-        json.dump(body, file)
-    load = subprocess.Popen(
-        [OHA, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", "16", "-q", str(rate),
-         "-m", "POST", "-T", "application/json", "-D", body_path,
-         f"http://127.0.0.1:{server.port}/_matrix/identity/v2/lookup"],
-        stdout=subprocess.PIPE, text=True,
-    )
+class BackgroundLoad:
+    """A lookup load of `rate` requests per second for `seconds`, started in the background.
+    With `series`, oha writes every request to a SQLite file and the result also gives the
+    latencies per half second."""
 
-    def finish():
-        output, _ = load.communicate()
-        result = json.loads(output)
+    def __init__(self, server, body, seconds, rate, work, name, series=False):
+        body_path = os.path.join(work, f"{name}.json")
+        with open(body_path, "w") as file:
+            json.dump(body, file)
+        self.requests_db = os.path.join(work, f"{name}-requests.db") if series else None
+        command = [OHA, "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", "16", "-q", str(rate),
+                   "-m", "POST", "-T", "application/json", "-D", body_path,
+                   f"http://127.0.0.1:{server.port}/_matrix/identity/v2/lookup"]
+        if series:
+            command[1:1] = ["--db-url", self.requests_db]
+        # The origin of the series' times (oha's own clock starts a few milliseconds later).
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+    def since_start(self):
+        """Seconds since the load started, to place events on its series."""
+        return round(time.perf_counter() - self.started, 2)
+
+    def finish(self):
+        """Waits for the load; its latencies (`series`: [seconds from the start, p50, p99, max
+        (ms), requests] per half second)."""
+        output, _ = self.process.communicate()
+        result = json.loads(output[output.index("{"):])
         latency = result["latencyPercentiles"]
         statuses = result.get("statusCodeDistribution", {})
-        return {"requests_per_second": round(result["summary"]["requestsPerSec"], 1),
-                "p50_ms": round(latency["p50"] * 1000, 2), "p99_ms": round(latency["p99"] * 1000, 2),
-                "max_ms": round(result["summary"]["slowest"] * 1000, 2),
-                "non_200": sum(c for code, c in statuses.items() if code != "200")}
-    return finish
+        summary = {"requests_per_second": round(result["summary"]["requestsPerSec"], 1),
+                   "p50_ms": round(latency["p50"] * 1000, 2), "p99_ms": round(latency["p99"] * 1000, 2),
+                   "max_ms": round(result["summary"]["slowest"] * 1000, 2),
+                   "non_200": sum(c for code, c in statuses.items() if code != "200")}
+        if self.requests_db:
+            summary["series"] = latency_series(self.requests_db)
+        return summary
+
+
+def latency_series(requests_db, window=0.5):
+    """Per `window` seconds of oha's request log: [start, p50, p99, max (ms), requests]."""
+    db = sqlite3.connect(requests_db)
+    rows = db.execute("SELECT start, duration FROM oha ORDER BY start").fetchall()
+    db.close()
+    windows = {}
+    for start, duration in rows:
+        windows.setdefault(int(start / window), []).append(duration * 1000)
+    series = []
+    for index in sorted(windows):
+        values = sorted(windows[index])
+        pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+        series.append([round(index * window, 2), round(pick(0.5), 2), round(pick(0.99), 2), round(values[-1], 2),
+                       len(values)])
+    return series
 
 
 def scenario_scale(engine, work, seconds, servers):
@@ -379,7 +412,7 @@ def scenario_scale(engine, work, seconds, servers):
     empty_pepper = empty.pepper()
     probe = {"algorithm": "sha256", "pepper": empty_pepper,
              "addresses": [lookup_hash(f"nobody{n}@nowhere.example", "email", empty_pepper) for n in range(75)]}
-    oha_during(empty, probe, 3, 500, os.path.join(work, "empty"), "settle")()
+    BackgroundLoad(empty, probe, 3, 500, os.path.join(work, "empty"), "settle").finish()
     idle_rss = empty.status("VmRSS")
     empty.stop()
     server, sync_seconds, pepper = server_with_own_3pids(engine, work, 1_000_000)
@@ -393,7 +426,7 @@ def scenario_scale(engine, work, seconds, servers):
         """Resident memory under a light lookup load (500 requests/s for 3 s), as an instance in
         service has it: an allocator may keep freed pages until the next allocations."""
         probe = {"algorithm": "sha256", "pepper": pepper, "addresses": local + unknown}
-        oha_during(server, probe, 3, 500, work, "settle")()
+        BackgroundLoad(server, probe, 3, 500, work, "settle").finish()
         return server.status("VmRSS")
 
     growth.append({"pushed_hashes": 0, "rss_mib": round(settle_rss(), 1), "push_s": None})
@@ -414,20 +447,31 @@ def scenario_scale(engine, work, seconds, servers):
             lookups[f"{stored // 1_000_000}M"] = oha(server, body, seconds, connections=64)
     # Lookup latency at a steady rate, idle and while another 1M push runs.
     body = {"algorithm": "sha256", "pepper": pepper, "addresses": local + first_of_each[:25] + unknown}
-    idle = oha_during(server, body, seconds, 500, work, "idle")()
+    idle = BackgroundLoad(server, body, seconds, 500, work, "idle").finish()
     extra = [lookup_hash(f"u{n}@extra.example", "email", pepper) for n in range(1_000_000)]
-    during = oha_during(server, body, seconds, 500, work, "during")
+    load = BackgroundLoad(server, body, seconds, 500, work, "during", series=True)
     time.sleep(1)
+    push_started = load.since_start()
     push_during, _ = server.push("extra.example:443", pepper, extra)
-    during = during()
-    after = oha_during(server, body, 5, 500, work, "after")()
+    push_ended = load.since_start()
+    during = load.finish()
+    during["push_interval_s"] = [push_started, push_ended]
+    after = BackgroundLoad(server, body, 5, 500, work, "after").finish()
     stored = servers * 1_000_000 + 1_000_000
     rss = settle_rss()
     server.stop()
     restart_s = server.start()
     restarted_rss = settle_rss()
     status, answer = server.call("POST", "/_matrix/identity/v2/lookup", body)
-    found = len(answer["mappings"]) + sum(len(h) for h in answer["third_party_mappings"].values())
+    found = found_count(answer)
+    # A rotation under the same steady load (the operator command, in another process: this
+    # instance follows it), the lookups still under the pepper that becomes the previous one.
+    load = BackgroundLoad(server, body, seconds + 20, 500, work, "rotation", series=True)
+    time.sleep(1)
+    rotation_started = load.since_start()
+    server.cli("rotate-pepper")
+    rotation = {"rotation_interval_s": [rotation_started, load.since_start()]}
+    rotation.update(load.finish())
     server.stop()
     return {
         "own_3pids": own, "servers": servers, "idle_rss_mib": round(idle_rss, 1),
@@ -438,7 +482,76 @@ def scenario_scale(engine, work, seconds, servers):
         "bytes_per_hash": round((rss - idle_rss) * 1024 * 1024 / (stored + own), 1),
         "start_with_everything_s": round(restart_s, 2), "restarted_rss_mib": round(restarted_rss, 1),
         "restarted_bytes_per_hash": round((restarted_rss - idle_rss) * 1024 * 1024 / (stored + own), 1),
-        "known_addresses_after_restart": found,
+        "known_addresses_after_restart": found, "during_rotation": rotation,
+    }
+
+
+def found_count(answer):
+    """Addresses a lookup answer maps, local and pushed."""
+    return len(answer["mappings"]) + sum(len(hashes) for hashes in answer["third_party_mappings"].values())
+
+
+def seconds_until_found(instances, body, limit=30):
+    """Polls each instance with `body` until its answer maps something; the seconds each took."""
+    started, seen = time.perf_counter(), {}
+    while len(seen) < len(instances):
+        for index, instance in enumerate(instances):
+            if index not in seen and found_count(instance.call("POST", "/_matrix/identity/v2/lookup", body)[1]):
+                seen[index] = round(time.perf_counter() - started, 3)
+        if time.perf_counter() - started > limit:
+            raise RuntimeError(f"not visible everywhere after {limit} s: {seen}")
+        time.sleep(0.005)
+    return [seen[index] for index in range(len(instances))]
+
+
+def scenario_instances(engine, work, seconds, servers):
+    """Three instances on one PostgreSQL database holding `servers` x 1M pushed hashes: the start
+    of the instances that join, lookups at full load on one instance and spread over three, and
+    how long a push that lands on any instance takes to be visible on the others."""
+    if engine != "postgres":
+        return {"skipped": "instances share a database on PostgreSQL only"}
+    os.makedirs(os.path.join(work, "a"))
+    first = Server(engine, os.path.join(work, "a"))
+    first.start()
+    pepper = first.pepper()
+    samples, push_s = [], []
+    for s in range(servers):
+        hashes = [lookup_hash(f"u{n}@org{s}.example", "email", pepper) for n in range(1_000_000)]
+        samples.append(hashes[0])
+        push_s.append(round(first.push(f"org{s}.example:443", pepper, hashes)[0], 2))
+        del hashes
+    instances = [first]
+    for name in ("b", "c"):
+        os.makedirs(os.path.join(work, name))
+        instances.append(Server(engine, os.path.join(work, name), database_host=first.config["database_host"]))
+    join_s = [round(instance.start(), 2) for instance in instances[1:]]
+    unknown = [lookup_hash(f"nobody{n}@nowhere.example", "email", pepper) for n in range(50)]
+    body = {"algorithm": "sha256", "pepper": pepper, "addresses": (samples * 50)[:50] + unknown}
+    one = oha(first, body, seconds, connections=64)
+    with concurrent.futures.ThreadPoolExecutor(len(instances)) as pool:
+        spread = list(pool.map(lambda instance: oha(instance, body, seconds, connections=22), instances))
+    # A push of 10,000 hashes on each instance in turn, then of 1M on the second: seconds from
+    # the pusher's answer until each instance (the pusher first) answers a lookup of one of them.
+    visible = []
+    for index, instance in enumerate(instances + [instances[1]]):
+        count = 1_000_000 if index == len(instances) else 10_000
+        hashes = [lookup_hash(f"v{n}@visible{index}.example", "email", pepper) for n in range(count)]
+        push_seconds, _ = instance.push(f"visible{index}.example:443", pepper, hashes)
+        probe = {"algorithm": "sha256", "pepper": pepper, "addresses": hashes[-1:]}
+        visible.append({"pushed_hashes": count, "pushed_on": "abc"[index % 3], "push_s": round(push_seconds, 2),
+                        "visible_after_s": dict(zip("abc", seconds_until_found(instances, probe)))})
+    rss = [round(instance.status("VmRSS"), 1) for instance in instances]
+    for instance in instances:
+        instance.stop()
+    total = sum(run["requests_per_second"] for run in spread)
+    return {
+        "instances": len(instances), "pushed_hashes": servers * 1_000_000, "push_s": push_s,
+        "joining_instance_start_s": join_s, "rss_mib": rss,
+        "one_instance": one, "three_instances": spread,
+        "three_instances_requests_per_second": round(total, 1),
+        "three_instances_worst_p99_ms": max(run["p99_ms"] for run in spread),
+        "three_vs_one": round(total / one["requests_per_second"], 3),
+        "visibility": visible,
     }
 
 
@@ -498,7 +611,7 @@ def main():
     parser.add_argument("--scenarios", default="startup,push,lookup,lookup-user,rotation,directory")
     parser.add_argument("--seconds", type=int, default=20, help="duration of each load run")
     parser.add_argument("--ldap-users", type=int, default=100_000)
-    parser.add_argument("--scale-servers", type=int, default=10, help="servers x 1M pushed hashes in `scale`")
+    parser.add_argument("--scale-servers", type=int, default=10, help="servers x 1M pushed hashes in `scale` and `instances`")
     args = parser.parse_args()
     results = {"machine": machine(), "engines": {}}
     for engine in args.engines.split(","):
@@ -518,6 +631,8 @@ def main():
                     outcome = scenario_rotation(engine, work, args.seconds)
                 elif scenario == "scale":
                     outcome = scenario_scale(engine, work, args.seconds, args.scale_servers)
+                elif scenario == "instances":
+                    outcome = scenario_instances(engine, work, args.seconds, args.scale_servers)
                 elif scenario == "directory":
                     outcome = scenario_directory(engine, work, args.ldap_users)
                 else:
