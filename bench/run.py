@@ -77,8 +77,9 @@ class Server:
             "request_timeout": 600,
             "logging": {"log_level": "warn"},
         }
-        if engine == "postgres" and "database_host" not in config:
-            self.config.update({"database_engine": "pg", "database_host": postgres_database()})
+        if engine == "postgres":
+            # A fresh database, unless the caller names one (instances sharing it).
+            self.config.update({"database_engine": "pg", "database_host": config.get("database_host") or postgres_database()})
         self.config.update(config)
         self.config_path = os.path.join(work, "config.json")
         with open(self.config_path, "w") as file:
@@ -488,6 +489,8 @@ def scenario_scale(engine, work, seconds, servers):
 
 def found_count(answer):
     """Addresses a lookup answer maps, local and pushed."""
+    if "mappings" not in answer:
+        raise RuntimeError(f"a lookup failed: {answer}")
     return len(answer["mappings"]) + sum(len(hashes) for hashes in answer["third_party_mappings"].values())
 
 
@@ -533,12 +536,11 @@ def scenario_instances(engine, work, seconds, servers):
     # A push of 10,000 hashes on each instance in turn, then of 1M on the second: seconds from
     # the pusher's answer until each instance (the pusher first) answers a lookup of one of them.
     visible = []
-    for index, instance in enumerate(instances + [instances[1]]):
-        count = 1_000_000 if index == len(instances) else 10_000
-        hashes = [lookup_hash(f"v{n}@visible{index}.example", "email", pepper) for n in range(count)]
-        push_seconds, _ = instance.push(f"visible{index}.example:443", pepper, hashes)
+    for step, (pusher, count) in enumerate([(0, 10_000), (1, 10_000), (2, 10_000), (1, 1_000_000)]):
+        hashes = [lookup_hash(f"v{n}@visible{step}.example", "email", pepper) for n in range(count)]
+        push_seconds, _ = instances[pusher].push(f"visible{step}.example:443", pepper, hashes)
         probe = {"algorithm": "sha256", "pepper": pepper, "addresses": hashes[-1:]}
-        visible.append({"pushed_hashes": count, "pushed_on": "abc"[index % 3], "push_s": round(push_seconds, 2),
+        visible.append({"pushed_hashes": count, "pushed_on": "abc"[pusher], "push_s": round(push_seconds, 2),
                         "visible_after_s": dict(zip("abc", seconds_until_found(instances, probe)))})
     rss = [round(instance.status("VmRSS"), 1) for instance in instances]
     for instance in instances:

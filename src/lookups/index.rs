@@ -127,13 +127,28 @@ impl LookupIndex {
         Ok(())
     }
 
-    /// Applies a push this instance stored: `hashes` replace the snapshot of `server` for
-    /// `pepper` (`digest` is the snapshot's). Nothing to do when the index does not hold that
-    /// pepper: a rotation it has not applied yet, whose rebuild reads the database.
-    pub async fn apply_push(&self, server: &str, pepper: &str, digest: &str, hashes: Vec<Hash>) {
+    /// Stores a push through `store_it`, then applies it to this index: `hashes` replace the
+    /// snapshot of `server` for `pepper` (`digest` is the snapshot's). The refresh is held off
+    /// from before the commit to the end, or it could find the push in the change log first,
+    /// read the snapshot back (43 MB a million) and merge it, and the push merge it again. If
+    /// the caller is dropped after the commit, the next refresh applies the push from the
+    /// database. Nothing to apply when the index does not hold that pepper: a rotation it has
+    /// not applied yet, whose rebuild reads the database.
+    pub async fn store_push<T>(
+        &self,
+        server: &str,
+        pepper: &str,
+        digest: &str,
+        hashes: Vec<Hash>,
+        store_it: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
         let _one_at_a_time = self.refreshing.lock().await;
-        let Some(slot) = self.read().slot(pepper) else { return };
-        self.replace_snapshot(server, slot, Some(digest.to_owned()), hashes).await;
+        let stored = store_it.await?;
+        let slot = self.read().slot(pepper);
+        if let Some(slot) = slot {
+            self.replace_snapshot(server, slot, Some(digest.to_owned()), hashes).await;
+        }
+        Ok(stored)
     }
 
     /// Reads a snapshot another instance stored (or a push this one applied already, which

@@ -109,11 +109,12 @@ impl Lookups {
             ));
         }
         let mut hashes = received.hashes;
-        let (hashes, digest) = background::run(move || {
+        let (hashes, digest, decoded) = background::run(move || {
             hashes.sort_unstable();
             hashes.dedup();
             let digest = snapshot_digest(hashes.iter().map(HashText::as_str));
-            (hashes, digest)
+            let decoded: Vec<_> = hashes.iter().map(HashText::hash).collect();
+            (hashes, digest, decoded)
         })
         .await;
         let stored = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
@@ -125,11 +126,9 @@ impl Lookups {
             return Ok(PushAnswer { stored, added: 0, removed: 0 });
         }
         let now = self.clock.now_ms();
-        let outcome =
-            self.store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, body_digest, now).await?;
-        let decoded = background::run(move || hashes.iter().map(HashText::hash).collect()).await;
+        let replaced = self.store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, body_digest, now);
         // Visible to the next lookup here before the pusher hears back; no lookup waits for it.
-        self.index.apply_push(&server, &request.pepper, &digest, decoded).await;
+        let outcome = self.index.store_push(&server, &request.pepper, &digest, decoded, replaced).await?;
         tracing::info!(%server, hashes = stored, added = outcome.added, removed = outcome.removed, "push stored");
         Ok(PushAnswer { stored, added: outcome.added, removed: outcome.removed })
     }

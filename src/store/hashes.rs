@@ -339,8 +339,15 @@ impl Store {
             .await
         })?;
         let Some((digest, packed)) = stored else { return Ok(None) };
-        if let Some(hashes) = packed.as_deref().and_then(unpack) {
-            return Ok(Some((digest, hashes.into_iter().filter_map(LookupHash::parse).collect())));
+        if let Some(packed) = packed {
+            // A million hashes to check and decode: not on a thread serving requests.
+            let decoded = crate::background::run(move || {
+                unpack(&packed).map(|hashes| hashes.into_iter().filter_map(LookupHash::parse).collect())
+            })
+            .await;
+            if let Some(hashes) = decoded {
+                return Ok(Some((digest, hashes)));
+            }
         }
         let mut hashes = Vec::new();
         self.for_each_snapshot_hash(server, pepper, |hash| hashes.extend(LookupHash::parse(hash))).await?;
