@@ -153,6 +153,13 @@ fn check_keys(config: &Config) -> Vec<String> {
         Some(DatabaseEngine::Postgres) if !config.database_host.contains("://") && config.database_name.is_empty() => {
             problems.push("key `database_name`: required when `database_engine` is `pg`".to_owned());
         }
+        // A forgotten `database_engine` would otherwise create a SQLite file at a path that
+        // reads `postgres:/user@host/name` and run on it.
+        // (The value is not repeated: a URL may carry a password.)
+        Some(DatabaseEngine::Sqlite) if config.database_host.contains("://") => problems.push(
+            "key `database_host`: a URL, not the path of a SQLite file (set `database_engine` to `pg` for PostgreSQL)"
+                .to_owned(),
+        ),
         Some(_) => {}
     }
     for name in &config.lookup_algorithms {

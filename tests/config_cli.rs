@@ -224,6 +224,15 @@ fn unknown_keys_and_bad_values_are_all_named() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("server_nmae"));
 
+    // A PostgreSQL URL with the engine left at its default: refused, the password not repeated
+    // (it used to create a SQLite file at a path like `postgres:/user:secret@db/identity`).
+    let file = write(dir.path(), "url.conf", r#"{"database_host": "postgres://fis:hunter2@db.example/identity"}"#);
+    let output = command(dir.path()).arg("--config").arg(&file).arg("check-config").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("database_engine` to `pg`"), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+    assert!(!dir.path().join("postgres:").exists(), "no SQLite file was created");
+
     let file = write(dir.path(), "bad-network.conf", r#"{"trusted_servers_addresses": ["1.2.3.4:80", "10.0.0.0/8"]}"#);
     let output = command(dir.path()).arg("--config").arg(&file).arg("check-config").output().unwrap();
     assert!(!output.status.success());

@@ -1,12 +1,15 @@
 //! Hashes and their owners as the index holds them for one pepper: every `(hash, owner)` pair
-//! in one array sorted by hash, and where each two-byte prefix starts. The owners are server
+//! in one array sorted by hash, and where each prefix of the hash starts. The owners are server
 //! ids for pushed hashes, and 3PID ids for our own (see `own.rs`).
 //!
 //! Why not a hash map: at ten million pushed hashes a map took about 90 bytes resident per
 //! hash (entries, spare capacity, doubling); these arrays take 36 (32 for the hash, 4 for the
-//! owner) plus a fixed 512 KiB table. A lookup reads the table, then binary-searches the
-//! pairs of its prefix (about n / 65,536 of them). A pushing server chooses its hashes, so it
-//! can put them all under one prefix: that makes its searches logarithmic, never quadratic.
+//! owner) plus the prefix table. A lookup reads the table, then binary-searches the pairs of
+//! its prefix. The table grows with the pairs, so that a prefix holds about four of them: a
+//! search stays within a cache line or two however many hashes are held (with a fixed table of
+//! 65,536 prefixes, ten million hashes put about 150 pairs under each, eight dependent memory
+//! reads a hash). A pushing server chooses its hashes, so it can put them all under one prefix:
+//! that makes its searches logarithmic, never quadratic.
 //!
 //! Replacing one server's snapshot is one merge pass that builds the next array beside the
 //! one lookups read; the index swaps them when it is done.
@@ -15,8 +18,12 @@ use std::cmp::Ordering;
 
 use crate::vocabulary::LookupHash as Hash;
 
-/// Two-byte prefixes.
+/// Two-byte prefixes: the buckets of the counting pass that sorts pairs given in any order.
 const PREFIXES: usize = 1 << 16;
+
+/// The bits of a hash that index the prefix table: from 16 (65,536 prefixes, 256 KiB) up to 22
+/// (4M prefixes, 16 MiB, reached at 8M pairs), about four pairs a prefix in between.
+const PREFIX_BITS: std::ops::RangeInclusive<u32> = 16..=22;
 
 /// Hashes of one pepper and their owners.
 #[derive(Debug, Default)]
@@ -26,9 +33,12 @@ pub(super) struct SortedOwners {
     hashes: Vec<Hash>,
     /// The owner of each pair, at the same position.
     owners: Vec<u32>,
-    /// `starts[p]..starts[p + 1]` holds the pairs whose hash starts with the two bytes `p`
-    /// (empty while there are no pairs).
-    starts: Vec<usize>,
+    /// `starts[p]..starts[p + 1]` holds the pairs whose hash starts with the `bits` bits `p`
+    /// (empty while there are no pairs). `u32`: half the size of `usize`, and four billion
+    /// pairs would take 144 GB.
+    starts: Vec<u32>,
+    /// How many leading bits of a hash index `starts`.
+    bits: u32,
     /// Distinct hashes held.
     distinct: usize,
 }
@@ -39,7 +49,7 @@ impl SortedOwners {
     pub(super) fn from_pairs(pairs: Vec<(Hash, u32)>) -> Self {
         let mut counts = vec![0_usize; PREFIXES + 1];
         for (hash, _) in &pairs {
-            counts[prefix(hash) + 1] += 1;
+            counts[prefix(hash, 16) + 1] += 1;
         }
         for index in 1..counts.len() {
             counts[index] += counts[index - 1];
@@ -47,7 +57,7 @@ impl SortedOwners {
         let mut next = counts.clone();
         let mut placed = vec![(Hash::default(), 0_u32); pairs.len()];
         for pair in pairs {
-            let slot = &mut next[prefix(&pair.0)];
+            let slot = &mut next[prefix(&pair.0, 16)];
             placed[*slot] = pair;
             *slot += 1;
         }
@@ -91,21 +101,24 @@ impl SortedOwners {
         if hashes.is_empty() {
             return Self::default();
         }
-        let mut starts = vec![0_usize; PREFIXES + 1];
+        let wanted = (hashes.len() / 4).max(1).ilog2() + 1;
+        let bits = wanted.clamp(*PREFIX_BITS.start(), *PREFIX_BITS.end());
+        let mut starts = vec![0_u32; (1 << bits) + 1];
         for hash in &hashes {
-            starts[prefix(hash) + 1] += 1;
+            starts[prefix(hash, bits) + 1] += 1;
         }
         for index in 1..starts.len() {
             starts[index] += starts[index - 1];
         }
         let distinct = hashes.len() - hashes.windows(2).filter(|pair| pair[0] == pair[1]).count();
-        Self { hashes, owners, starts, distinct }
+        Self { hashes, owners, starts, bits, distinct }
     }
 
     /// The owners of `hash`, in ascending order.
     pub(super) fn owners(&self, hash: &Hash) -> &[u32] {
-        let Some(range) = self.starts.get(prefix(hash)..=prefix(hash) + 1) else { return &[] };
-        let (start, end) = (range[0], range[1]);
+        let at = prefix(hash, self.bits);
+        let Some(range) = self.starts.get(at..=at + 1) else { return &[] };
+        let (start, end) = (range[0] as usize, range[1] as usize);
         let candidates = &self.hashes[start..end];
         let first = candidates.partition_point(|held| held < hash);
         let last = first + candidates[first..].partition_point(|held| held == hash);
@@ -118,10 +131,12 @@ impl SortedOwners {
     }
 }
 
-/// The first two bytes of a hash, as an index into the prefix table.
-fn prefix(hash: &Hash) -> usize {
+/// The first `bits` bits of a hash (at most 32), as an index into a prefix table.
+fn prefix(hash: &Hash, bits: u32) -> usize {
     let bytes = hash.as_bytes();
-    usize::from(bytes[0]) << 8 | usize::from(bytes[1])
+    let leading = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    // No bits (an empty table) index nothing: 0.
+    leading.checked_shr(32 - bits).unwrap_or(0) as usize
 }
 
 #[cfg(test)]
@@ -192,6 +207,20 @@ mod tests {
         assert_eq!(merged.owners, built.owners);
         assert_eq!(merged.starts, built.starts);
         assert_eq!(merged.len(), built.len());
+    }
+
+    #[test]
+    fn the_prefix_table_grows_with_the_pairs_and_every_hash_is_still_found() {
+        let small = SortedOwners::default().replacing(1, &sorted((0..1_000).map(hash).collect()));
+        assert_eq!(small.bits, 16);
+        let many = sorted((0..300_000).map(hash).collect());
+        let large = SortedOwners::default().replacing(1, &many);
+        assert_eq!(large.bits, 17, "300,000 pairs: about four a prefix");
+        assert_eq!(large.starts.len(), (1 << 17) + 1);
+        assert!(many.iter().all(|hash| large.owners(hash) == [1]));
+        assert!((300_000..301_000).map(hash).all(|absent| large.owners(&absent).is_empty()));
+        let built = SortedOwners::from_pairs(many.iter().map(|hash| (*hash, 1)).collect());
+        assert_eq!((built.bits, &built.starts), (large.bits, &large.starts));
     }
 
     #[test]
