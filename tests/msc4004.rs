@@ -863,3 +863,41 @@ async fn concurrent_pushes_of_one_server_on_two_instances_take_turns() {
     b.stop().await;
     a.stop().await;
 }
+
+// A push whose caller goes away at any point (before its commit, between its commit and its
+// merge, during the merge) leaves the instance answering what the database holds within a few
+// polls: a push the refresh skipped as this instance's own is read again when it did not merge
+// itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_dropped_at_any_point_leaves_the_index_answering_what_is_stored() {
+    use federated_identity_service::lookups::push::PushRequest;
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+    let a = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let pepper = current_pepper(&a).await;
+    let probes: Vec<String> = (0..30).map(|n| format!("probe{n}@org.example")).collect();
+    for attempt in 0..30 {
+        let mut addresses: Vec<String> = (0..5_000).map(|n| format!("a{attempt}-{n}@org.example")).collect();
+        addresses.push(probes[attempt].clone());
+        let hashes = hashes_of(&addresses.iter().map(String::as_str).collect::<Vec<_>>(), &pepper);
+        let request = PushRequest {
+            algorithm: "sha256".into(),
+            pepper: pepper.clone(),
+            mappings: HashMap::from([("one.example".to_owned(), hashes)]),
+        };
+        let waited = Duration::from_millis(2 * attempt as u64);
+        let _ = tokio::time::timeout(waited, a.state.lookups.accept_push(None, request.into(), None)).await;
+        let rebuilt = a.twin().await;
+        let stored = answers(&rebuilt, &probes).await;
+        rebuilt.stop().await;
+        let started = Instant::now();
+        while answers(&a, &probes).await != stored {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "attempt {attempt}: the index differs from the database"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    a.stop().await;
+}

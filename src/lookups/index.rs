@@ -12,7 +12,7 @@
 //! arrays are built beside the ones lookups read and swapped in: no lookup waits for a build.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::own::OwnHashes;
@@ -76,6 +76,36 @@ pub struct LookupIndex {
     data: RwLock<Data>,
     /// One refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
+    /// Pushes this instance is storing, as (server, pepper, digest): once one has committed,
+    /// the refresh finds it in the change log before the push has merged itself, and must not
+    /// read its snapshot back (43 MB a million) to merge it a second time.
+    own_pushes: Mutex<Vec<(String, String, String)>>,
+    /// Snapshots to read again at the next refresh: pushes of this instance that may have
+    /// committed but did not merge themselves (their request was dropped, or failed at the
+    /// commit), which the refresh skipped as in flight.
+    stale: Mutex<BTreeSet<(String, String)>>,
+}
+
+/// A push of this instance in flight, registered in [`LookupIndex::own_pushes`]; when it ends
+/// without having merged itself, its snapshot is marked stale.
+struct OwnPush<'a> {
+    index: &'a LookupIndex,
+    key: (String, String, String),
+    merged: bool,
+}
+
+impl Drop for OwnPush<'_> {
+    fn drop(&mut self) {
+        let mut own = self.index.own_pushes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(position) = own.iter().position(|push| *push == self.key) {
+            own.swap_remove(position);
+        }
+        drop(own);
+        if !self.merged {
+            let (server, pepper, _) = &self.key;
+            self.index.stale.lock().unwrap_or_else(PoisonError::into_inner).insert((server.clone(), pepper.clone()));
+        }
+    }
 }
 
 impl LookupIndex {
@@ -93,6 +123,13 @@ impl LookupIndex {
             let data = self.read();
             (data.seq, data.peppers.current.is_some())
         };
+        let stale = std::mem::take(&mut *self.stale.lock().unwrap_or_else(PoisonError::into_inner));
+        for (server, pepper) in &stale {
+            if let Err(error) = self.reload_snapshot(store, server, pepper).await {
+                self.stale.lock().unwrap_or_else(PoisonError::into_inner).extend(stale.iter().cloned());
+                return Err(error);
+            }
+        }
         let (first, last) = store.lookup_change_bounds().await?;
         if built && last == applied {
             return Ok(());
@@ -128,12 +165,9 @@ impl LookupIndex {
     }
 
     /// Stores a push through `store_it`, then applies it to this index: `hashes` replace the
-    /// snapshot of `server` for `pepper` (`digest` is the snapshot's). The refresh is held off
-    /// from before the commit to the end, or it could find the push in the change log first,
-    /// read the snapshot back (43 MB a million) and merge it, and the push merge it again. If
-    /// the caller is dropped after the commit, the next refresh applies the push from the
-    /// database. Nothing to apply when the index does not hold that pepper: a rotation it has
-    /// not applied yet, whose rebuild reads the database.
+    /// snapshot of `server` for `pepper` (`digest` is the snapshot's). Nothing to apply when the
+    /// index does not hold that pepper: a rotation it has not applied yet, whose rebuild reads
+    /// the database.
     pub async fn store_push<T>(
         &self,
         server: &str,
@@ -142,12 +176,16 @@ impl LookupIndex {
         hashes: Vec<Hash>,
         store_it: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
-        let _one_at_a_time = self.refreshing.lock().await;
+        let key = (server.to_owned(), pepper.to_owned(), digest.to_owned());
+        self.own_pushes.lock().unwrap_or_else(PoisonError::into_inner).push(key.clone());
+        let mut own = OwnPush { index: self, key, merged: false };
         let stored = store_it.await?;
+        let _one_at_a_time = self.refreshing.lock().await;
         let slot = self.read().slot(pepper);
         if let Some(slot) = slot {
             self.replace_snapshot(server, slot, Some(digest.to_owned()), hashes).await;
         }
+        own.merged = true;
         Ok(stored)
     }
 
@@ -157,6 +195,14 @@ impl LookupIndex {
         let Some(slot) = self.read().slot(pepper) else { return Ok(()) };
         let stored = store.push_snapshot(server, pepper).await?.map(|snapshot| snapshot.digest);
         if stored.is_some() && stored == self.held(server, slot) {
+            return Ok(());
+        }
+        let in_flight = |(own_server, own_pepper, own_digest): &(String, String, String)| {
+            own_server == server && own_pepper == pepper && Some(own_digest) == stored.as_ref()
+        };
+        if self.own_pushes.lock().unwrap_or_else(PoisonError::into_inner).iter().any(in_flight) {
+            // This instance's own push, between its commit and its merge: it merges itself,
+            // or marks itself stale.
             return Ok(());
         }
         let (digest, hashes) = store.snapshot_hashes(server, pepper).await?.unzip();
@@ -486,4 +532,42 @@ async fn local_part(store: &Store, peppers: &Peppers, slots: &[usize]) -> StoreR
         })
         .await?;
     Ok(crate::background::run(move || rows.map(OwnHashes::load)).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use crate::vocabulary::{HashText, hash_3pid, snapshot_digest};
+
+    /// A push that committed, was skipped by a refresh as this instance's own, then went away
+    /// before merging itself (its request dropped) is read again by the next refresh.
+    #[tokio::test]
+    async fn a_push_gone_between_its_commit_and_its_merge_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+        let store = Store::connect(&config).await.unwrap();
+        super::super::rotation::rotate_pepper(&store, &Clock::new()).await.unwrap();
+        let index = LookupIndex::load(&store).await.unwrap();
+        let pepper = store.peppers().await.unwrap().current.unwrap();
+        let mut texts: Vec<HashText> = (0..10)
+            .map(|n| HashText::parse(&hash_3pid(&format!("user{n}@org.example"), "email", &pepper)).unwrap())
+            .collect();
+        texts.sort_unstable();
+        let digest = snapshot_digest(texts.iter().map(HashText::as_str));
+        let hashes: Vec<Hash> = texts.iter().map(HashText::hash).collect();
+        let server = "org.example:443";
+        let push = index.store_push(server, &pepper, &digest, hashes.clone(), async {
+            store.replace_pushed_hashes(server, &pepper, &texts, &digest, None, 1).await?;
+            // The follower's tick, between the commit and the merge: it skips the push as
+            // this instance's own, and must not wait for it.
+            index.refresh(&store).await?;
+            std::future::pending::<StoreResult<()>>().await
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(200), push).await.is_err(), "the push is dropped");
+        assert!(index.read().pushed[0].owners(&hashes[0]).is_empty(), "not merged, and skipped by the refresh");
+        index.refresh(&store).await.unwrap();
+        assert!(hashes.iter().all(|hash| !index.read().pushed[0].owners(hash).is_empty()), "read again");
+    }
 }
