@@ -557,6 +557,38 @@ def scenario_instances(engine, work, seconds, servers):
     }
 
 
+def scenario_local_changes(engine, work, sizes=(100_000, 1_000_000)):
+    """Own 3PIDs changed by a directory sync of 1,000 users (a new e-mail each), with 100k and
+    with 1M own 3PIDs: the sync's time (`sync-directory`, another process) and how long after
+    it each of two running instances on the database answers the new addresses. Each
+    instance applies the change for the 3PIDs it touched alone; the time must not grow with
+    the table."""
+    results = []
+    for users in sizes:
+        base = os.path.join(work, str(users))
+        os.makedirs(base)
+        first, _, pepper = server_with_own_3pids(engine, base, users)
+        shared = first.config.get("database_host") or os.path.join(first.config["data_dir"], "federated-identity-service.db")
+        os.makedirs(os.path.join(base, "second"))
+        second = Server(engine, os.path.join(base, "second"), database_host=shared, **{
+            key: first.config[key] for key in ("userdb_engine", "userdb_host", "directory_publish_all")})
+        second.start()
+        changed = range(0, users, users // 1_000)
+        db = sqlite3.connect(first.config["userdb_host"])
+        db.executemany("UPDATE users SET mail = ? WHERE uid = ?", ((f"changed{n}@bench.example", f"user{n}") for n in changed))
+        db.commit()
+        db.close()
+        sync_seconds, report = first.cli("sync-directory")
+        probe = {"algorithm": "sha256", "pepper": pepper,
+                 "addresses": [lookup_hash(f"changed{n}@bench.example", "email", pepper) for n in list(changed)[-100:]]}
+        visible = seconds_until_found([first, second], probe)
+        first.stop()
+        second.stop()
+        results.append({"own_3pids": users, "changed_users": len(changed), "sync_s": round(sync_seconds, 2),
+                        "sync": json.loads(report), "visible_after_sync_s": visible})
+    return results
+
+
 def scenario_directory(engine, work, users):
     url, base = os.environ["FIS_TEST_LDAP_URL"], os.environ["FIS_TEST_LDAP_BASE"]
     admin, password = os.environ["FIS_TEST_LDAP_ADMIN_DN"], os.environ["FIS_TEST_LDAP_ADMIN_PASSWORD"]
@@ -633,6 +665,8 @@ def main():
                     outcome = scenario_rotation(engine, work, args.seconds)
                 elif scenario == "scale":
                     outcome = scenario_scale(engine, work, args.seconds, args.scale_servers)
+                elif scenario == "local-changes":
+                    outcome = scenario_local_changes(engine, work)
                 elif scenario == "instances":
                     outcome = scenario_instances(engine, work, args.seconds, args.scale_servers)
                 elif scenario == "directory":

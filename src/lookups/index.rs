@@ -166,10 +166,13 @@ impl LookupIndex {
 
     /// Stores a push through `store_it`, then applies it to this index: `hashes` replace the
     /// snapshot of `server` for `pepper` (`digest` is the snapshot's). Nothing to apply when the
-    /// index does not hold that pepper: a rotation it has not applied yet, whose rebuild reads
-    /// the database.
+    /// index does not hold that pepper (a rotation it has not applied yet, whose rebuild reads
+    /// the database), or when another push of that server committed after this one (two
+    /// requests of one pusher at once, here or on another instance): the stored snapshot is
+    /// then the other's, which the next refresh or that push itself applies.
     pub async fn store_push<T>(
         &self,
+        store: &Store,
         server: &str,
         pepper: &str,
         digest: &str,
@@ -181,11 +184,13 @@ impl LookupIndex {
         let mut own = OwnPush { index: self, key, merged: false };
         let stored = store_it.await?;
         let _one_at_a_time = self.refreshing.lock().await;
+        let still_stored = store.push_snapshot(server, pepper).await?.is_some_and(|snapshot| snapshot.digest == digest);
         let slot = self.read().slot(pepper);
-        if let Some(slot) = slot {
+        if let (Some(slot), true) = (slot, still_stored) {
             self.replace_snapshot(server, slot, Some(digest.to_owned()), hashes).await;
+            own.merged = true;
         }
-        own.merged = true;
+        // Otherwise `own`, dropped unmerged, has the next refresh compare with the database.
         Ok(stored)
     }
 
@@ -558,7 +563,7 @@ mod tests {
         let digest = snapshot_digest(texts.iter().map(HashText::as_str));
         let hashes: Vec<Hash> = texts.iter().map(HashText::hash).collect();
         let server = "org.example:443";
-        let push = index.store_push(server, &pepper, &digest, hashes.clone(), async {
+        let push = index.store_push(&store, server, &pepper, &digest, hashes.clone(), async {
             store.replace_pushed_hashes(server, &pepper, &texts, &digest, None, 1).await?;
             // The follower's tick, between the commit and the merge: it skips the push as
             // this instance's own, and must not wait for it.
@@ -569,5 +574,51 @@ mod tests {
         assert!(index.read().pushed[0].owners(&hashes[0]).is_empty(), "not merged, and skipped by the refresh");
         index.refresh(&store).await.unwrap();
         assert!(hashes.iter().all(|hash| !index.read().pushed[0].owners(hash).is_empty()), "read again");
+    }
+
+    /// Two pushes of one server on this instance, the first committing first but merging last:
+    /// the index ends with the snapshot stored last, not the one merged last.
+    #[tokio::test]
+    async fn of_two_pushes_of_one_server_the_one_committed_last_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+        let store = Store::connect(&config).await.unwrap();
+        super::super::rotation::rotate_pepper(&store, &Clock::new()).await.unwrap();
+        let index = LookupIndex::load(&store).await.unwrap();
+        let pepper = store.peppers().await.unwrap().current.unwrap();
+        let snapshot = |name: &str| {
+            let mut texts: Vec<HashText> = (0..10)
+                .map(|n| HashText::parse(&hash_3pid(&format!("{name}{n}@org.example"), "email", &pepper)).unwrap())
+                .collect();
+            texts.sort_unstable();
+            let digest = snapshot_digest(texts.iter().map(HashText::as_str));
+            (texts, digest)
+        };
+        let ((first, first_digest), (second, second_digest)) = (snapshot("first"), snapshot("second"));
+        let decoded = |texts: &[HashText]| texts.iter().map(HashText::hash).collect::<Vec<Hash>>();
+        let server = "org.example:443";
+        let (committed, go_on) = (tokio::sync::oneshot::channel::<()>(), tokio::sync::oneshot::channel::<()>());
+        let (first_committed, first_may_merge) = (committed.0, go_on.1);
+        let first_push = index.store_push(&store, server, &pepper, &first_digest, decoded(&first), async {
+            store.replace_pushed_hashes(server, &pepper, &first, &first_digest, None, 1).await?;
+            first_committed.send(()).unwrap();
+            first_may_merge.await.unwrap();
+            Ok(())
+        });
+        let second_push = async {
+            committed.1.await.unwrap();
+            let stored = store.replace_pushed_hashes(server, &pepper, &second, &second_digest, None, 2);
+            index.store_push(&store, server, &pepper, &second_digest, decoded(&second), stored).await.unwrap();
+            // The follower's tick: both changes are seen and nothing is left to read.
+            index.refresh(&store).await.unwrap();
+            go_on.0.send(()).unwrap();
+        };
+        let (merged_last, ()) = tokio::join!(first_push, second_push);
+        merged_last.unwrap();
+        index.refresh(&store).await.unwrap();
+        let held = |texts: &[HashText]| {
+            decoded(texts).iter().filter(|hash| !index.read().pushed[0].owners(hash).is_empty()).count()
+        };
+        assert_eq!((held(&second), held(&first)), (10, 0), "the snapshot committed last, not the one merged last");
     }
 }

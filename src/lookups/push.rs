@@ -128,7 +128,7 @@ impl Lookups {
         let now = self.clock.now_ms();
         let replaced = self.store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, body_digest, now);
         // Visible to the next lookup here before the pusher hears back; no lookup waits for it.
-        let outcome = self.index.store_push(&server, &request.pepper, &digest, decoded, replaced).await?;
+        let outcome = self.index.store_push(&self.store, &server, &request.pepper, &digest, decoded, replaced).await?;
         tracing::info!(%server, hashes = stored, added = outcome.added, removed = outcome.removed, "push stored");
         Ok(PushAnswer { stored, added: outcome.added, removed: outcome.removed })
     }
