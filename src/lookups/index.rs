@@ -546,21 +546,33 @@ mod tests {
     use crate::config::Config;
     use crate::vocabulary::{HashText, hash_3pid, snapshot_digest};
 
-    /// A push that committed, was skipped by a refresh as this instance's own, then went away
-    /// before merging itself (its request dropped) is read again by the next refresh.
-    #[tokio::test]
-    async fn a_push_gone_between_its_commit_and_its_merge_is_read_again() {
+    /// An index loaded from a fresh SQLite database with a pepper; the directory holds it.
+    async fn loaded_index() -> (tempfile::TempDir, Store, LookupIndex, String) {
         let dir = tempfile::tempdir().unwrap();
         let config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
         let store = Store::connect(&config).await.unwrap();
         super::super::rotation::rotate_pepper(&store, &Clock::new()).await.unwrap();
         let index = LookupIndex::load(&store).await.unwrap();
         let pepper = store.peppers().await.unwrap().current.unwrap();
+        (dir, store, index, pepper)
+    }
+
+    /// Ten sorted hashes of `name<n>@org.example`, and their snapshot digest.
+    fn snapshot(name: &str, pepper: &str) -> (Vec<HashText>, String) {
         let mut texts: Vec<HashText> = (0..10)
-            .map(|n| HashText::parse(&hash_3pid(&format!("user{n}@org.example"), "email", &pepper)).unwrap())
+            .map(|n| HashText::parse(&hash_3pid(&format!("{name}{n}@org.example"), "email", pepper)).unwrap())
             .collect();
         texts.sort_unstable();
         let digest = snapshot_digest(texts.iter().map(HashText::as_str));
+        (texts, digest)
+    }
+
+    /// A push that committed, was skipped by a refresh as this instance's own, then went away
+    /// before merging itself (its request dropped) is read again by the next refresh.
+    #[tokio::test]
+    async fn a_push_gone_between_its_commit_and_its_merge_is_read_again() {
+        let (_dir, store, index, pepper) = loaded_index().await;
+        let (texts, digest) = snapshot("user", &pepper);
         let hashes: Vec<Hash> = texts.iter().map(HashText::hash).collect();
         let server = "org.example:443";
         let push = index.store_push(&store, server, &pepper, &digest, hashes.clone(), async {
@@ -580,21 +592,9 @@ mod tests {
     /// the index ends with the snapshot stored last, not the one merged last.
     #[tokio::test]
     async fn of_two_pushes_of_one_server_the_one_committed_last_stays() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
-        let store = Store::connect(&config).await.unwrap();
-        super::super::rotation::rotate_pepper(&store, &Clock::new()).await.unwrap();
-        let index = LookupIndex::load(&store).await.unwrap();
-        let pepper = store.peppers().await.unwrap().current.unwrap();
-        let snapshot = |name: &str| {
-            let mut texts: Vec<HashText> = (0..10)
-                .map(|n| HashText::parse(&hash_3pid(&format!("{name}{n}@org.example"), "email", &pepper)).unwrap())
-                .collect();
-            texts.sort_unstable();
-            let digest = snapshot_digest(texts.iter().map(HashText::as_str));
-            (texts, digest)
-        };
-        let ((first, first_digest), (second, second_digest)) = (snapshot("first"), snapshot("second"));
+        let (_dir, store, index, pepper) = loaded_index().await;
+        let ((first, first_digest), (second, second_digest)) =
+            (snapshot("first", &pepper), snapshot("second", &pepper));
         let decoded = |texts: &[HashText]| texts.iter().map(HashText::hash).collect::<Vec<Hash>>();
         let server = "org.example:443";
         let (committed, go_on) = (tokio::sync::oneshot::channel::<()>(), tokio::sync::oneshot::channel::<()>());
