@@ -170,7 +170,7 @@ impl LookupIndex {
     /// the database), or when another push of that server committed after this one (two
     /// requests of one pusher at once, here or on another instance): the stored snapshot is
     /// then the other's, which the next refresh or that push itself applies.
-    pub async fn store_push<T>(
+    pub async fn store_and_merge_push<T>(
         &self,
         store: &Store,
         server: &str,
@@ -575,7 +575,7 @@ mod tests {
         let (texts, digest) = snapshot("user", &pepper);
         let hashes: Vec<Hash> = texts.iter().map(HashText::hash).collect();
         let server = "org.example:443";
-        let push = index.store_push(&store, server, &pepper, &digest, hashes.clone(), async {
+        let push = index.store_and_merge_push(&store, server, &pepper, &digest, hashes.clone(), async {
             store.replace_pushed_hashes(server, &pepper, &texts, &digest, None, 1).await?;
             // The follower's tick, between the commit and the merge: it skips the push as
             // this instance's own, and must not wait for it.
@@ -599,7 +599,7 @@ mod tests {
         let server = "org.example:443";
         let (committed, go_on) = (tokio::sync::oneshot::channel::<()>(), tokio::sync::oneshot::channel::<()>());
         let (first_committed, first_may_merge) = (committed.0, go_on.1);
-        let first_push = index.store_push(&store, server, &pepper, &first_digest, decoded(&first), async {
+        let first_push = index.store_and_merge_push(&store, server, &pepper, &first_digest, decoded(&first), async {
             store.replace_pushed_hashes(server, &pepper, &first, &first_digest, None, 1).await?;
             first_committed.send(()).unwrap();
             first_may_merge.await.unwrap();
@@ -608,7 +608,10 @@ mod tests {
         let second_push = async {
             committed.1.await.unwrap();
             let stored = store.replace_pushed_hashes(server, &pepper, &second, &second_digest, None, 2);
-            index.store_push(&store, server, &pepper, &second_digest, decoded(&second), stored).await.unwrap();
+            index
+                .store_and_merge_push(&store, server, &pepper, &second_digest, decoded(&second), stored)
+                .await
+                .unwrap();
             // The follower's tick: both changes are seen and nothing is left to read.
             index.refresh(&store).await.unwrap();
             go_on.0.send(()).unwrap();

@@ -109,12 +109,11 @@ impl Lookups {
             ));
         }
         let mut hashes = received.hashes;
-        let (hashes, digest, decoded) = background::run(move || {
+        let (hashes, digest) = background::run(move || {
             hashes.sort_unstable();
             hashes.dedup();
             let digest = snapshot_digest(hashes.iter().map(HashText::as_str));
-            let decoded: Vec<_> = hashes.iter().map(HashText::hash).collect();
-            (hashes, digest, decoded)
+            (hashes, digest)
         })
         .await;
         let stored = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
@@ -125,10 +124,18 @@ impl Lookups {
             tracing::info!(%server, hashes = stored, "identical push: nothing to change");
             return Ok(PushAnswer { stored, added: 0, removed: 0 });
         }
+        // The index's form of the hashes, decoded before the write so that the merge follows
+        // the commit at once.
+        let (hashes, decoded) = background::run(move || {
+            let decoded: Vec<_> = hashes.iter().map(HashText::hash).collect();
+            (hashes, decoded)
+        })
+        .await;
         let now = self.clock.now_ms();
         let replaced = self.store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, body_digest, now);
         // Visible to the next lookup here before the pusher hears back; no lookup waits for it.
-        let outcome = self.index.store_push(&self.store, &server, &request.pepper, &digest, decoded, replaced).await?;
+        let outcome =
+            self.index.store_and_merge_push(&self.store, &server, &request.pepper, &digest, decoded, replaced).await?;
         tracing::info!(%server, hashes = stored, added = outcome.added, removed = outcome.removed, "push stored");
         Ok(PushAnswer { stored, added: outcome.added, removed: outcome.removed })
     }

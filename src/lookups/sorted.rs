@@ -18,8 +18,9 @@ use std::cmp::Ordering;
 
 use crate::vocabulary::LookupHash as Hash;
 
-/// Two-byte prefixes: the buckets of the counting pass that sorts pairs given in any order.
-const PREFIXES: usize = 1 << 16;
+/// The bits of the buckets of the counting pass that sorts pairs given in any order (two-byte
+/// prefixes).
+const SORT_BITS: u32 = 16;
 
 /// The bits of a hash that index the prefix table: from 16 (65,536 prefixes, 256 KiB) up to 22
 /// (4M prefixes, 16 MiB, reached at 8M pairs), about four pairs a prefix in between.
@@ -47,9 +48,9 @@ impl SortedOwners {
     /// Builds the arrays from pairs in any order (a rebuild from the database): a counting
     /// pass by prefix places every pair in its prefix's range, then each range is sorted.
     pub(super) fn from_pairs(pairs: Vec<(Hash, u32)>) -> Self {
-        let mut counts = vec![0_usize; PREFIXES + 1];
+        let mut counts = vec![0_usize; (1 << SORT_BITS) + 1];
         for (hash, _) in &pairs {
-            counts[prefix(hash, 16) + 1] += 1;
+            counts[prefix(hash, SORT_BITS) + 1] += 1;
         }
         for index in 1..counts.len() {
             counts[index] += counts[index - 1];
@@ -57,7 +58,7 @@ impl SortedOwners {
         let mut next = counts.clone();
         let mut placed = vec![(Hash::default(), 0_u32); pairs.len()];
         for pair in pairs {
-            let slot = &mut next[prefix(&pair.0, 16)];
+            let slot = &mut next[prefix(&pair.0, SORT_BITS)];
             placed[*slot] = pair;
             *slot += 1;
         }
