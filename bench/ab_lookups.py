@@ -32,7 +32,7 @@ def loaded(binary, work, servers):
     samples = []
     each = -(-50 // servers)
     for s in range(servers):
-        hashes = [run.lookup_hash(f"u{n}@org{s}.example", "email", pepper) for n in range(1_000_000)]
+        hashes = run.org_hashes(s, pepper)
         samples.extend(hashes[:: len(hashes) // each][:each])
         server.push(f"org{s}.example:443", pepper, hashes)
     server.stop()

@@ -39,6 +39,11 @@ def lookup_hash(address, medium, pepper):
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+def org_hashes(org, pepper, count=1_000_000):
+    """The hashes a server `org<org>.example` pushes in the benchmarks: `count` e-mail addresses."""
+    return [lookup_hash(f"u{n}@org{org}.example", "email", pepper) for n in range(count)]
+
+
 def free_port():
     import socket
 
@@ -235,7 +240,7 @@ def lookup_data(server, pepper, own):
     """100 servers x 10,000 pushed hashes; returns a body of 100 addresses, half known."""
     pushed = []
     for s in range(100):
-        hashes = [lookup_hash(f"u{n}@org{s}.example", "email", pepper) for n in range(10_000)]
+        hashes = org_hashes(s, pepper, 10_000)
         server.push(f"org{s}.example:443", pepper, hashes)
         pushed.append(hashes[0])
     local = [lookup_hash(f"user{n}@bench.example", "email", pepper) for n in range(0, own, own // 25)][:25]
@@ -261,7 +266,7 @@ def scenario_lookup(engine, work, seconds):
     server, sync_seconds, pepper = server_with_own_3pids(engine, work, 100_000)
     body = lookup_data(server, pepper, 100_000)
     status, answer = server.call("POST", "/_matrix/identity/v2/lookup", body)
-    known = len(answer["mappings"]) + sum(len(h) for h in answer["third_party_mappings"].values())
+    known = found_count(answer)
     full = oha(server, body, seconds, connections=64)
     half = oha(server, body, seconds, connections=64, rate=int(full["requests_per_second"] / 2))
     server.stop()
@@ -433,7 +438,7 @@ def scenario_scale(engine, work, seconds, servers):
     growth.append({"pushed_hashes": 0, "rss_mib": round(settle_rss(), 1), "push_s": None})
     lookups = {}
     for s in range(servers):
-        hashes = [lookup_hash(f"u{n}@org{s}.example", "email", pepper) for n in range(1_000_000)]
+        hashes = org_hashes(s, pepper)
         first_of_each.append(hashes[0])
         seconds_taken, _ = server.push(f"org{s}.example:443", pepper, hashes)
         del hashes
@@ -494,17 +499,13 @@ def found_count(answer):
     return len(answer["mappings"]) + sum(len(hashes) for hashes in answer["third_party_mappings"].values())
 
 
-def seconds_until_found(instances, body, limit=30):
-    """Polls each instance with `body` until its answer maps something; the seconds each took."""
-    started, seen = time.perf_counter(), {}
-    while len(seen) < len(instances):
-        for index, instance in enumerate(instances):
-            if index not in seen and found_count(instance.call("POST", "/_matrix/identity/v2/lookup", body)[1]):
-                seen[index] = round(time.perf_counter() - started, 3)
-        if time.perf_counter() - started > limit:
-            raise RuntimeError(f"not visible everywhere after {limit} s: {seen}")
-        time.sleep(0.005)
-    return [seen[index] for index in range(len(instances))]
+def seconds_until_found(instances, body):
+    """Polls every instance with `body` at once until its answer maps something; the seconds
+    each took."""
+    started = time.time()
+    with concurrent.futures.ThreadPoolExecutor(len(instances)) as pool:
+        moments = list(pool.map(lambda instance: moment_found(instance, body), instances))
+    return [round(moment - started, 3) for moment in moments]
 
 
 def scenario_instances(engine, work, seconds, servers):
@@ -519,7 +520,7 @@ def scenario_instances(engine, work, seconds, servers):
     pepper = first.pepper()
     samples, push_s = [], []
     for s in range(servers):
-        hashes = [lookup_hash(f"u{n}@org{s}.example", "email", pepper) for n in range(1_000_000)]
+        hashes = org_hashes(s, pepper)
         samples.append(hashes[0])
         push_s.append(round(first.push(f"org{s}.example:443", pepper, hashes)[0], 2))
         del hashes
@@ -583,7 +584,7 @@ def scenario_local_changes(engine, work, sizes=(100_000, 1_000_000)):
         # Each instance is polled while the sync runs: the wall-clock moment it first answers
         # the new addresses, against the moment the sync logged its change.
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            seen = [pool.submit(moment_found, instance, probe) for instance in (first, second)]
+            seen = [pool.submit(moment_found, instance, probe, 0.01) for instance in (first, second)]
             sync_seconds, report = first.cli("sync-directory")
             seen = [future.result() for future in seen]
         sql = "SELECT MAX(created_at) FROM lookup_changes WHERE kind = 'local'"
@@ -602,13 +603,14 @@ def scenario_local_changes(engine, work, sizes=(100_000, 1_000_000)):
     return results
 
 
-def moment_found(instance, body, limit=120):
-    """The wall-clock time at which `instance` first maps something of `body` (polled every 10 ms)."""
+def moment_found(instance, body, interval=0.005, limit=120):
+    """The wall-clock time at which `instance` first maps something of `body`, polled every
+    `interval` seconds."""
     started = time.perf_counter()
     while not found_count(instance.call("POST", "/_matrix/identity/v2/lookup", body)[1]):
         if time.perf_counter() - started > limit:
             raise RuntimeError(f"not visible after {limit} s")
-        time.sleep(0.01)
+        time.sleep(interval)
     return time.time()
 
 
