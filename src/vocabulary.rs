@@ -193,6 +193,15 @@ impl HashText {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// The wire form of `hash`.
+    #[must_use]
+    pub fn of(hash: &LookupHash) -> Self {
+        let mut text = [0_u8; SHA256_HASH_LENGTH];
+        // 32 bytes always take 43 characters.
+        let _ = URL_SAFE_NO_PAD.encode_slice(hash.as_bytes(), &mut text);
+        Self(text)
+    }
+
     /// The hash it writes.
     #[must_use]
     pub fn hash(&self) -> LookupHash {

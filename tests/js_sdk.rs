@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::TestServer;
 use common::homeserver::{Behaviour, Pki, StandIn};
 use common::messages::SmtpCapture;
+use federated_identity_service::store::NewSnapshot;
 use federated_identity_service::vocabulary::{HashText, hash_3pid};
 use serde_json::{Value, json};
 
@@ -51,7 +52,13 @@ async fn matrix_js_sdk_registers_validates_binds_and_looks_up() {
     server
         .state
         .store
-        .replace_pushed_hashes("remote.example:443", &pepper, &[HashText::parse(&remote).unwrap()], "digest", None, 1)
+        .replace_pushed_hashes(
+            "remote.example:443",
+            &pepper,
+            NewSnapshot::from_texts(vec![HashText::parse(&remote).unwrap()], "digest".to_owned()),
+            None,
+            1,
+        )
         .await
         .unwrap();
 

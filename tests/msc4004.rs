@@ -293,22 +293,30 @@ async fn run_sql(server: &TestServer, sql: &str) {
     }
 }
 
-/// The size of each stored snapshot's packed copy, in bytes (`None`: not packed).
-async fn packed_sizes(server: &TestServer) -> Vec<Option<i64>> {
-    const SQL: &str = "SELECT length(hashes) FROM push_snapshots ORDER BY server, pepper";
+/// For each stored snapshot, by server: the size of its packed copy in bytes (`None`: not
+/// packed), the deltas after it and the hashes they hold, and the delta rows stored for it.
+async fn snapshot_storage(server: &TestServer) -> Vec<(Option<i64>, i64, i64, i64)> {
+    const SQL: &str = "SELECT CAST(length(hashes) AS BIGINT), delta_count, delta_hashes, \
+         (SELECT COUNT(*) FROM push_deltas d WHERE d.server = s.server AND d.pepper = s.pepper) \
+         FROM push_snapshots s ORDER BY server, pepper";
     let config = server.config();
     if config.database_engine == "pg" {
         let pool = sqlx::PgPool::connect(&config.database_host).await.unwrap();
-        let sizes = sqlx::query_scalar::<_, Option<i32>>(SQL).fetch_all(&pool).await.unwrap();
+        let rows = sqlx::query_as(SQL).fetch_all(&pool).await.unwrap();
         pool.close().await;
-        sizes.into_iter().map(|size| size.map(i64::from)).collect()
+        rows
     } else {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(config.sqlite_path());
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        let sizes = sqlx::query_scalar::<_, Option<i64>>(SQL).fetch_all(&pool).await.unwrap();
+        let rows = sqlx::query_as(SQL).fetch_all(&pool).await.unwrap();
         pool.close().await;
-        sizes
+        rows
     }
+}
+
+/// The size of each stored snapshot's packed copy, in bytes (`None`: not packed).
+async fn packed_sizes(server: &TestServer) -> Vec<Option<i64>> {
+    snapshot_storage(server).await.into_iter().map(|(packed, ..)| packed).collect()
 }
 
 /// Snapshots are compared with the next push from their packed copy; one stored before
@@ -328,7 +336,7 @@ async fn a_snapshot_stored_before_packing_is_compared_from_its_rows() {
     // From now on the rows are not read: without them, the next push still knows what changed.
     run_sql(&server, "DELETE FROM pushed_hashes").await;
     let back = push(&server, &push_body("t.example:443", &pepper, &all[..2])).await;
-    assert_eq!(back.body, json!({ "stored": 2, "added": 1, "removed": 2 }), "compared with the packed copy");
+    assert_eq!(back.body, json!({ "stored": 2, "added": 1, "removed": 2 }), "compared with what is held");
     let answer = lookup(&server, &pepper, &all).await;
     let mut found: Vec<String> =
         serde_json::from_value(answer["third_party_mappings"]["t.example:443"].clone()).unwrap();
@@ -336,6 +344,62 @@ async fn a_snapshot_stored_before_packing_is_compared_from_its_rows() {
     let mut expected = all[..2].to_vec();
     expected.sort();
     assert_eq!(found, expected);
+    server.stop().await;
+}
+
+/// A push that changes a few hashes of a snapshot stores them as a delta after the packed copy,
+/// until the deltas add up to an eighth of the snapshot: then the copy is written again. The
+/// rows, a fresh instance and the instance that stored the pushes all agree with the last
+/// snapshot at every step.
+#[tokio::test]
+async fn small_changes_are_stored_as_deltas_until_they_add_up_to_an_eighth() {
+    let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let pepper = current_pepper(&server).await;
+    let addresses: Vec<String> = (0..80).map(|n| format!("member{n}@d.example")).collect();
+    let named = |range: std::ops::Range<usize>| -> Vec<String> {
+        let names: Vec<&str> = addresses[range].iter().map(String::as_str).collect();
+        hashes_of(&names, &pepper)
+    };
+    let mut step = 0;
+    let mut push_and_check = async |hashes: Vec<String>, answer: Value, storage: (Option<i64>, i64, i64, i64)| {
+        step += 1;
+        let pushed = push(&server, &push_body("d.example:443", &pepper, &hashes)).await;
+        assert_eq!((pushed.status, pushed.body), (201, answer), "step {step}");
+        assert_eq!(snapshot_storage(&server).await, [storage], "step {step}: packed copy, deltas");
+        let mut rows: Vec<String> = server
+            .state
+            .store
+            .find_pushed_hashes(&pepper, &named(0..80))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(hash, _)| hash)
+            .collect();
+        rows.sort();
+        let mut expected = hashes.clone();
+        expected.sort();
+        assert_eq!(rows, expected, "step {step}: the rows are the snapshot");
+        let written = answers(&server, &addresses).await;
+        let found: Vec<String> =
+            serde_json::from_value(written[0]["body"]["third_party_mappings"]["d.example:443"].clone())
+                .unwrap_or_else(|_| panic!("step {step}: {}", written[0]));
+        assert_eq!(found.len(), hashes.len(), "step {step}: the pushing instance finds the snapshot");
+        let fresh = server.twin().await;
+        assert_eq!(answers(&fresh, &addresses).await, written, "step {step}: a fresh instance reads copy and deltas");
+        fresh.stop().await;
+    };
+    push_and_check(named(0..64), json!({ "stored": 64, "added": 64, "removed": 0 }), (Some(64 * 43), 0, 0, 0)).await;
+    // One removed, one added: a delta of two hashes.
+    push_and_check(named(1..65), json!({ "stored": 64, "added": 1, "removed": 1 }), (Some(64 * 43), 1, 2, 1)).await;
+    // The one removed comes back, two more go: five hashes changed since the copy.
+    let mut back = named(0..1);
+    back.extend(named(3..65));
+    push_and_check(back, json!({ "stored": 63, "added": 1, "removed": 2 }), (Some(64 * 43), 2, 5, 2)).await;
+    // Nine more changes, fourteen since the copy: over an eighth of the snapshot, the copy is
+    // written again.
+    push_and_check(named(6..70), json!({ "stored": 64, "added": 5, "removed": 4 }), (Some(64 * 43), 0, 0, 0)).await;
+    // And deltas start again from it.
+    push_and_check(named(6..71), json!({ "stored": 65, "added": 1, "removed": 0 }), (Some(64 * 43), 1, 1, 1)).await;
     server.stop().await;
 }
 

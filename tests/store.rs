@@ -107,3 +107,51 @@ async fn racing_instances_start_each_run_exactly_once() {
     })
     .await;
 }
+
+/// A push compares with the caller's copy of the previous snapshot only while that copy's
+/// digest is the stored one; a stale copy (another instance stored a push since) is ignored and
+/// the stored snapshot, copy and deltas, is read instead.
+#[tokio::test]
+async fn a_push_compares_with_a_held_copy_only_while_it_is_the_stored_snapshot() {
+    use federated_identity_service::store::{HeldSnapshot, NewSnapshot};
+    use federated_identity_service::vocabulary::{HashText, LookupHash, snapshot_digest};
+
+    /// The snapshot of users `numbers`, and what a reader holding it holds.
+    fn snapshot(numbers: std::ops::Range<u32>) -> (NewSnapshot, HeldSnapshot) {
+        let mut texts: Vec<HashText> =
+            numbers.map(|n| HashText::of(&LookupHash::of(&format!("u{n}@s.example"), "email", "p"))).collect();
+        texts.sort_unstable();
+        let digest = snapshot_digest(texts.iter().map(HashText::as_str));
+        let new = NewSnapshot::from_texts(texts, digest.clone());
+        let held = HeldSnapshot { digest, hashes: new.hashes.to_vec() };
+        (new, held)
+    }
+    on_both_engines(|store, _| async move {
+        let server = "s.example:443";
+        let (first, first_held) = snapshot(0..100);
+        let everything: Vec<String> = snapshot(0..200).0.texts.iter().map(|text| text.as_str().to_owned()).collect();
+        let outcome = store.replace_pushed_hashes(server, "p", first, None, 1).await.unwrap();
+        assert_eq!((outcome.added, outcome.removed), (100, 0));
+        // Stored as a delta by another instance, compared with the stored copy (none held).
+        let (second, _) = snapshot(5..105);
+        let outcome = store.replace_pushed_hashes(server, "p", second, None, 2).await.unwrap();
+        assert_eq!((outcome.added, outcome.removed), (5, 5));
+        // This instance still holds the first snapshot: its copy is stale and must not be used.
+        let (third, third_held) = snapshot(10..110);
+        let outcome = store.replace_pushed_hashes(server, "p", third, Some(first_held.clone()), 3).await.unwrap();
+        assert_eq!((outcome.added, outcome.removed), (5, 5), "compared with the stored snapshot, not the held one");
+        assert_eq!(store.snapshot_hashes(server, "p").await.unwrap(), Some(third_held.clone()));
+        // A held copy that is the stored snapshot is what the push compares with.
+        let (fourth, fourth_held) = snapshot(12..112);
+        let outcome = store.replace_pushed_hashes(server, "p", fourth, Some(third_held), 4).await.unwrap();
+        assert_eq!((outcome.added, outcome.removed), (2, 2));
+        assert_eq!(store.snapshot_hashes(server, "p").await.unwrap(), Some(fourth_held.clone()));
+        let mut rows: Vec<String> =
+            store.find_pushed_hashes("p", &everything).await.unwrap().into_iter().map(|(hash, _)| hash).collect();
+        rows.sort_unstable();
+        let mut expected: Vec<String> = fourth_held.hashes.iter().map(LookupHash::text).collect();
+        expected.sort_unstable();
+        assert_eq!(rows, expected, "the rows are the last snapshot");
+    })
+    .await;
+}

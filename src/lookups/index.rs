@@ -19,7 +19,7 @@ use super::own::OwnHashes;
 use super::sorted::SortedOwners;
 use super::{PepperSlot, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::store::{ChangeKind, LookupChange, Peppers, Store, StoreResult};
+use crate::store::{ChangeKind, HeldSnapshot, LookupChange, Peppers, Store, StoreResult};
 use crate::vocabulary::{Algorithm, LookupHash as Hash, Source};
 use crate::wire::LookupAnswer;
 
@@ -164,8 +164,9 @@ impl LookupIndex {
         Ok(())
     }
 
-    /// Stores a push through `store_it`, then applies it to this index: `hashes` replace the
-    /// snapshot of `server` for `pepper` (`digest` is the snapshot's). Nothing to apply when the
+    /// Stores a push through `store_it`, then applies it to this index: `hashes` (sorted,
+    /// without duplicates) replace the snapshot of `server` for `pepper` (`digest` is the
+    /// snapshot's). Nothing to apply when the
     /// index does not hold that pepper (a rotation it has not applied yet, whose rebuild reads
     /// the database), or when another push of that server committed after this one (two
     /// requests of one pusher at once, here or on another instance): the stored snapshot is
@@ -176,7 +177,7 @@ impl LookupIndex {
         server: &str,
         pepper: &str,
         digest: &str,
-        hashes: Vec<Hash>,
+        hashes: Arc<Vec<Hash>>,
         store_it: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         let key = (server.to_owned(), pepper.to_owned(), digest.to_owned());
@@ -210,9 +211,24 @@ impl LookupIndex {
             // or marks itself stale.
             return Ok(());
         }
-        let (digest, hashes) = store.snapshot_hashes(server, pepper).await?.unzip();
-        self.replace_snapshot(server, slot, digest, hashes.unwrap_or_default()).await;
+        let (digest, hashes) =
+            store.snapshot_hashes(server, pepper).await?.map(|held| (held.digest, held.hashes)).unzip();
+        self.replace_snapshot(server, slot, digest, Arc::new(hashes.unwrap_or_default())).await;
         Ok(())
+    }
+
+    /// This index's copy of the snapshot of `server` for `pepper`, for a push of that server to
+    /// compare with instead of reading the stored one; `None` when it holds none.
+    pub async fn held_snapshot(&self, server: &str, pepper: &str) -> Option<HeldSnapshot> {
+        let (digest, pushed, id) = {
+            let data = self.read();
+            let slot = data.slot(pepper)?;
+            let id = *data.server_ids.get(server)?;
+            (data.held.get(&(id, slot))?.clone(), Arc::clone(&data.pushed[slot]), id)
+        };
+        // A scan of every pair held: not on a thread serving lookups.
+        let hashes = crate::background::run(move || pushed.of_owner(id)).await;
+        Some(HeldSnapshot { digest, hashes })
     }
 
     /// The digest of the snapshot of `server` held for a pepper slot.
@@ -222,20 +238,15 @@ impl LookupIndex {
         data.held.get(&(*id, slot)).cloned()
     }
 
-    /// Replaces the snapshot of `server` in a pepper slot by `hashes` (any order; `None`
-    /// digest: the snapshot is gone). Called with `refreshing` held, so that two
-    /// replacements do not both start from the same arrays.
-    async fn replace_snapshot(&self, server: &str, slot: usize, digest: Option<String>, mut hashes: Vec<Hash>) {
+    /// Replaces the snapshot of `server` in a pepper slot by `hashes` (sorted, without
+    /// duplicates; `None` digest: the snapshot is gone). Called with `refreshing` held, so that
+    /// two replacements do not both start from the same arrays.
+    async fn replace_snapshot(&self, server: &str, slot: usize, digest: Option<String>, hashes: Arc<Vec<Hash>>) {
         let (id, current) = {
             let mut data = self.write();
             (data.server_id(server), Arc::clone(&data.pushed[slot]))
         };
-        let next = crate::background::run(move || {
-            hashes.sort_unstable();
-            hashes.dedup();
-            current.replacing(id, &hashes)
-        })
-        .await;
+        let next = crate::background::run(move || current.replacing(id, &hashes)).await;
         let old = {
             let mut data = self.write();
             match digest {
@@ -514,12 +525,12 @@ async fn pushed_part(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRe
         pairs[*slot].reserve(usize::try_from(snapshot.hash_count).unwrap_or(0));
     }
     for (slot, snapshot) in snapshots {
-        let Some((digest, hashes)) = store.snapshot_hashes(&snapshot.server, &snapshot.pepper).await? else {
+        let Some(held) = store.snapshot_hashes(&snapshot.server, &snapshot.pepper).await? else {
             continue;
         };
         let id = data.server_id(&snapshot.server);
-        pairs[slot].extend(hashes.into_iter().map(|hash| (hash, id)));
-        data.held.insert((id, slot), digest);
+        pairs[slot].extend(held.hashes.into_iter().map(|hash| (hash, id)));
+        data.held.insert((id, slot), held.digest);
     }
     let built = crate::background::run(move || pairs.map(|pairs| Arc::new(SortedOwners::from_pairs(pairs)))).await;
     Ok((built, started.elapsed().as_secs_f64()))
@@ -544,6 +555,7 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::config::Config;
+    use crate::store::NewSnapshot;
     use crate::vocabulary::{HashText, hash_3pid, snapshot_digest};
 
     /// An index loaded from a fresh SQLite database with a pepper; the directory holds it.
@@ -573,10 +585,11 @@ mod tests {
     async fn a_push_gone_between_its_commit_and_its_merge_is_read_again() {
         let (_dir, store, index, pepper) = loaded_index().await;
         let (texts, digest) = snapshot("user", &pepper);
-        let hashes: Vec<Hash> = texts.iter().map(HashText::hash).collect();
+        let snapshot = NewSnapshot::from_texts(texts, digest.clone());
+        let hashes = Arc::clone(&snapshot.hashes);
         let server = "org.example:443";
-        let push = index.store_and_merge_push(&store, server, &pepper, &digest, hashes.clone(), async {
-            store.replace_pushed_hashes(server, &pepper, &texts, &digest, None, 1).await?;
+        let push = index.store_and_merge_push(&store, server, &pepper, &digest, Arc::clone(&hashes), async {
+            store.replace_pushed_hashes(server, &pepper, snapshot, None, 1).await?;
             // The follower's tick, between the commit and the merge: it skips the push as
             // this instance's own, and must not wait for it.
             index.refresh(&store).await?;
@@ -596,22 +609,31 @@ mod tests {
         let ((first, first_digest), (second, second_digest)) =
             (snapshot("first", &pepper), snapshot("second", &pepper));
         let decoded = |texts: &[HashText]| texts.iter().map(HashText::hash).collect::<Vec<Hash>>();
+        let (first_snapshot, second_snapshot) = (
+            NewSnapshot::from_texts(first.clone(), first_digest.clone()),
+            NewSnapshot::from_texts(second.clone(), second_digest.clone()),
+        );
         let server = "org.example:443";
         let (committed, go_on) = (tokio::sync::oneshot::channel::<()>(), tokio::sync::oneshot::channel::<()>());
         let (first_committed, first_may_merge) = (committed.0, go_on.1);
-        let first_push = index.store_and_merge_push(&store, server, &pepper, &first_digest, decoded(&first), async {
-            store.replace_pushed_hashes(server, &pepper, &first, &first_digest, None, 1).await?;
-            first_committed.send(()).unwrap();
-            first_may_merge.await.unwrap();
-            Ok(())
-        });
+        let first_push = index.store_and_merge_push(
+            &store,
+            server,
+            &pepper,
+            &first_digest,
+            Arc::clone(&first_snapshot.hashes),
+            async {
+                store.replace_pushed_hashes(server, &pepper, first_snapshot, None, 1).await?;
+                first_committed.send(()).unwrap();
+                first_may_merge.await.unwrap();
+                Ok(())
+            },
+        );
         let second_push = async {
             committed.1.await.unwrap();
-            let stored = store.replace_pushed_hashes(server, &pepper, &second, &second_digest, None, 2);
-            index
-                .store_and_merge_push(&store, server, &pepper, &second_digest, decoded(&second), stored)
-                .await
-                .unwrap();
+            let hashes = Arc::clone(&second_snapshot.hashes);
+            let stored = store.replace_pushed_hashes(server, &pepper, second_snapshot, None, 2);
+            index.store_and_merge_push(&store, server, &pepper, &second_digest, hashes, stored).await.unwrap();
             // The follower's tick: both changes are seen and nothing is left to read.
             index.refresh(&store).await.unwrap();
             go_on.0.send(()).unwrap();

@@ -6,8 +6,11 @@
 //! leaves the previous snapshot in place.
 
 use super::{Lookups, check_pepper};
+use std::sync::Arc;
+
 use crate::background;
 use crate::error::{ApiError, ApiResult, ErrCode};
+use crate::store::NewSnapshot;
 use crate::vocabulary::{Algorithm, HashText, snapshot_digest};
 use crate::wire::PushAnswer;
 
@@ -124,15 +127,15 @@ impl Lookups {
             tracing::info!(%server, hashes = stored, "identical push: nothing to change");
             return Ok(PushAnswer { stored, added: 0, removed: 0 });
         }
-        // The index's form of the hashes, decoded before the write so that the merge follows
-        // the commit at once.
-        let (hashes, decoded) = background::run(move || {
-            let decoded: Vec<_> = hashes.iter().map(HashText::hash).collect();
-            (hashes, decoded)
-        })
-        .await;
+        // The index's form of the hashes, decoded and sorted before the write so that the merge
+        // follows the commit at once; the copy this index holds of the previous snapshot spares
+        // the store reading it back.
+        let snapshot = background::run(move || NewSnapshot::from_texts(hashes, digest)).await;
+        let held = self.index.held_snapshot(&server, &request.pepper).await;
+        let (decoded, digest) = (Arc::clone(&snapshot.hashes), snapshot.digest.clone());
+        let snapshot = NewSnapshot { body_digest: body_digest.map(str::to_owned), ..snapshot };
         let now = self.clock.now_ms();
-        let replaced = self.store.replace_pushed_hashes(&server, &request.pepper, &hashes, &digest, body_digest, now);
+        let replaced = self.store.replace_pushed_hashes(&server, &request.pepper, snapshot, held, now);
         // Visible to the next lookup here before the pusher hears back; no lookup waits for it.
         let outcome =
             self.index.store_and_merge_push(&self.store, &server, &request.pepper, &digest, decoded, replaced).await?;

@@ -97,6 +97,11 @@ impl SortedOwners {
         Self::with_starts(hashes, owners)
     }
 
+    /// The hashes `owner` holds, sorted.
+    pub(super) fn of_owner(&self, owner: u32) -> Vec<Hash> {
+        self.hashes.iter().zip(&self.owners).filter(|(_, held_by)| **held_by == owner).map(|(hash, _)| *hash).collect()
+    }
+
     /// Completes sorted pairs with the prefix table and the distinct count.
     fn with_starts(hashes: Vec<Hash>, owners: Vec<u32>) -> Self {
         if hashes.is_empty() {

@@ -16,6 +16,7 @@ mod leases;
 mod local;
 mod operator;
 mod peppers;
+mod pushed;
 mod sessions;
 mod terms;
 mod tokens;
@@ -30,13 +31,14 @@ use crate::config::{Config, DatabaseEngine, SslSetting};
 
 pub use changes::{ChangeKind, LocalRow, LookupChange};
 pub use directory::{DirectoryThreepid, NewThreepid, PushStatus};
-pub use hashes::{LocalMatch, LocalThreepid, PushOutcome, PushSnapshot, StoredAssociation};
+pub use hashes::{LocalMatch, LocalThreepid, StoredAssociation};
 pub use invitations::InvitationRecord;
 pub use keys::{KeyPurpose, SigningKeyRecord};
 pub use leases::JobLease;
 pub use local::{AssociationTimes, DirectoryChanges, LocalThreepidWrite};
 pub use operator::ForgottenThreepid;
 pub use peppers::Peppers;
+pub use pushed::{HeldSnapshot, NewSnapshot, PushOutcome, PushSnapshot};
 pub use sessions::ValidationSession;
 pub use tokens::AccessTokenRecord;
 

@@ -1,0 +1,620 @@
+//! Snapshots pushed by trusted servers (MSC4004), as stored. Each hash has a row in
+//! `pushed_hashes` (for inspection, and for snapshots stored before packed copies existed); each
+//! snapshot has a row in `push_snapshots` holding a packed copy of its hashes, followed by the
+//! deltas pushed since that copy was written (`push_deltas`).
+//!
+//! Why deltas: a push is a whole snapshot, but from one push to the next a server's users change
+//! little. Rewriting the packed copy (43 MB a million) at every push made a push that changed 1%
+//! cost 60–70% of a first push. Such a push now writes the hashes it added and removed, and the
+//! copy is rewritten once the deltas since it add up to an eighth of the snapshot, or number
+//! [`MAX_DELTAS`]: a snapshot read back costs at most an eighth more than its copy. A snapshot
+//! is read as its copy with its deltas applied, in one statement, so that both engines give one
+//! consistent view of it while a push replaces it.
+//!
+//! The push compares the new snapshot with the previous one to write only the difference; it
+//! takes the previous one from the caller's in-memory copy when its digest is the stored one
+//! (the common case: this instance applied it), and reads it otherwise.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use super::changes::log_change;
+use super::hashes::{CHUNK, json_list};
+use super::{Store, StoreResult, on_pool};
+use crate::vocabulary::{HashText, LookupHash, SHA256_HASH_LENGTH};
+
+/// Deltas a snapshot may have before its packed copy is rewritten (each read of the snapshot
+/// applies them all).
+const MAX_DELTAS: i64 = 16;
+
+/// The packed copy is rewritten once the hashes added and removed since it was written reach
+/// the snapshot's size divided by this.
+const DELTA_SHARE: i64 = 8;
+
+/// What is stored for one pushing server and pepper.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PushSnapshot {
+    /// The pushing server's key (`host:port`).
+    pub server: String,
+    /// Our pepper the hashes were computed with.
+    pub pepper: String,
+    /// Number of hashes.
+    pub hash_count: i64,
+    /// Digest of the sorted hashes, to recognise an identical re-push.
+    pub digest: String,
+    /// When the snapshot was accepted (ms).
+    pub received_at: i64,
+}
+
+/// How a push changed the stored snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Hashes added.
+    pub added: u64,
+    /// Hashes removed.
+    pub removed: u64,
+}
+
+/// A pushed snapshot to store.
+#[derive(Debug, Clone)]
+pub struct NewSnapshot {
+    /// The hashes sorted by their text, without duplicates: the packed copy, and the rows of a
+    /// first push, as they came.
+    pub texts: Vec<HashText>,
+    /// The same hashes sorted by their bytes, as the comparison with the previous snapshot and
+    /// the in-memory index take them.
+    pub hashes: Arc<Vec<LookupHash>>,
+    /// [`snapshot_digest`](crate::vocabulary::snapshot_digest) of `texts`.
+    pub digest: String,
+    /// The digest of the push's body, when it came as one.
+    pub body_digest: Option<String>,
+}
+
+impl NewSnapshot {
+    /// The snapshot of `texts` (sorted by text, without duplicates) with its `digest`.
+    #[must_use]
+    pub fn from_texts(texts: Vec<HashText>, digest: String) -> Self {
+        let mut hashes: Vec<LookupHash> = texts.iter().map(HashText::hash).collect();
+        hashes.sort_unstable();
+        Self { texts, hashes: Arc::new(hashes), digest, body_digest: None }
+    }
+}
+
+/// A snapshot as a reader holds it: its digest and its hashes sorted by bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldSnapshot {
+    /// The digest of the snapshot.
+    pub digest: String,
+    /// Its hashes, sorted, without duplicates.
+    pub hashes: Vec<LookupHash>,
+}
+
+/// The state of a stored snapshot a push starts from.
+#[derive(Debug, sqlx::FromRow)]
+struct StoredState {
+    digest: String,
+    delta_count: i64,
+    delta_hashes: i64,
+    packed: bool,
+}
+
+/// Records a snapshot with its packed copy, which has no delta after it.
+const UPSERT_SNAPSHOT: &str = "INSERT INTO push_snapshots \
+     (server, pepper, hash_count, digest, received_at, body_digest, hashes, delta_count, delta_hashes) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0) ON CONFLICT (server, pepper) DO UPDATE SET \
+     hash_count = excluded.hash_count, digest = excluded.digest, received_at = excluded.received_at, \
+     body_digest = excluded.body_digest, hashes = excluded.hashes, delta_count = 0, delta_hashes = 0";
+
+/// Records a snapshot whose packed copy stays, followed by one more delta of `$7` hashes (`$8`:
+/// 1 when a delta row was written, 0 when the hashes did not change).
+const UPDATE_SNAPSHOT: &str = "UPDATE push_snapshots SET hash_count = $3, digest = $4, received_at = $5, \
+     body_digest = $6, delta_hashes = delta_hashes + $7, delta_count = delta_count + $8 \
+     WHERE server = $1 AND pepper = $2";
+
+/// A snapshot's packed copy (position 0, with the digest) and its deltas (positions from 1), in
+/// order: one statement, so that both engines read them from one view of the database.
+const READ_SNAPSHOT: &str = "SELECT 0 AS position, digest, hashes AS added, NULL AS removed \
+     FROM push_snapshots WHERE server = $1 AND pepper = $2 \
+     UNION ALL SELECT position, NULL, added, removed FROM push_deltas WHERE server = $1 AND pepper = $2 \
+     ORDER BY 1";
+
+/// A row of [`READ_SNAPSHOT`].
+type SnapshotPart = (i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+impl Store {
+    /// `(hash, server)` pairs pushed for `pepper` among `hashes`, without duplicates. A scan of
+    /// the table (its key starts with the server): for inspection; lookups use the index.
+    pub async fn find_pushed_hashes(&self, pepper: &str, hashes: &[String]) -> StoreResult<Vec<(String, String)>> {
+        let sql = self.dialect(
+            "SELECT DISTINCT hash, server FROM pushed_hashes \
+             WHERE pepper = $1 AND hash IN (SELECT value FROM json_each($2)) ORDER BY server, hash",
+            "SELECT DISTINCT hash, server FROM pushed_hashes \
+             WHERE pepper = $1 AND hash IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY server, hash",
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, String)>(sql)
+            .bind(pepper)
+            .bind(json_list(hashes))
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
+    }
+
+    /// The stored snapshot of `server` for `pepper`, if any.
+    pub async fn push_snapshot(&self, server: &str, pepper: &str) -> StoreResult<Option<PushSnapshot>> {
+        let snapshot = on_pool!(self, pool => sqlx::query_as::<_, PushSnapshot>(
+            "SELECT server, pepper, hash_count, digest, received_at FROM push_snapshots WHERE server = $1 AND pepper = $2",
+        )
+        .bind(server)
+        .bind(pepper)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(snapshot)
+    }
+
+    /// The snapshot stored by a push whose body had this SHA-256 digest, if any.
+    pub async fn push_snapshot_with_body(&self, body_digest: &str) -> StoreResult<Option<PushSnapshot>> {
+        let snapshot = on_pool!(self, pool => sqlx::query_as::<_, PushSnapshot>(
+            "SELECT server, pepper, hash_count, digest, received_at FROM push_snapshots WHERE body_digest = $1",
+        )
+        .bind(body_digest)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(snapshot)
+    }
+
+    /// Records `body_digest` as the body of the stored snapshot of `server` for `pepper`, if that
+    /// snapshot still has the content `digest` (an identical re-push whose body differed from
+    /// the first one's, or arrived before body digests were kept).
+    pub async fn note_push_body(&self, server: &str, pepper: &str, digest: &str, body_digest: &str) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE push_snapshots SET body_digest = $1 WHERE server = $2 AND pepper = $3 AND digest = $4",
+        )
+        .bind(body_digest)
+        .bind(server)
+        .bind(pepper)
+        .bind(digest)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Every stored snapshot.
+    pub async fn push_snapshots(&self) -> StoreResult<Vec<PushSnapshot>> {
+        let snapshots = on_pool!(self, pool => sqlx::query_as::<_, PushSnapshot>(
+            "SELECT server, pepper, hash_count, digest, received_at FROM push_snapshots ORDER BY server, pepper",
+        )
+        .fetch_all(pool)
+        .await)?;
+        Ok(snapshots)
+    }
+
+    /// The snapshot of `server` for `pepper` (`None`: there is none), its hashes decoded and
+    /// sorted: its packed copy with its deltas applied, or its rows when it was stored before
+    /// snapshots were packed.
+    pub async fn snapshot_hashes(&self, server: &str, pepper: &str) -> StoreResult<Option<HeldSnapshot>> {
+        let held = on_pool!(self, pool => {
+            let mut connection = single_use(pool).await?;
+            read_snapshot(&mut *connection, server, pepper).await
+        })?;
+        Ok(held)
+    }
+
+    /// Replaces the snapshot of `server` for `pepper` by `snapshot` in one transaction, writing
+    /// only the difference: the rows of the hashes added and removed, and either a delta or a
+    /// new packed copy. `held` is the caller's copy of the snapshot it believes stored, used
+    /// instead of reading it when its digest is the stored one.
+    pub async fn replace_pushed_hashes(
+        &self,
+        server: &str,
+        pepper: &str,
+        snapshot: NewSnapshot,
+        held: Option<HeldSnapshot>,
+        now: i64,
+    ) -> StoreResult<PushOutcome> {
+        let delete = self.dialect(
+            "DELETE FROM pushed_hashes WHERE pepper = $1 AND server = $2 AND hash IN (SELECT value FROM json_each($3))",
+            "DELETE FROM pushed_hashes WHERE pepper = $1 AND server = $2 \
+             AND hash IN (SELECT jsonb_array_elements_text($3::jsonb))",
+        );
+        let count = i64::try_from(snapshot.texts.len()).unwrap_or(i64::MAX);
+        let outcome = on_pool!(self, pool => {
+            let mut connection = single_use(pool).await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *connection, self.write_transaction()).await?;
+            tx.lock_snapshot(server, pepper).await?;
+            let stored: Option<StoredState> = sqlx::query_as(
+                "SELECT digest, delta_count, delta_hashes, hashes IS NOT NULL AS packed FROM push_snapshots \
+                 WHERE server = $1 AND pepper = $2",
+            )
+            .bind(server)
+            .bind(pepper)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let previous: Cow<'_, [LookupHash]> = match (&stored, &held) {
+                (None, _) => Cow::Borrowed(&[]),
+                (Some(stored), Some(held)) if stored.digest == held.digest => Cow::Borrowed(&held.hashes),
+                (Some(_), _) => Cow::Owned(read_snapshot(&mut *tx, server, pepper).await?.unwrap_or_default().hashes),
+            };
+            let (added, removed) = difference(&previous, &snapshot.hashes);
+            let first = previous.is_empty();
+            drop(previous);
+            drop(held);
+            let removed = texts_of(&removed);
+            for chunk in removed.chunks(CHUNK) {
+                let chunk: Vec<&str> = chunk.iter().map(HashText::as_str).collect();
+                sqlx::query(delete).bind(pepper).bind(server).bind(json_list(&chunk)).execute(&mut *tx).await?;
+            }
+            // A first push adds every hash, already in text form.
+            let added = if first { Cow::Borrowed(snapshot.texts.as_slice()) } else { Cow::Owned(texts_of(&added)) };
+            let added_rows: Vec<&str> = added.iter().map(HashText::as_str).collect();
+            tx.insert_pushed_rows(pepper, server, &added_rows).await?;
+            drop(added_rows);
+            let changed = i64::try_from(added.len() + removed.len()).unwrap_or(i64::MAX);
+            let as_delta = stored.as_ref().is_some_and(|stored| {
+                stored.packed
+                    && stored.delta_count < MAX_DELTAS
+                    && stored.delta_hashes.saturating_add(changed).saturating_mul(DELTA_SHARE) <= count
+            });
+            if as_delta {
+                if changed > 0 {
+                    let position = stored.as_ref().map_or(1, |stored| stored.delta_count + 1);
+                    sqlx::query(
+                        "INSERT INTO push_deltas (server, pepper, position, added, removed) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(server)
+                    .bind(pepper)
+                    .bind(position)
+                    .bind(pack(&added))
+                    .bind(pack(&removed))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(UPDATE_SNAPSHOT)
+                    .bind(server)
+                    .bind(pepper)
+                    .bind(count)
+                    .bind(&snapshot.digest)
+                    .bind(now)
+                    .bind(snapshot.body_digest.as_deref())
+                    .bind(changed)
+                    .bind(i64::from(changed > 0))
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query("DELETE FROM push_deltas WHERE server = $1 AND pepper = $2")
+                    .bind(server)
+                    .bind(pepper)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(UPSERT_SNAPSHOT)
+                    .bind(server)
+                    .bind(pepper)
+                    .bind(count)
+                    .bind(&snapshot.digest)
+                    .bind(now)
+                    .bind(snapshot.body_digest.as_deref())
+                    .bind(pack(&snapshot.texts))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            log_change!(self, tx, super::ChangeKind::Push, server, pepper, now);
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(PushOutcome { added: added.len() as u64, removed: removed.len() as u64 })
+        })?;
+        Ok(outcome)
+    }
+}
+
+/// Reads the snapshot of `server` for `pepper` through `connection` (in a transaction or not):
+/// its packed copy with its deltas applied, or its rows when it has no packed copy; decoded and
+/// sorted on a background thread (a million hashes).
+async fn read_snapshot<C: PushedRows>(
+    connection: &mut C,
+    server: &str,
+    pepper: &str,
+) -> Result<Option<HeldSnapshot>, sqlx::Error> {
+    let parts = connection.snapshot_parts(server, pepper).await?;
+    let Some(digest) = parts.first().and_then(|(_, digest, _, _)| digest.clone()) else { return Ok(None) };
+    let hashes = match crate::background::run(move || from_parts(parts)).await {
+        Some(hashes) => hashes,
+        // Stored before snapshots were packed: its rows (no delta follows).
+        None => {
+            let rows = connection.snapshot_rows(server, pepper).await?;
+            crate::background::run(move || {
+                with_deltas(rows.iter().filter_map(|row| LookupHash::parse(row)).collect(), &[])
+            })
+            .await
+        }
+    };
+    Ok(Some(HeldSnapshot { digest, hashes }))
+}
+
+/// The hashes of a snapshot read as [`READ_SNAPSHOT`]'s rows; `None` when it has no packed copy
+/// (or one that is not).
+fn from_parts(parts: Vec<SnapshotPart>) -> Option<Vec<LookupHash>> {
+    let mut parts = parts.into_iter().map(|(_, _, added, removed)| (added, removed.unwrap_or_default()));
+    let base = decoded(&parts.next()?.0?)?;
+    let deltas: Vec<(Vec<u8>, Vec<u8>)> = parts.map(|(added, removed)| (added.unwrap_or_default(), removed)).collect();
+    Some(with_deltas(base, &deltas))
+}
+
+/// `base` with `deltas` applied in order, sorted and without duplicates. The deltas are first
+/// combined into what they add and remove in all (a hash added then removed is neither), then
+/// applied in one pass.
+fn with_deltas(mut base: Vec<LookupHash>, deltas: &[(Vec<u8>, Vec<u8>)]) -> Vec<LookupHash> {
+    use std::collections::BTreeSet;
+    base.sort_unstable();
+    base.dedup();
+    if deltas.is_empty() {
+        return base;
+    }
+    let (mut added, mut removed) = (BTreeSet::new(), BTreeSet::new());
+    for (plus, minus) in deltas {
+        for hash in decoded(minus).unwrap_or_default() {
+            if !added.remove(&hash) {
+                removed.insert(hash);
+            }
+        }
+        for hash in decoded(plus).unwrap_or_default() {
+            if !removed.remove(&hash) {
+                added.insert(hash);
+            }
+        }
+    }
+    let mut result = Vec::with_capacity((base.len() + added.len()).saturating_sub(removed.len()));
+    let (mut added, mut removed) = (added.into_iter().peekable(), removed.into_iter().peekable());
+    for hash in base {
+        while removed.next_if(|gone| *gone < hash).is_some() {}
+        if removed.next_if(|gone| *gone == hash).is_some() {
+            continue;
+        }
+        while let Some(new) = added.next_if(|new| *new <= hash) {
+            result.push(new);
+        }
+        result.push(hash);
+    }
+    result.extend(added);
+    result.dedup();
+    result
+}
+
+/// The steps of storing and reading a pushed snapshot whose SQL differs between the engines.
+trait PushedRows {
+    /// Makes concurrent replacements of one server's snapshot for one pepper (two instances
+    /// receiving pushes from the same server) take turns from the read of the stored snapshot
+    /// to the commit: each computes its difference from what the other committed, so the rows
+    /// stay exactly the snapshot's.
+    async fn lock_snapshot(&mut self, server: &str, pepper: &str) -> Result<(), sqlx::Error>;
+
+    /// Inserts a row for each of `hashes` (none of which is stored for this server and pepper).
+    async fn insert_pushed_rows(&mut self, pepper: &str, server: &str, hashes: &[&str]) -> Result<(), sqlx::Error>;
+
+    /// The rows of [`READ_SNAPSHOT`].
+    async fn snapshot_parts(&mut self, server: &str, pepper: &str) -> Result<Vec<SnapshotPart>, sqlx::Error>;
+
+    /// The hashes of a snapshot's rows.
+    async fn snapshot_rows(&mut self, server: &str, pepper: &str) -> Result<Vec<String>, sqlx::Error>;
+}
+
+/// The engine-independent reads of [`PushedRows`], for both connection types.
+macro_rules! snapshot_reads {
+    () => {
+        async fn snapshot_parts(&mut self, server: &str, pepper: &str) -> Result<Vec<SnapshotPart>, sqlx::Error> {
+            sqlx::query_as(READ_SNAPSHOT).bind(server).bind(pepper).fetch_all(&mut *self).await
+        }
+
+        async fn snapshot_rows(&mut self, server: &str, pepper: &str) -> Result<Vec<String>, sqlx::Error> {
+            sqlx::query_scalar("SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2")
+                .bind(server)
+                .bind(pepper)
+                .fetch_all(&mut *self)
+                .await
+        }
+    };
+}
+
+impl PushedRows for sqlx::SqliteConnection {
+    snapshot_reads!();
+
+    /// Nothing to take: `BEGIN IMMEDIATE` already holds the database's only write lock.
+    async fn lock_snapshot(&mut self, _server: &str, _pepper: &str) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    /// Statements of [`CHUNK`] rows, each reading a JSON array: the engine runs in this process,
+    /// so there is no protocol overhead to save.
+    async fn insert_pushed_rows(&mut self, pepper: &str, server: &str, hashes: &[&str]) -> Result<(), sqlx::Error> {
+        for chunk in hashes.chunks(CHUNK) {
+            sqlx::query(
+                "INSERT INTO pushed_hashes (pepper, hash, server) SELECT $1, value, $2 FROM json_each($3) \
+                 WHERE 1 ON CONFLICT DO NOTHING",
+            )
+            .bind(pepper)
+            .bind(server)
+            .bind(json_list(chunk))
+            .execute(&mut *self)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl PushedRows for sqlx::PgConnection {
+    snapshot_reads!();
+
+    /// A transaction-scoped advisory lock keyed by the server and the pepper (two keys that
+    /// collide only make two unrelated pushes take turns).
+    async fn lock_snapshot(&mut self, server: &str, pepper: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 0))")
+            .bind(server)
+            .bind(pepper)
+            .execute(&mut *self)
+            .await?;
+        Ok(())
+    }
+
+    /// One `COPY` stream in text format: a million rows cost what their bytes cost, where
+    /// statements reading JSON arrays spent most of a first push parsing them.
+    async fn insert_pushed_rows(&mut self, pepper: &str, server: &str, hashes: &[&str]) -> Result<(), sqlx::Error> {
+        /// Bytes sent per `CopyData` message.
+        const BATCH: usize = 1 << 20;
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let (pepper, server) = (copy_text(pepper), copy_text(server));
+        let mut copy = self.copy_in_raw("COPY pushed_hashes (pepper, hash, server) FROM STDIN").await?;
+        let mut batch = Vec::with_capacity(BATCH + 256);
+        for hash in hashes {
+            for field in [pepper.as_bytes(), b"\t", hash.as_bytes(), b"\t", server.as_bytes(), b"\n"] {
+                batch.extend_from_slice(field);
+            }
+            if batch.len() >= BATCH {
+                copy.send(batch.as_slice()).await?;
+                batch.clear();
+            }
+        }
+        copy.send(batch).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+}
+
+/// `value` as a field of `COPY`'s text format: backslash, tab and line breaks escaped.
+fn copy_text(value: &str) -> Cow<'_, str> {
+    if !value.contains(['\\', '\t', '\n', '\r']) {
+        return value.into();
+    }
+    let mut escaped = String::with_capacity(value.len() + 8);
+    for character in value.chars() {
+        match character {
+            '\\' => escaped.push_str("\\\\"),
+            '\t' => escaped.push_str("\\t"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            other => escaped.push(other),
+        }
+    }
+    escaped.into()
+}
+
+/// `(added, removed)`: what `new` has that `old` lacks, and the reverse, both sorted ascending
+/// without duplicates: one merge pass, no hashing.
+fn difference(old: &[LookupHash], new: &[LookupHash]) -> (Vec<LookupHash>, Vec<LookupHash>) {
+    use std::cmp::Ordering;
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut in_old, mut in_new) = (old.iter().copied().peekable(), new.iter().copied().peekable());
+    while let (Some(before), Some(after)) = (in_old.peek(), in_new.peek()) {
+        match before.cmp(after) {
+            Ordering::Less => removed.extend(in_old.next()),
+            Ordering::Greater => added.extend(in_new.next()),
+            Ordering::Equal => {
+                in_old.next();
+                in_new.next();
+            }
+        }
+    }
+    removed.extend(in_old);
+    added.extend(in_new);
+    (added, removed)
+}
+
+/// The text form of each of `hashes`, in the same order.
+fn texts_of(hashes: &[LookupHash]) -> Vec<HashText> {
+    hashes.iter().map(HashText::of).collect()
+}
+
+/// Hashes as one value: their characters end to end (each is [`SHA256_HASH_LENGTH`] long).
+fn pack(hashes: &[HashText]) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(hashes.len() * SHA256_HASH_LENGTH);
+    for hash in hashes {
+        packed.extend_from_slice(hash.as_str().as_bytes());
+    }
+    packed
+}
+
+/// The hashes of a packed value, decoded; `None` if it is not one.
+fn decoded(packed: &[u8]) -> Option<Vec<LookupHash>> {
+    if !packed.len().is_multiple_of(SHA256_HASH_LENGTH) {
+        return None;
+    }
+    packed.chunks_exact(SHA256_HASH_LENGTH).map(|hash| LookupHash::parse(std::str::from_utf8(hash).ok()?)).collect()
+}
+
+/// A connection that is closed after use instead of going back to the pool, for statements
+/// that carry a packed snapshot (43 MB per million hashes): the driver keeps a connection's
+/// buffers at the largest message it carried, for the connection's life (PostgreSQL kept
+/// ~120 MiB more after ten 1M pushes).
+async fn single_use<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    connection.close_on_drop();
+    Ok(connection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{copy_text, decoded, difference, pack, texts_of, with_deltas};
+    use crate::vocabulary::LookupHash;
+
+    /// Sorted hashes of the given numbers.
+    fn hashes(numbers: &[u32]) -> Vec<LookupHash> {
+        let mut hashes: Vec<LookupHash> =
+            numbers.iter().map(|n| LookupHash::of(&format!("u{n}@example.org"), "email", "p")).collect();
+        hashes.sort_unstable();
+        hashes
+    }
+
+    fn packed(numbers: &[u32]) -> Vec<u8> {
+        pack(&texts_of(&hashes(numbers)))
+    }
+
+    #[test]
+    fn the_difference_of_two_sorted_snapshots_is_one_merge() {
+        let old = hashes(&[1, 3, 4, 6]);
+        let new = hashes(&[2, 3, 6, 7, 8]);
+        let (added, removed) = difference(&old, &new);
+        assert_eq!(added, hashes(&[2, 7, 8]));
+        assert_eq!(removed, hashes(&[1, 4]));
+        let (added, removed) = difference(&[], &new);
+        assert_eq!((added.len(), removed.len()), (5, 0));
+        let (added, removed) = difference(&old, &[]);
+        assert_eq!((added.len(), removed.len()), (0, 4));
+        let (added, removed) = difference(&old, &old);
+        assert!(added.is_empty() && removed.is_empty());
+    }
+
+    #[test]
+    fn deltas_apply_in_their_order() {
+        let base = hashes(&[1, 2, 3]);
+        // 4 added then removed, 2 removed then added back, 1 removed, 5 added.
+        let deltas = vec![(packed(&[4, 5]), packed(&[2])), (packed(&[2]), packed(&[4, 1]))];
+        assert_eq!(with_deltas(base.clone(), &deltas), hashes(&[2, 3, 5]));
+        assert_eq!(with_deltas(base.clone(), &[]), base);
+        let emptied = vec![(Vec::new(), packed(&[1, 2, 3]))];
+        assert!(with_deltas(base, &emptied).is_empty());
+        // Each delta the difference of two snapshots: applying them gives the last snapshot.
+        let snapshots = [hashes(&[1, 2, 3]), hashes(&[2, 3, 9, 10]), hashes(&[10, 11]), hashes(&[1, 10, 12])];
+        let deltas: Vec<_> = snapshots
+            .windows(2)
+            .map(|pair| {
+                let (added, removed) = difference(&pair[0], &pair[1]);
+                (pack(&texts_of(&added)), pack(&texts_of(&removed)))
+            })
+            .collect();
+        assert_eq!(with_deltas(snapshots[0].clone(), &deltas), snapshots[3]);
+    }
+
+    #[test]
+    fn copy_fields_escape_what_the_text_format_reserves() {
+        assert_eq!(copy_text("org.example:443"), "org.example:443");
+        assert_eq!(copy_text("a\\b\tc\nd\re"), "a\\\\b\\tc\\nd\\re");
+    }
+
+    #[test]
+    fn a_packed_snapshot_decodes_to_its_hashes() {
+        let packed = packed(&[1, 2]);
+        assert_eq!(packed.len(), 86);
+        assert_eq!(decoded(&packed).expect("decoded"), hashes(&[1, 2]));
+        assert_eq!(decoded(&packed[..85]), None);
+        assert_eq!(decoded(&[]).map(|hashes| hashes.len()), Some(0), "an empty snapshot");
+    }
+}
