@@ -108,6 +108,29 @@ impl From<PushRequest> for ReceivedPush {
     }
 }
 
+/// The bytes a hash takes at least in a push body: 43 characters, two quotes and a comma.
+const HASH_BYTES_IN_JSON: usize = crate::vocabulary::SHA256_HASH_LENGTH + 3;
+
+thread_local! {
+    /// How many hashes the push body being parsed on this thread can hold, for the first list of
+    /// hashes to be allocated once at that size (see [`ReceivedPush::sized_for_body`]).
+    static EXPECTED_HASHES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl ReceivedPush {
+    /// Runs `parse` (the parse of a push body of `body_length` bytes, on this thread) with its
+    /// list of hashes allocated at once for as many hashes as the body can hold. Grown from
+    /// empty, a million hashes take twenty reallocations that copy and fault in about twice
+    /// the 43 MB they end at (measured: a tenth of a second, and the peak memory of a push).
+    /// Capacity that the list does not fill is never touched, so never resident.
+    pub fn sized_for_body<T>(body_length: usize, parse: impl FnOnce() -> T) -> T {
+        EXPECTED_HASHES.set(body_length / HASH_BYTES_IN_JSON);
+        let parsed = parse();
+        EXPECTED_HASHES.set(0);
+        parsed
+    }
+}
+
 /// The hashes of one server in a push: those that are lookup hashes, and the position of the
 /// first string that is not (the push is refused, naming it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -155,8 +178,9 @@ impl<'de> Deserialize<'de> for ReceivedHashes {
             }
 
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut list: A) -> Result<Self::Value, A::Error> {
-                let mut received =
-                    ReceivedHashes { hashes: Vec::with_capacity(list.size_hint().unwrap_or(0)), first_invalid: None };
+                // Only the first list of a body gets the body's capacity.
+                let capacity = list.size_hint().unwrap_or(0).max(EXPECTED_HASHES.take());
+                let mut received = ReceivedHashes { hashes: Vec::with_capacity(capacity), first_invalid: None };
                 let mut position = 0;
                 while let Some(Text(text)) = list.next_element()? {
                     received.add(position, &text);
@@ -292,4 +316,32 @@ pub struct Policies {
     /// The policies users must accept.
     #[schema(value_type = Object)]
     pub policies: serde_json::Map<String, serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReceivedPush;
+
+    /// A body of `servers` lists of `hashes` hashes each.
+    fn body(servers: usize, hashes: usize) -> String {
+        let hash = crate::vocabulary::hash_3pid("a@example.org", "email", "pepper");
+        let lists: Vec<String> =
+            (0..servers).map(|server| format!("\"s{server}.example\": {:?}", vec![hash.as_str(); hashes])).collect();
+        format!("{{\"algorithm\": \"sha256\", \"pepper\": \"pepper\", \"mappings\": {{{}}}}}", lists.join(", "))
+    }
+
+    #[test]
+    fn the_first_list_of_a_push_is_allocated_for_what_the_body_can_hold() {
+        let text = body(2, 1_000);
+        let parsed: ReceivedPush =
+            ReceivedPush::sized_for_body(text.len(), || serde_json::from_str(&text)).expect("a push body");
+        let mut capacities: Vec<usize> = parsed.mappings.values().map(|list| list.hashes.capacity()).collect();
+        capacities.sort_unstable();
+        assert!(capacities[1] >= 2_000, "the first list: room for every hash of the body, {capacities:?}");
+        assert!(capacities[0] < 2_000, "the second list grows as usual, {capacities:?}");
+        assert!(parsed.mappings.values().all(|list| list.hashes.len() == 1_000));
+        // Outside it, lists grow from empty.
+        let again: ReceivedPush = serde_json::from_str(&body(1, 10)).expect("a push body");
+        assert!(again.mappings.values().all(|list| list.hashes.capacity() < 2_000));
+    }
 }

@@ -41,7 +41,7 @@ pub async fn push(
     if let Some(answer) = state.lookups.identical_push(caller.bound_name(), &body_digest).await? {
         return Ok((StatusCode::CREATED, Json(answer)));
     }
-    let request: ReceivedPush = background::run(move || parse_json(&body)).await?;
+    let request = background::run(move || ReceivedPush::sized_for_body(body.len(), || parse_json(&body))).await?;
     let answer = state.lookups.accept_push(caller.bound_name(), request, Some(&body_digest)).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
