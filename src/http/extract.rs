@@ -2,8 +2,8 @@
 
 use axum::RequestExt;
 use axum::body::Bytes;
-use http_body_util::BodyExt;
 use axum::extract::{FromRequest, Request};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ErrCode};
@@ -42,8 +42,8 @@ where
     type Rejection = ApiError;
 
     /// The body is copied frame by frame as it arrives into a buffer sized from its
-    /// `Content-Length` (up to [`PRESIZED_BODY`]): collected whole and copied at the end, a push
-    /// of tens of megabytes held a thread serving requests for up to a tenth of a second.
+    /// `Content-Length` (up to [`PRESIZED_BODY`]): collected whole, a push of tens of megabytes
+    /// was copied again in one go at the end, on a thread serving requests.
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let declared = request
             .headers()

@@ -487,9 +487,9 @@ impl PushedRows for sqlx::PgConnection {
     snapshot_reads!();
 
     /// The packed copy goes through `COPY` (binary format) into a table of this transaction,
-    /// in messages of a mebibyte: as a statement's parameter, the driver would copy its tens of
-    /// megabytes twice in one go on the thread serving requests (measured: lookups on that
-    /// thread waited up to 190 ms).
+    /// in messages of a mebibyte, each sent before the next is built: as a statement's
+    /// parameter, the driver would copy its tens of megabytes twice in one go on a thread
+    /// serving requests.
     async fn write_snapshot(&mut self, row: &SnapshotRow<'_>, packed: Vec<u8>) -> Result<(), sqlx::Error> {
         /// Bytes sent per `CopyData` message.
         const BATCH: usize = 1 << 20;
