@@ -108,24 +108,13 @@ struct SnapshotRow<'a> {
     body_digest: Option<&'a str>,
 }
 
-/// Records a snapshot with its packed copy, which has no delta after it: the copy is the
-/// expression `$copy`, selected with the clause `$from` (SQLite needs one, `WHERE 1`, before
-/// `ON CONFLICT`).
-macro_rules! upsert_snapshot {
-    ($copy:literal, $from:literal) => {
-        concat!(
-            "INSERT INTO push_snapshots \
-             (server, pepper, hash_count, digest, received_at, body_digest, hashes, delta_count, delta_hashes) \
-             SELECT $1, $2, $3, $4, $5, $6, ",
-            $copy,
-            ", 0, 0 ",
-            $from,
-            " ON CONFLICT (server, pepper) DO UPDATE SET \
-             hash_count = excluded.hash_count, digest = excluded.digest, received_at = excluded.received_at, \
-             body_digest = excluded.body_digest, hashes = excluded.hashes, delta_count = 0, delta_hashes = 0"
-        )
-    };
-}
+/// Records a snapshot with its packed copy, which has no delta after it (SQLite; PostgreSQL
+/// writes the row with `COPY`, see its [`PushedRows::write_snapshot`]).
+const UPSERT_SNAPSHOT: &str = "INSERT INTO push_snapshots \
+     (server, pepper, hash_count, digest, received_at, body_digest, hashes, delta_count, delta_hashes) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0) ON CONFLICT (server, pepper) DO UPDATE SET \
+     hash_count = excluded.hash_count, digest = excluded.digest, received_at = excluded.received_at, \
+     body_digest = excluded.body_digest, hashes = excluded.hashes, delta_count = 0, delta_hashes = 0";
 
 /// Records a snapshot whose packed copy stays, followed by one more delta of `$7` hashes (`$8`:
 /// 1 when a delta row was written, 0 when the hashes did not change).
@@ -447,7 +436,7 @@ impl PushedRows for sqlx::SqliteConnection {
 
     /// One statement: its parameters go to the driver's own thread as they are, not copied.
     async fn write_snapshot(&mut self, row: &SnapshotRow<'_>, packed: Vec<u8>) -> Result<(), sqlx::Error> {
-        sqlx::query(upsert_snapshot!("$7", "WHERE 1"))
+        sqlx::query(UPSERT_SNAPSHOT)
             .bind(row.server)
             .bind(row.pepper)
             .bind(row.hash_count)
@@ -486,41 +475,53 @@ impl PushedRows for sqlx::SqliteConnection {
 impl PushedRows for sqlx::PgConnection {
     snapshot_reads!();
 
-    /// The packed copy goes through `COPY` (binary format) into a table of this transaction,
-    /// in messages of a mebibyte, each sent before the next is built: as a statement's
-    /// parameter, the driver would copy its tens of megabytes twice in one go on a thread
-    /// serving requests.
+    /// The row is deleted and written again with `COPY` (binary format), its packed copy in
+    /// messages of a mebibyte, each sent before the next is built: as a statement's parameter,
+    /// the driver would copy its tens of megabytes twice in one go on a thread serving requests.
+    /// The lock of [`Self::lock_snapshot`] keeps other pushes of the snapshot out meanwhile.
     async fn write_snapshot(&mut self, row: &SnapshotRow<'_>, packed: Vec<u8>) -> Result<(), sqlx::Error> {
         /// Bytes sent per `CopyData` message.
         const BATCH: usize = 1 << 20;
-        let length = i32::try_from(packed.len())
-            .map_err(|_| sqlx::Error::Protocol("a packed snapshot over 2 GiB".to_owned()))?;
-        sqlx::query("CREATE TEMP TABLE incoming_snapshot (hashes BYTEA) ON COMMIT DROP").execute(&mut *self).await?;
-        let mut copy = self.copy_in_raw("COPY incoming_snapshot (hashes) FROM STDIN (FORMAT binary)").await?;
-        // The binary format's signature, flags and header extension length, then one tuple of one
-        // field: its length and its bytes; then the trailer.
+        sqlx::query("DELETE FROM push_snapshots WHERE server = $1 AND pepper = $2")
+            .bind(row.server)
+            .bind(row.pepper)
+            .execute(&mut *self)
+            .await?;
+        let mut copy = self
+            .copy_in_raw(
+                "COPY push_snapshots (server, pepper, hash_count, digest, received_at, body_digest, hashes, \
+                 delta_count, delta_hashes) FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        // The format's signature, flags and header extension length; one tuple of nine fields,
+        // each its length (-1: NULL) and its bytes (text as is, integers big-endian), the
+        // packed copy's bytes sent on their own; then the trailer.
         let mut head = b"PGCOPY\n\xff\r\n\0".to_vec();
-        for part in [0_i32.to_be_bytes(), 0_i32.to_be_bytes()] {
-            head.extend_from_slice(&part);
+        head.extend_from_slice(&[0; 8]);
+        head.extend_from_slice(&9_i16.to_be_bytes());
+        for field in [
+            Some(row.server.as_bytes()),
+            Some(row.pepper.as_bytes()),
+            Some(&row.hash_count.to_be_bytes()[..]),
+            Some(row.digest.as_bytes()),
+            Some(&row.received_at.to_be_bytes()[..]),
+            row.body_digest.map(str::as_bytes),
+        ] {
+            copy_field(&mut head, field)?;
         }
-        head.extend_from_slice(&1_i16.to_be_bytes());
-        head.extend_from_slice(&length.to_be_bytes());
+        head.extend_from_slice(&copy_length(packed.len())?.to_be_bytes());
         copy.send(head).await?;
         for piece in packed.chunks(BATCH) {
             copy.send(piece).await?;
         }
-        copy.send(&(-1_i16).to_be_bytes()[..]).await?;
-        copy.finish().await?;
         drop(packed);
-        sqlx::query(upsert_snapshot!("hashes", "FROM incoming_snapshot"))
-            .bind(row.server)
-            .bind(row.pepper)
-            .bind(row.hash_count)
-            .bind(row.digest)
-            .bind(row.received_at)
-            .bind(row.body_digest)
-            .execute(&mut *self)
-            .await?;
+        let mut tail = Vec::new();
+        for _no_delta in 0..2 {
+            copy_field(&mut tail, Some(&0_i64.to_be_bytes()[..]))?;
+        }
+        tail.extend_from_slice(&(-1_i16).to_be_bytes());
+        copy.send(tail).await?;
+        copy.finish().await?;
         Ok(())
     }
 
@@ -577,6 +578,23 @@ fn copy_text(value: &str) -> Cow<'_, str> {
         }
     }
     escaped.into()
+}
+
+/// Appends a field of `COPY`'s binary format: its length (-1 for NULL), then its bytes.
+fn copy_field(buffer: &mut Vec<u8>, value: Option<&[u8]>) -> Result<(), sqlx::Error> {
+    match value {
+        Some(bytes) => {
+            buffer.extend_from_slice(&copy_length(bytes.len())?.to_be_bytes());
+            buffer.extend_from_slice(bytes);
+        }
+        None => buffer.extend_from_slice(&(-1_i32).to_be_bytes()),
+    }
+    Ok(())
+}
+
+/// A field's length as `COPY`'s binary format writes it.
+fn copy_length(length: usize) -> Result<i32, sqlx::Error> {
+    i32::try_from(length).map_err(|_| sqlx::Error::Protocol("a field of over 2 GiB".to_owned()))
 }
 
 /// `(added, removed)`: what `new` has that `old` lacks, and the reverse, both sorted ascending
