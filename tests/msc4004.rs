@@ -293,25 +293,37 @@ async fn run_sql(server: &TestServer, sql: &str) {
     }
 }
 
-/// For each stored snapshot, by server: the size of its packed copy in bytes (`None`: not
-/// packed), the deltas after it and the hashes they hold, and the delta rows stored for it.
-async fn snapshot_storage(server: &TestServer) -> Vec<(Option<i64>, i64, i64, i64)> {
-    const SQL: &str = "SELECT CAST(length(hashes) AS BIGINT), delta_count, delta_hashes, \
-         (SELECT COUNT(*) FROM push_deltas d WHERE d.server = s.server AND d.pepper = s.pepper) \
-         FROM push_snapshots s ORDER BY server, pepper";
+/// The rows `sql` selects from the server's database.
+async fn select<T>(server: &TestServer, sql: &'static str) -> Vec<T>
+where
+    T: Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+{
     let config = server.config();
     if config.database_engine == "pg" {
         let pool = sqlx::PgPool::connect(&config.database_host).await.unwrap();
-        let rows = sqlx::query_as(SQL).fetch_all(&pool).await.unwrap();
+        let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
         pool.close().await;
         rows
     } else {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(config.sqlite_path());
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        let rows = sqlx::query_as(SQL).fetch_all(&pool).await.unwrap();
+        let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
         pool.close().await;
         rows
     }
+}
+
+/// For each stored snapshot, by server: the size of its packed copy in bytes (`None`: not
+/// packed), the deltas after it and the hashes they hold, and the delta rows stored for it.
+async fn snapshot_storage(server: &TestServer) -> Vec<(Option<i64>, i64, i64, i64)> {
+    select(
+        server,
+        "SELECT CAST(length(hashes) AS BIGINT), delta_count, delta_hashes, \
+         (SELECT COUNT(*) FROM push_deltas d WHERE d.server = s.server AND d.pepper = s.pepper) \
+         FROM push_snapshots s ORDER BY server, pepper",
+    )
+    .await
 }
 
 /// The size of each stored snapshot's packed copy, in bytes (`None`: not packed).
@@ -408,12 +420,18 @@ async fn a_rotation_drops_the_pushed_hashes_of_the_oldest_pepper() {
     let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
     let first = current_pepper(&server).await;
     let hashes = hashes_of(&["x@t.example"], &first);
-    assert_eq!(push(&server, &push_body("t.example:443", &first, &hashes)).await.status, 201);
+    let others: Vec<String> = (0..32).map(|n| hash_3pid(&format!("other{n}@t.example"), "email", &first)).collect();
+    let with = |others: &[String]| -> Vec<String> { hashes.iter().chain(others).cloned().collect() };
+    assert_eq!(push(&server, &push_body("t.example:443", &first, &with(&others))).await.status, 201);
+    // One change: stored as a delta after the packed copy.
+    assert_eq!(push(&server, &push_body("t.example:443", &first, &with(&others[1..]))).await.status, 201);
+    assert_eq!(select::<(i64,)>(&server, "SELECT COUNT(*) FROM push_deltas").await, [(1,)]);
 
     server.state.lookups.rotate_pepper().await.unwrap();
     // The previous pepper still works, for lookups and pushes.
     assert_eq!(lookup(&server, &first, &hashes).await["third_party_mappings"]["t.example:443"], json!(hashes));
-    assert_eq!(push(&server, &push_body("t.example:443", &first, &hashes)).await.status, 201);
+    assert_eq!(push(&server, &push_body("t.example:443", &first, &with(&others[2..]))).await.status, 201);
+    assert_eq!(select::<(i64,)>(&server, "SELECT COUNT(*) FROM push_deltas").await, [(2,)]);
 
     server.state.lookups.rotate_pepper().await.unwrap();
     let body = json!({ "algorithm": "sha256", "pepper": first, "addresses": hashes }).to_string();
@@ -423,6 +441,7 @@ async fn a_rotation_drops_the_pushed_hashes_of_the_oldest_pepper() {
         "snapshots of the oldest pepper are gone"
     );
     assert!(server.state.store.find_pushed_hashes(&first, &hashes).await.unwrap().is_empty(), "its hashes are gone");
+    assert_eq!(select::<(i64,)>(&server, "SELECT COUNT(*) FROM push_deltas").await, [(0,)], "and its deltas");
     // A push for a pepper that is no longer valid is refused.
     push(&server, &push_body("t.example:443", &first, &hashes)).await.assert_error(400, "M_INVALID_PEPPER");
     server.stop().await;
