@@ -236,6 +236,30 @@ def scenario_push(engine, work):
     }
 
 
+
+def scenario_push_latency(engine, work):
+    """Lookup latency at 500 requests/s, idle and while a first push of 1M lands on an instance
+    holding 1M pushed hashes (no own 3PIDs: the short form of `scale`'s latency figures, quick
+    enough to alternate two builds), with the push's time and the series per half second."""
+    server = Server(engine, work)
+    server.start()
+    pepper = server.pepper()
+    stored = org_hashes(0, pepper)
+    server.push("org0.example:443", pepper, stored)
+    unknown = [lookup_hash(f"nobody{n}@nowhere.example", "email", pepper) for n in range(50)]
+    body = {"algorithm": "sha256", "pepper": pepper, "addresses": stored[:50] + unknown}
+    idle = BackgroundLoad(server, body, 8, 500, work, "idle").finish()
+    incoming = org_hashes(1, pepper)
+    load = BackgroundLoad(server, body, 10, 500, work, "during", series=True)
+    time.sleep(1)
+    push_started = load.since_start()
+    push_s, _ = server.push("org1.example:443", pepper, incoming)
+    during = load.finish()
+    during["push_interval_s"] = [push_started, round(push_started + push_s, 2)]
+    server.stop()
+    return {"idle": idle, "during_1m_push": during, "push_s": round(push_s, 2),
+            "p99_during_vs_idle": round(during["p99_ms"] / idle["p99_ms"], 2)}
+
 def lookup_data(server, pepper, own):
     """100 servers x 10,000 pushed hashes; returns a body of 100 addresses, half known."""
     pushed = []
@@ -682,6 +706,8 @@ def main():
                     outcome = scenario_startup(engine, work)
                 elif scenario == "push":
                     outcome = scenario_push(engine, work)
+                elif scenario == "push-latency":
+                    outcome = scenario_push_latency(engine, work)
                 elif scenario == "lookup":
                     outcome = scenario_lookup(engine, work, args.seconds)
                 elif scenario == "lookup-user":

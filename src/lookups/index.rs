@@ -6,7 +6,8 @@
 //! `lookup_changes` (a push of one server and pepper, a rotation, a change of local 3PIDs).
 //! A write applies its change to this instance's index before it answers (a push from the
 //! hashes it parsed, the others from the log); other instances read the log every quarter of a
-//! second. A push elsewhere replaces one snapshot, read from its packed copy; a change of local
+//! second. A push elsewhere replaces one snapshot, read from its packed copy and the deltas after
+//! it; a change of local
 //! 3PIDs re-reads the 3PIDs it lists (the whole local part when it lists none); a rotation moves
 //! the current pepper's data to the previous slot and reads the new pepper's. The next pushed
 //! arrays are built beside the ones lookups read and swapped in: no lookup waits for a build.

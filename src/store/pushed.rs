@@ -344,19 +344,21 @@ async fn read_snapshot<C: PushedRows>(
     Ok(Some(HeldSnapshot { digest, hashes }))
 }
 
-/// The hashes of a snapshot read as [`READ_SNAPSHOT`]'s rows; `None` when it has no packed copy
-/// (or one that is not).
+/// The hashes of a snapshot read as [`READ_SNAPSHOT`]'s rows; `None` when it has no packed copy,
+/// or a copy or a delta that is not one (its rows are read instead).
 fn from_parts(parts: Vec<SnapshotPart>) -> Option<Vec<LookupHash>> {
-    let mut parts = parts.into_iter().map(|(_, _, added, removed)| (added, removed.unwrap_or_default()));
+    let mut parts = parts.into_iter().map(|(_, _, added, removed)| (added, removed));
     let base = decoded(&parts.next()?.0?)?;
-    let deltas: Vec<(Vec<u8>, Vec<u8>)> = parts.map(|(added, removed)| (added.unwrap_or_default(), removed)).collect();
+    let deltas = parts
+        .map(|(added, removed)| Some((decoded(&added.unwrap_or_default())?, decoded(&removed.unwrap_or_default())?)))
+        .collect::<Option<Vec<_>>>()?;
     Some(with_deltas(base, &deltas))
 }
 
-/// `base` with `deltas` applied in order, sorted and without duplicates. The deltas are first
-/// combined into what they add and remove in all (a hash added then removed is neither), then
-/// applied in one pass.
-fn with_deltas(mut base: Vec<LookupHash>, deltas: &[(Vec<u8>, Vec<u8>)]) -> Vec<LookupHash> {
+/// `base` with `deltas` (`(added, removed)`) applied in order, sorted and without duplicates.
+/// The deltas are first combined into what they add and remove in all (a hash added then
+/// removed is neither), then applied in one pass.
+fn with_deltas(mut base: Vec<LookupHash>, deltas: &[(Vec<LookupHash>, Vec<LookupHash>)]) -> Vec<LookupHash> {
     use std::collections::BTreeSet;
     base.sort_unstable();
     base.dedup();
@@ -365,14 +367,14 @@ fn with_deltas(mut base: Vec<LookupHash>, deltas: &[(Vec<u8>, Vec<u8>)]) -> Vec<
     }
     let (mut added, mut removed) = (BTreeSet::new(), BTreeSet::new());
     for (plus, minus) in deltas {
-        for hash in decoded(minus).unwrap_or_default() {
-            if !added.remove(&hash) {
-                removed.insert(hash);
+        for hash in minus {
+            if !added.remove(hash) {
+                removed.insert(*hash);
             }
         }
-        for hash in decoded(plus).unwrap_or_default() {
-            if !removed.remove(&hash) {
-                added.insert(hash);
+        for hash in plus {
+            if !removed.remove(hash) {
+                added.insert(*hash);
             }
         }
     }
@@ -652,7 +654,7 @@ async fn single_use<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Result<sqlx::p
 
 #[cfg(test)]
 mod tests {
-    use super::{copy_text, decoded, difference, pack, texts_of, with_deltas};
+    use super::{copy_text, decoded, difference, from_parts, pack, texts_of, with_deltas};
     use crate::vocabulary::LookupHash;
 
     /// Sorted hashes of the given numbers.
@@ -686,21 +688,29 @@ mod tests {
     fn deltas_apply_in_their_order() {
         let base = hashes(&[1, 2, 3]);
         // 4 added then removed, 2 removed then added back, 1 removed, 5 added.
-        let deltas = vec![(packed(&[4, 5]), packed(&[2])), (packed(&[2]), packed(&[4, 1]))];
+        let deltas = vec![(hashes(&[4, 5]), hashes(&[2])), (hashes(&[2]), hashes(&[4, 1]))];
         assert_eq!(with_deltas(base.clone(), &deltas), hashes(&[2, 3, 5]));
         assert_eq!(with_deltas(base.clone(), &[]), base);
-        let emptied = vec![(Vec::new(), packed(&[1, 2, 3]))];
+        let emptied = vec![(Vec::new(), hashes(&[1, 2, 3]))];
         assert!(with_deltas(base, &emptied).is_empty());
         // Each delta the difference of two snapshots: applying them gives the last snapshot.
         let snapshots = [hashes(&[1, 2, 3]), hashes(&[2, 3, 9, 10]), hashes(&[10, 11]), hashes(&[1, 10, 12])];
-        let deltas: Vec<_> = snapshots
-            .windows(2)
-            .map(|pair| {
-                let (added, removed) = difference(&pair[0], &pair[1]);
-                (pack(&texts_of(&added)), pack(&texts_of(&removed)))
-            })
-            .collect();
+        let deltas: Vec<_> = snapshots.windows(2).map(|pair| difference(&pair[0], &pair[1])).collect();
         assert_eq!(with_deltas(snapshots[0].clone(), &deltas), snapshots[3]);
+    }
+
+    #[test]
+    fn a_snapshot_is_its_copy_with_its_deltas_or_nothing_when_one_part_is_not_packed_hashes() {
+        let part = |position: i64, added: Vec<u8>, removed: Option<Vec<u8>>| {
+            (position, (position == 0).then(|| "digest".to_owned()), Some(added), removed)
+        };
+        let copy = part(0, packed(&[1, 2, 3]), None);
+        let delta = part(1, packed(&[4]), Some(packed(&[1])));
+        assert_eq!(from_parts(vec![copy.clone(), delta.clone()]), Some(hashes(&[2, 3, 4])));
+        assert_eq!(from_parts(vec![copy.clone()]), Some(hashes(&[1, 2, 3])));
+        let broken = part(2, b"not a hash".to_vec(), Some(Vec::new()));
+        assert_eq!(from_parts(vec![copy, delta, broken]), None, "the rows are read instead");
+        assert_eq!(from_parts(vec![(0, Some("digest".to_owned()), None, None)]), None, "no packed copy");
     }
 
     #[test]
