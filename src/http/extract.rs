@@ -42,16 +42,19 @@ where
     type Rejection = ApiError;
 
     /// The body is copied frame by frame as it arrives into a buffer sized from its
-    /// `Content-Length` (up to [`PRESIZED_BODY`]): collected whole, a push of tens of megabytes
-    /// was copied again in one go at the end, on a thread serving requests.
+    /// `Content-Length`, up to [`PresizeUpTo`] where a layer set it (else [`PRESIZED_BODY`]):
+    /// collected whole, a push of tens of megabytes was copied again in one go at the end, on a
+    /// thread serving requests.
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let declared = request
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|length| length.to_str().ok()?.parse::<usize>().ok())
             .unwrap_or(0);
+        let up_to = request.extensions().get::<PresizeUpTo>().map_or(PRESIZED_BODY, |up_to| up_to.0);
+        let capacity = declared.min(up_to);
         let mut body = request.into_limited_body();
-        let mut bytes = Vec::with_capacity(declared.min(PRESIZED_BODY));
+        let mut bytes = Vec::with_capacity(capacity);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| {
                 if over_limit(error) {
@@ -68,10 +71,15 @@ where
     }
 }
 
-/// The largest buffer allocated from a body's declared length before any of it arrives: the
-/// declared length is the client's word, and the route's limit applies only as bytes arrive.
-/// Allocated but not yet written memory is not resident.
-const PRESIZED_BODY: usize = 128 << 20;
+/// The largest buffer allocated from a body's declared length before any of it arrives, on
+/// routes whose callers are not known yet: the declared length is the client's word, and the
+/// route's limit applies only as bytes arrive.
+const PRESIZED_BODY: usize = 64 << 10;
+
+/// How large a buffer a body may be given from its declared length alone, set by a layer that
+/// has checked who sends it (the push gate: trusted servers, up to the route's limit).
+#[derive(Debug, Clone, Copy)]
+pub struct PresizeUpTo(pub usize);
 
 /// Whether a body error is the route's size limit, under the layers of boxing the extractors
 /// wrap it in.

@@ -79,6 +79,9 @@ pub async fn push_gate(State(state): State<AppState>, request: Request, next: Ne
     if let Some(coding) = coding {
         parts.headers.insert(axum::http::header::CONTENT_ENCODING, coding);
     }
+    // A trusted server's body may be allocated at its declared length at once.
+    let limit = usize::try_from(state.config.lookups_body_limit).unwrap_or(usize::MAX);
+    parts.extensions.insert(super::extract::PresizeUpTo(limit));
     next.run(Request::from_parts(parts, body)).await
 }
 
