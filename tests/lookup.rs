@@ -225,8 +225,16 @@ async fn the_scheduler_rotates_on_its_cron_schedule() {
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "no rotation within 5 s");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let lease = server.state.store.job_lease("pepper-rotation").await.unwrap().expect("the run is recorded");
-    assert_eq!(lease.last_status.as_deref(), Some("ok"));
+    // The run records its outcome after the rotation it made has committed.
+    loop {
+        let lease = server.state.store.job_lease("pepper-rotation").await.unwrap().expect("the run is recorded");
+        if let Some(status) = lease.last_status {
+            assert_eq!(status, "ok");
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "no outcome recorded within 5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     server.stop().await;
 }
 
