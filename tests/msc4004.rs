@@ -848,6 +848,9 @@ async fn after_each_kind_of_change_the_index_answers_what_a_rebuild_would() {
     check("local 3PIDs").await;
     assert_eq!(push(&a, &push_body("one.example", &pepper, &hashes_of(&named(24..36), &pepper))).await.status, 201);
     check("a snapshot replaced").await;
+    assert_eq!(push(&a, &push_body("one.example", &pepper, &hashes_of(&named(24..37), &pepper))).await.status, 201);
+    assert_eq!(select::<(i64,)>(&a, "SELECT COUNT(*) FROM push_deltas").await, [(1,)], "one hash more: a delta");
+    check("a small change, stored as a delta").await;
     a.state.lookups.rotate_pepper().await.unwrap();
     check("a rotation").await;
     let new = current_pepper(&a).await;
