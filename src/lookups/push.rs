@@ -5,9 +5,9 @@
 //! identical re-push changes nothing, hashes missing from it are removed, and a failed push
 //! leaves the previous snapshot in place.
 
-use super::{Lookups, check_pepper};
 use std::sync::Arc;
 
+use super::{Lookups, check_pepper};
 use crate::background;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::store::NewSnapshot;
@@ -130,10 +130,14 @@ impl Lookups {
         // The index's form of the hashes, decoded and sorted before the write so that the merge
         // follows the commit at once; the copy this index holds of the previous snapshot spares
         // the store reading it back.
-        let snapshot = background::run(move || NewSnapshot::from_texts(hashes, digest)).await;
+        let mut snapshot = background::run({
+            let digest = digest.clone();
+            move || NewSnapshot::from_texts(hashes, digest)
+        })
+        .await;
+        snapshot.body_digest = body_digest.map(str::to_owned);
+        let decoded = Arc::clone(&snapshot.hashes);
         let held = self.index.held_snapshot(&server, &request.pepper).await;
-        let (decoded, digest) = (Arc::clone(&snapshot.hashes), snapshot.digest.clone());
-        let snapshot = NewSnapshot { body_digest: body_digest.map(str::to_owned), ..snapshot };
         let now = self.clock.now_ms();
         let replaced = self.store.replace_pushed_hashes(&server, &request.pepper, snapshot, held, now);
         // Visible to the next lookup here before the pusher hears back; no lookup waits for it.

@@ -4,8 +4,8 @@
 //! deltas pushed since that copy was written (`push_deltas`).
 //!
 //! Why deltas: a push is a whole snapshot, but from one push to the next a server's users change
-//! little. Rewriting the packed copy (43 MB a million) at every push made a push that changed 1%
-//! cost 60–70% of a first push. Such a push now writes the hashes it added and removed, and the
+//! little. A push that changed 1% of a million hashes used to read back and rewrite the whole
+//! packed copy (43 MB each way). Such a push now writes the hashes it added and removed, and the
 //! copy is rewritten once the deltas since it add up to an eighth of the snapshot, or number
 //! [`MAX_DELTAS`]: a snapshot read back costs at most an eighth more than its copy. A snapshot
 //! is read as its copy with its deltas applied, in one statement, so that both engines give one
@@ -335,10 +335,7 @@ async fn read_snapshot<C: PushedRows>(
         // Stored before snapshots were packed: its rows (no delta follows).
         None => {
             let rows = connection.snapshot_rows(server, pepper).await?;
-            crate::background::run(move || {
-                with_deltas(rows.iter().filter_map(|row| LookupHash::parse(row)).collect(), &[])
-            })
-            .await
+            crate::background::run(move || sorted(rows.iter().filter_map(|row| LookupHash::parse(row)).collect())).await
         }
     };
     Ok(Some(HeldSnapshot { digest, hashes }))
@@ -358,10 +355,9 @@ fn from_parts(parts: Vec<SnapshotPart>) -> Option<Vec<LookupHash>> {
 /// `base` with `deltas` (`(added, removed)`) applied in order, sorted and without duplicates.
 /// The deltas are first combined into what they add and remove in all (a hash added then
 /// removed is neither), then applied in one pass.
-fn with_deltas(mut base: Vec<LookupHash>, deltas: &[(Vec<LookupHash>, Vec<LookupHash>)]) -> Vec<LookupHash> {
+fn with_deltas(base: Vec<LookupHash>, deltas: &[(Vec<LookupHash>, Vec<LookupHash>)]) -> Vec<LookupHash> {
     use std::collections::BTreeSet;
-    base.sort_unstable();
-    base.dedup();
+    let base = sorted(base);
     if deltas.is_empty() {
         return base;
     }
@@ -393,6 +389,13 @@ fn with_deltas(mut base: Vec<LookupHash>, deltas: &[(Vec<LookupHash>, Vec<Lookup
     result.extend(added);
     result.dedup();
     result
+}
+
+/// `hashes` sorted, without duplicates.
+fn sorted(mut hashes: Vec<LookupHash>) -> Vec<LookupHash> {
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes
 }
 
 /// The steps of storing and reading a pushed snapshot whose SQL differs between the engines.
