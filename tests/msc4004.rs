@@ -340,7 +340,9 @@ async fn a_snapshot_stored_before_packing_is_compared_from_its_rows() {
     let all = hashes_of(&["a@t.example", "b@t.example", "c@t.example", "d@t.example"], &pepper);
     assert_eq!(push(&server, &push_body("t.example:443", &pepper, &all[..3])).await.status, 201);
     assert_eq!(packed_sizes(&server).await, [Some(3 * 43)], "a push stores its packed copy");
-    run_sql(&server, "UPDATE push_snapshots SET hashes = NULL, body_digest = NULL").await;
+    // Unpacked, and with a digest this instance does not hold (as if another instance had
+    // stored it): the push must read the stored snapshot, which only its rows hold.
+    run_sql(&server, "UPDATE push_snapshots SET hashes = NULL, body_digest = NULL, digest = 'stored before'").await;
 
     let changed = push(&server, &push_body("t.example:443", &pepper, &all[1..])).await;
     assert_eq!((changed.status, changed.body), (201, json!({ "stored": 3, "added": 1, "removed": 1 })));
@@ -584,6 +586,8 @@ async fn compressed_pushes_are_accepted_and_limited_after_decompression() {
     let big = push_body("t.example:443", &pepper, &vec![hashes_of(&["a@t.example"], &pepper)[0].clone(); 1_000]);
     assert!(big.len() > 40_000 && gzip(&big).len() < 10_000);
     send(gzip(&big)).await.assert_error(413, "M_TOO_LARGE");
+    // Said to be gzip, but not: the body cannot be read.
+    send(small.clone().into_bytes()).await.assert_error(400, "M_NOT_JSON");
     server.stop().await;
 }
 
