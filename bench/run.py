@@ -249,16 +249,24 @@ def scenario_push_latency(engine, work):
     unknown = [lookup_hash(f"nobody{n}@nowhere.example", "email", pepper) for n in range(50)]
     body = {"algorithm": "sha256", "pepper": pepper, "addresses": stored[:50] + unknown}
     idle = BackgroundLoad(server, body, 8, 500, work, "idle").finish()
-    incoming = org_hashes(1, pepper)
-    load = BackgroundLoad(server, body, 10, 500, work, "during", series=True)
-    time.sleep(1)
-    push_started = load.since_start()
-    push_s, _ = server.push("org1.example:443", pepper, incoming)
-    during = load.finish()
-    during["push_interval_s"] = [push_started, round(push_started + push_s, 2)]
+    during, push_s = latency_through_push(server, body, 10, work, "org1.example:443", pepper, org_hashes(1, pepper))
     server.stop()
     return {"idle": idle, "during_1m_push": during, "push_s": round(push_s, 2),
             "p99_during_vs_idle": round(during["p99_ms"] / idle["p99_ms"], 2)}
+
+
+def latency_through_push(server, body, seconds, work, pusher, pepper, hashes):
+    """Lookups of `body` at 500/s for `seconds`, with a push of `hashes` by `pusher` starting
+    after one second; the latencies (with their series per half second and the push's interval
+    on it) and the push's seconds."""
+    load = BackgroundLoad(server, body, seconds, 500, work, "during", series=True)
+    time.sleep(1)
+    push_started = load.since_start()
+    push_s, _ = server.push(pusher, pepper, hashes)
+    push_ended = load.since_start()
+    during = load.finish()
+    during["push_interval_s"] = [push_started, push_ended]
+    return during, push_s
 
 def lookup_data(server, pepper, own):
     """100 servers x 10,000 pushed hashes; returns a body of 100 addresses, half known."""
@@ -479,13 +487,7 @@ def scenario_scale(engine, work, seconds, servers):
     body = {"algorithm": "sha256", "pepper": pepper, "addresses": local + first_of_each[:25] + unknown}
     idle = BackgroundLoad(server, body, seconds, 500, work, "idle").finish()
     extra = [lookup_hash(f"u{n}@extra.example", "email", pepper) for n in range(1_000_000)]
-    load = BackgroundLoad(server, body, seconds, 500, work, "during", series=True)
-    time.sleep(1)
-    push_started = load.since_start()
-    push_during, _ = server.push("extra.example:443", pepper, extra)
-    push_ended = load.since_start()
-    during = load.finish()
-    during["push_interval_s"] = [push_started, push_ended]
+    during, push_during = latency_through_push(server, body, seconds, work, "extra.example:443", pepper, extra)
     after = BackgroundLoad(server, body, 5, 500, work, "after").finish()
     stored = servers * 1_000_000 + 1_000_000
     rss = settle_rss()
