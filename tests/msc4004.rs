@@ -3,10 +3,12 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{Response, TestServer};
 use federated_identity_service::Config;
 use federated_identity_service::domain::trusted::TrustedServerConfig;
-use federated_identity_service::vocabulary::hash_3pid;
+use federated_identity_service::vocabulary::{LookupHash, hash_3pid};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -331,40 +333,51 @@ async fn packed_sizes(server: &TestServer) -> Vec<Option<i64>> {
     snapshot_storage(server).await.into_iter().map(|(packed, ..)| packed).collect()
 }
 
-/// Snapshots are compared with the next push from their packed copy; one stored before
-/// snapshots were packed is compared from its rows, then packed.
+/// A stored snapshot whose packed copy no longer decodes (damaged outside the service: it is the
+/// only copy of its hashes) is reported and served as absent, by the instance that stored it
+/// once it reloads and by a fresh one; the server's next push stores it whole again.
 #[tokio::test]
-async fn a_snapshot_stored_before_packing_is_compared_from_its_rows() {
+async fn a_damaged_snapshot_is_served_as_absent_until_the_next_push_stores_it_whole() {
     let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
     let pepper = current_pepper(&server).await;
     let all = hashes_of(&["a@t.example", "b@t.example", "c@t.example", "d@t.example"], &pepper);
     assert_eq!(push(&server, &push_body("t.example:443", &pepper, &all[..3])).await.status, 201);
     assert_eq!(packed_sizes(&server).await, [Some(3 * 43)], "a push stores its packed copy");
-    // Unpacked, and with a digest this instance does not hold (as if another instance had
-    // stored it): the push must read the stored snapshot, which only its rows hold.
-    run_sql(&server, "UPDATE push_snapshots SET hashes = NULL, body_digest = NULL, digest = 'stored before'").await;
+    // One byte short, and a digest this instance does not hold (as if another instance had
+    // stored it): the push must read the stored snapshot, which does not decode.
+    run_sql(&server, "UPDATE push_snapshots SET hashes = substr(hashes, 2), body_digest = NULL, digest = 'damaged'")
+        .await;
+    let fresh = server.twin().await;
+    let answer = lookup(&fresh, &pepper, &all).await;
+    assert_eq!(answer["third_party_mappings"], json!({}), "nothing served from a damaged copy: {answer}");
 
-    let changed = push(&server, &push_body("t.example:443", &pepper, &all[1..])).await;
-    assert_eq!((changed.status, changed.body), (201, json!({ "stored": 3, "added": 1, "removed": 1 })));
-    assert_eq!(packed_sizes(&server).await, [Some(3 * 43)], "packed again");
-    // From now on the rows are not read: without them, the next push still knows what changed.
-    run_sql(&server, "DELETE FROM pushed_hashes").await;
-    let back = push(&server, &push_body("t.example:443", &pepper, &all[..2])).await;
-    assert_eq!(back.body, json!({ "stored": 2, "added": 1, "removed": 2 }), "compared with what is held");
-    let answer = lookup(&server, &pepper, &all).await;
-    let mut found: Vec<String> =
-        serde_json::from_value(answer["third_party_mappings"]["t.example:443"].clone()).unwrap();
-    found.sort();
-    let mut expected = all[..2].to_vec();
-    expected.sort();
-    assert_eq!(found, expected);
+    let stored = push(&server, &push_body("t.example:443", &pepper, &all[1..])).await;
+    assert_eq!((stored.status, stored.body), (201, json!({ "stored": 3, "added": 3, "removed": 0 })));
+    assert_eq!(snapshot_storage(&server).await, [(Some(3 * 43), 0, 0, 0)], "a whole copy, no delta");
+    for instance in [&server, &fresh] {
+        let started = Instant::now();
+        loop {
+            let answer = lookup(instance, &pepper, &all).await;
+            let mut found: Vec<String> =
+                serde_json::from_value(answer["third_party_mappings"]["t.example:443"].clone()).unwrap_or_default();
+            found.sort();
+            let mut expected = all[1..].to_vec();
+            expected.sort();
+            if found == expected {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "the new snapshot is served: {answer}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    fresh.stop().await;
     server.stop().await;
 }
 
 /// A push that changes a few hashes of a snapshot stores them as a delta after the packed copy,
-/// until the deltas add up to an eighth of the snapshot: then the copy is written again. The
-/// rows, a fresh instance and the instance that stored the pushes all agree with the last
-/// snapshot at every step.
+/// until the deltas add up to an eighth of the snapshot: then the copy is written again. What the
+/// store reads back, a fresh instance and the instance that stored the pushes all agree with the
+/// last snapshot at every step.
 #[tokio::test]
 async fn small_changes_are_stored_as_deltas_until_they_add_up_to_an_eighth() {
     let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
@@ -380,7 +393,7 @@ async fn small_changes_are_stored_as_deltas_until_they_add_up_to_an_eighth() {
         let pushed = push(&server, &push_body("d.example:443", &pepper, &hashes)).await;
         assert_eq!((pushed.status, pushed.body), (201, answer), "step {step}");
         assert_eq!(snapshot_storage(&server).await, [storage], "step {step}: packed copy, deltas");
-        let mut rows: Vec<String> = server
+        let mut stored: Vec<String> = server
             .state
             .store
             .find_pushed_hashes(&pepper, &named(0..80))
@@ -389,10 +402,10 @@ async fn small_changes_are_stored_as_deltas_until_they_add_up_to_an_eighth() {
             .into_iter()
             .map(|(hash, _)| hash)
             .collect();
-        rows.sort();
+        stored.sort();
         let mut expected = hashes.clone();
         expected.sort();
-        assert_eq!(rows, expected, "step {step}: the rows are the snapshot");
+        assert_eq!(stored, expected, "step {step}: copy and deltas are the snapshot");
         let written = answers(&server, &addresses).await;
         let found: Vec<String> =
             serde_json::from_value(written[0]["body"]["third_party_mappings"]["d.example:443"].clone())
@@ -733,7 +746,6 @@ async fn hashes_sharing_a_prefix_cost_what_random_hashes_cost() {
 async fn rotations_are_never_missed_by_another_instance_under_concurrent_pushes() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::{Duration, Instant};
     let a = TestServer::start_with(trusting(&["127.0.0.1"])).await;
     let b = Arc::new(a.twin().await);
     // Enough local 3PIDs that a rotation's deletes take a while: the window of the race, which
@@ -818,7 +830,6 @@ async fn answers(server: &TestServer, addresses: &[String]) -> Vec<Value> {
 // instance started afresh on the database must answer the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_each_kind_of_change_the_index_answers_what_a_rebuild_would() {
-    use std::time::{Duration, Instant};
     let a = TestServer::start_with(trusting(&["127.0.0.1"])).await;
     let follower = a.twin().await;
     let addresses: Vec<String> = (0..48).map(|n| format!("person{n}@org.example")).collect();
@@ -938,13 +949,12 @@ async fn concurrent_pushes_of_one_server_on_two_instances_take_turns() {
         let (on_a, on_b) = tokio::join!(push(&a, &body_a), push(&b, &body_b));
         assert_eq!((on_a.status, on_b.status), (201, 201), "round {round}: {:?} {:?}", on_a.body, on_b.body);
         let server = a.state.store.push_snapshots().await.unwrap().remove(0).server;
-        let mut rows = Vec::new();
-        a.state.store.for_each_snapshot_hash(&server, &pepper, |hash| rows.push(hash.to_owned())).await.unwrap();
-        let rows = sorted(rows);
+        let held = a.state.store.snapshot_hashes(&server, &pepper).await.unwrap().expect("a snapshot");
+        let stored = sorted(held.hashes.iter().map(LookupHash::text).collect());
         assert!(
-            rows == sorted(left.clone()) || rows == sorted(right.clone()),
-            "round {round}: the rows are one snapshot, not a mix ({} rows)",
-            rows.len()
+            stored == sorted(left.clone()) || stored == sorted(right.clone()),
+            "round {round}: the stored snapshot is one of the two, not a mix ({} hashes)",
+            stored.len()
         );
         for (instance, snapshot) in [(&a, &left), (&b, &right)] {
             let again = push(instance, &push_body("one.example", &pepper, snapshot)).await;
@@ -965,7 +975,6 @@ async fn concurrent_pushes_of_one_server_on_two_instances_take_turns() {
 async fn a_push_dropped_at_any_point_leaves_the_index_answering_what_is_stored() {
     use federated_identity_service::lookups::push::PushRequest;
     use std::collections::HashMap;
-    use std::time::{Duration, Instant};
     let a = TestServer::start_with(trusting(&["127.0.0.1"])).await;
     let pepper = current_pepper(&a).await;
     let probes: Vec<String> = (0..30).map(|n| format!("probe{n}@org.example")).collect();
@@ -995,10 +1004,10 @@ async fn a_push_dropped_at_any_point_leaves_the_index_answering_what_is_stored()
     a.stop().await;
 }
 
-// A push the database refuses halfway through writing its rows (`COPY` on PostgreSQL, batched
-// inserts on SQLite; here a check that one hash breaks) answers a Matrix error and leaves the
-// previous snapshot whole, in the database and in lookups; the same push goes through once the
-// obstacle is gone.
+// A push the database refuses at its last write (here a check that its snapshot breaks, after
+// the deltas were deleted and, on PostgreSQL, the previous row too) answers a Matrix error and
+// leaves the previous snapshot whole, in the database and in lookups; the same push goes
+// through once the obstacle is gone.
 #[tokio::test]
 async fn a_push_refused_halfway_by_the_database_leaves_the_previous_snapshot() {
     let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
@@ -1007,20 +1016,16 @@ async fn a_push_refused_halfway_by_the_database_leaves_the_previous_snapshot() {
     let after: Vec<String> = (0..30_000).map(|n| format!("after{n}@org.example")).collect();
     let hashes = |addresses: &[String]| hashes_of(&addresses.iter().map(String::as_str).collect::<Vec<_>>(), &pepper);
     assert_eq!(push(&server, &push_body("org.example", &pepper, &hashes(&before))).await.status, 201);
-    let mut refused = hashes(&after);
-    refused.sort();
-    let poisoned = &refused[refused.len() * 3 / 4];
     let (check, uncheck) = if server.config().database_engine == "pg" {
         (
-            format!("ALTER TABLE pushed_hashes ADD CONSTRAINT poisoned CHECK (hash <> '{poisoned}')"),
-            "ALTER TABLE pushed_hashes DROP CONSTRAINT poisoned".to_owned(),
+            "ALTER TABLE push_snapshots ADD CONSTRAINT poisoned CHECK (hash_count <> 30000)".to_owned(),
+            "ALTER TABLE push_snapshots DROP CONSTRAINT poisoned".to_owned(),
         )
     } else {
         (
-            format!(
-                "CREATE TRIGGER poisoned BEFORE INSERT ON pushed_hashes WHEN NEW.hash = '{poisoned}' \
-                 BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
-            ),
+            "CREATE TRIGGER poisoned BEFORE UPDATE ON push_snapshots WHEN NEW.hash_count = 30000 \
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+                .to_owned(),
             "DROP TRIGGER poisoned".to_owned(),
         )
     };

@@ -146,12 +146,86 @@ async fn a_push_compares_with_a_held_copy_only_while_it_is_the_stored_snapshot()
         let outcome = store.replace_pushed_hashes(server, "p", fourth, Some(third_held), 4).await.unwrap();
         assert_eq!((outcome.added, outcome.removed), (2, 2));
         assert_eq!(store.snapshot_hashes(server, "p").await.unwrap(), Some(fourth_held.clone()));
-        let mut rows: Vec<String> =
+        let mut found: Vec<String> =
             store.find_pushed_hashes("p", &everything).await.unwrap().into_iter().map(|(hash, _)| hash).collect();
-        rows.sort_unstable();
+        found.sort_unstable();
         let mut expected: Vec<String> = fourth_held.hashes.iter().map(LookupHash::text).collect();
         expected.sort_unstable();
-        assert_eq!(rows, expected, "the rows are the last snapshot");
+        assert_eq!(found, expected, "inspection finds the last snapshot's hashes and no other");
     })
     .await;
+}
+
+/// Migration 0007 drops the row per pushed hash. A snapshot stored before packed copies existed
+/// (its hashes only in those rows) is packed from them first: read back, it is the rows'
+/// hashes, and the next push is compared with it. A packed snapshot is left as it was.
+#[tokio::test]
+async fn the_migration_that_drops_pushed_rows_packs_snapshots_that_had_only_rows() {
+    use std::borrow::Cow;
+
+    use federated_identity_service::store::NewSnapshot;
+    use federated_identity_service::vocabulary::{HashText, LookupHash, snapshot_digest};
+    use sqlx::AssertSqlSafe;
+
+    let text = |n: u32| LookupHash::of(&format!("u{n}@old.example"), "email", "p").text();
+    let sorted = |numbers: &[u32]| {
+        let mut hashes: Vec<LookupHash> = numbers.iter().map(|n| LookupHash::parse(&text(*n)).unwrap()).collect();
+        hashes.sort_unstable();
+        hashes
+    };
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let dir = TempDir::new().unwrap();
+        let config = test_config(&dir, backend).await;
+        // A packed copy as the engine writes a literal blob.
+        let blob = |text: &str| match backend {
+            Backend::Sqlite => format!("CAST('{text}' AS BLOB)"),
+            Backend::Postgres => format!("convert_to('{text}', 'UTF8')"),
+        };
+        let script = format!(
+            "INSERT INTO push_snapshots (server, pepper, hash_count, digest, received_at, hashes) VALUES \
+             ('rows.example:443', 'p', 3, 'rows only', 1, NULL), ('packed.example:443', 'p', 1, 'packed', 1, {}); \
+             INSERT INTO pushed_hashes (pepper, hash, server) VALUES ('p', '{}', 'rows.example:443'), \
+             ('p', '{}', 'rows.example:443'), ('p', '{}', 'rows.example:443'), ('p', '{}', 'packed.example:443');",
+            blob(&text(9)),
+            text(1),
+            text(2),
+            text(3),
+            text(8),
+        );
+        // The schema as migrations 0001 to 0006 left it, with those rows.
+        match backend {
+            Backend::Sqlite => {
+                let options =
+                    sqlx::sqlite::SqliteConnectOptions::new().filename(config.sqlite_path()).create_if_missing(true);
+                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+                let mut migrator = sqlx::migrate!("migrations/sqlite");
+                migrator.migrations = Cow::Owned(migrator.migrations[..6].to_vec());
+                migrator.run(&pool).await.unwrap();
+                sqlx::raw_sql(AssertSqlSafe(script)).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&config.database_host).await.unwrap();
+                let mut migrator = sqlx::migrate!("migrations/postgres");
+                migrator.migrations = Cow::Owned(migrator.migrations[..6].to_vec());
+                migrator.run(&pool).await.unwrap();
+                sqlx::raw_sql(AssertSqlSafe(script)).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+        let store = Store::connect(&config).await.unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        let legacy = store.snapshot_hashes("rows.example:443", "p").await.unwrap().expect("packed from its rows");
+        assert_eq!((legacy.digest.as_str(), legacy.hashes), ("rows only", sorted(&[1, 2, 3])), "{backend:?}");
+        let packed = store.snapshot_hashes("packed.example:443", "p").await.unwrap().expect("still there");
+        assert_eq!(packed.hashes, sorted(&[9]), "{backend:?}: a packed copy is kept, not rebuilt from rows");
+        assert_eq!(store.own_data().await.unwrap(), [("pushed hashes", 4)], "{backend:?}");
+        // The next push is compared with the migrated copy.
+        let mut texts: Vec<HashText> = [2, 3, 4].iter().map(|n| HashText::parse(&text(*n)).unwrap()).collect();
+        texts.sort_unstable();
+        let digest = snapshot_digest(texts.iter().map(HashText::as_str));
+        let next = NewSnapshot::from_texts(texts, digest);
+        let outcome = store.replace_pushed_hashes("rows.example:443", "p", next, None, 2).await.unwrap();
+        assert_eq!((outcome.added, outcome.removed), (1, 1), "{backend:?}");
+        store.close().await;
+    }
 }

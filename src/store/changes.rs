@@ -203,23 +203,6 @@ impl Store {
         })?;
         Ok(())
     }
-
-    /// Calls `each` with every hash of one snapshot, streaming.
-    pub async fn for_each_snapshot_hash(
-        &self,
-        server: &str,
-        pepper: &str,
-        mut each: impl FnMut(&str),
-    ) -> StoreResult<()> {
-        on_pool!(self, pool => {
-            let rows = sqlx::query_scalar::<_, String>("SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2")
-                .bind(server)
-                .bind(pepper)
-                .fetch(pool);
-            drain(rows, &mut |hash: String| each(&hash)).await
-        })?;
-        Ok(())
-    }
 }
 
 /// Hands every row of `rows` to `each`. Millions of rows may arrive without the stream ever

@@ -10,7 +10,7 @@ use super::{Store, StoreResult, on_pool};
 const OWN_DATA: [(&str, &str); 6] = [
     ("access tokens", "SELECT COUNT(*) FROM access_tokens"),
     ("bindings", "SELECT COUNT(*) FROM local_threepids WHERE source = 'binding'"),
-    ("pushed hashes", "SELECT COUNT(*) FROM pushed_hashes"),
+    ("pushed hashes", "SELECT CAST(COALESCE(SUM(hash_count), 0) AS BIGINT) FROM push_snapshots"),
     ("invitations", "SELECT COUNT(*) FROM invitations"),
     ("validation sessions", "SELECT COUNT(*) FROM validation_sessions"),
     ("terms acceptances", "SELECT COUNT(*) FROM terms_acceptances"),

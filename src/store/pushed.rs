@@ -1,7 +1,8 @@
-//! Snapshots pushed by trusted servers (MSC4004), as stored. Each hash has a row in
-//! `pushed_hashes` (for inspection, and for snapshots stored before packed copies existed); each
-//! snapshot has a row in `push_snapshots` holding a packed copy of its hashes, followed by the
-//! deltas pushed since that copy was written (`push_deltas`).
+//! Snapshots pushed by trusted servers (MSC4004), as stored: each snapshot has a row in
+//! `push_snapshots` holding a packed copy of its hashes, followed by the deltas pushed since that
+//! copy was written (`push_deltas`). That is the only copy of a snapshot's hashes: a row per hash
+//! (kept until migration 0007) doubled the database and made a push that changed 1% of a million
+//! hashes rewrite most pages of a million-row table.
 //!
 //! Why deltas: a push is a whole snapshot, but from one push to the next a server's users change
 //! little. A push that changed 1% of a million hashes used to read back and rewrite the whole
@@ -19,7 +20,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::changes::log_change;
-use super::hashes::{CHUNK, json_list};
 use super::{Store, StoreResult, on_pool};
 use crate::vocabulary::{HashText, LookupHash, SHA256_HASH_LENGTH};
 
@@ -109,7 +109,7 @@ struct SnapshotRow<'a> {
 }
 
 /// Records a snapshot with its packed copy, which has no delta after it (SQLite; PostgreSQL
-/// writes the row with `COPY`, see its [`PushedRows::write_snapshot`]).
+/// writes the row with `COPY`, see its [`SnapshotStatements::write_snapshot`]).
 const UPSERT_SNAPSHOT: &str = "INSERT INTO push_snapshots \
      (server, pepper, hash_count, digest, received_at, body_digest, hashes, delta_count, delta_hashes) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0) ON CONFLICT (server, pepper) DO UPDATE SET \
@@ -133,21 +133,25 @@ const READ_SNAPSHOT: &str = "SELECT 0 AS position, digest, hashes AS added, NULL
 type SnapshotPart = (i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 impl Store {
-    /// `(hash, server)` pairs pushed for `pepper` among `hashes`, without duplicates. A scan of
-    /// the table (its key starts with the server): for inspection; lookups use the index.
+    /// `(hash, server)` pairs pushed for `pepper` among `hashes`, without duplicates, sorted by
+    /// server then hash: every snapshot of the pepper is read and searched. For inspection;
+    /// lookups use the index.
     pub async fn find_pushed_hashes(&self, pepper: &str, hashes: &[String]) -> StoreResult<Vec<(String, String)>> {
-        let sql = self.dialect(
-            "SELECT DISTINCT hash, server FROM pushed_hashes \
-             WHERE pepper = $1 AND hash IN (SELECT value FROM json_each($2)) ORDER BY server, hash",
-            "SELECT DISTINCT hash, server FROM pushed_hashes \
-             WHERE pepper = $1 AND hash IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY server, hash",
-        );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, String)>(sql)
-            .bind(pepper)
-            .bind(json_list(hashes))
-            .fetch_all(pool)
-            .await)?;
-        Ok(rows)
+        let wanted: Vec<(LookupHash, &String)> =
+            hashes.iter().filter_map(|text| Some((LookupHash::parse(text)?, text))).collect();
+        let mut found = std::collections::BTreeSet::new();
+        for snapshot in self.push_snapshots().await? {
+            if snapshot.pepper != pepper {
+                continue;
+            }
+            let Some(held) = self.snapshot_hashes(&snapshot.server, pepper).await? else { continue };
+            for (hash, text) in &wanted {
+                if held.hashes.binary_search(hash).is_ok() {
+                    found.insert((snapshot.server.clone(), (*text).clone()));
+                }
+            }
+        }
+        Ok(found.into_iter().map(|(server, hash)| (hash, server)).collect())
     }
 
     /// The stored snapshot of `server` for `pepper`, if any.
@@ -200,9 +204,8 @@ impl Store {
         Ok(snapshots)
     }
 
-    /// The snapshot of `server` for `pepper` (`None`: there is none), its hashes decoded and
-    /// sorted: its packed copy with its deltas applied, or its rows when it was stored before
-    /// snapshots were packed.
+    /// The snapshot of `server` for `pepper` (`None`: there is none, or it does not decode), its
+    /// hashes decoded and sorted: its packed copy with its deltas applied.
     pub async fn snapshot_hashes(&self, server: &str, pepper: &str) -> StoreResult<Option<HeldSnapshot>> {
         let held = on_pool!(self, pool => {
             let mut connection = single_use(pool).await?;
@@ -212,8 +215,7 @@ impl Store {
     }
 
     /// Replaces the snapshot of `server` for `pepper` by `snapshot` in one transaction, writing
-    /// only the difference: the rows of the hashes added and removed, and either a delta or a
-    /// new packed copy. `held` is the caller's copy of the snapshot it believes stored, used
+    /// either the difference (a delta) or a new packed copy. `held` is the caller's copy of the snapshot it believes stored, used
     /// instead of reading it when its digest is the stored one.
     pub async fn replace_pushed_hashes(
         &self,
@@ -223,11 +225,6 @@ impl Store {
         held: Option<HeldSnapshot>,
         now: i64,
     ) -> StoreResult<PushOutcome> {
-        let delete = self.dialect(
-            "DELETE FROM pushed_hashes WHERE pepper = $1 AND server = $2 AND hash IN (SELECT value FROM json_each($3))",
-            "DELETE FROM pushed_hashes WHERE pepper = $1 AND server = $2 \
-             AND hash IN (SELECT jsonb_array_elements_text($3::jsonb))",
-        );
         let count = i64::try_from(snapshot.texts.len()).unwrap_or(i64::MAX);
         let outcome = on_pool!(self, pool => {
             let mut connection = single_use(pool).await?;
@@ -248,19 +245,8 @@ impl Store {
             };
             let (added, removed) = difference(&previous, &snapshot.hashes);
             let outcome = PushOutcome { added: added.len() as u64, removed: removed.len() as u64 };
-            let first = previous.is_empty();
             drop(previous);
             drop(held);
-            let removed = texts_of(&removed);
-            for chunk in removed.chunks(CHUNK) {
-                let chunk: Vec<&str> = chunk.iter().map(HashText::as_str).collect();
-                sqlx::query(delete).bind(pepper).bind(server).bind(json_list(&chunk)).execute(&mut *tx).await?;
-            }
-            // A first push adds every hash, already in text form.
-            let added = if first { Cow::Borrowed(snapshot.texts.as_slice()) } else { Cow::Owned(texts_of(&added)) };
-            let added_rows: Vec<&str> = added.iter().map(HashText::as_str).collect();
-            tx.insert_pushed_rows(pepper, server, &added_rows).await?;
-            drop(added_rows);
             let changed = i64::try_from(added.len() + removed.len()).unwrap_or(i64::MAX);
             let as_delta = stored.as_ref().is_some_and(|stored| {
                 stored.packed
@@ -276,8 +262,8 @@ impl Store {
                     .bind(server)
                     .bind(pepper)
                     .bind(position)
-                    .bind(pack(&added))
-                    .bind(pack(&removed))
+                    .bind(pack(&texts_of(&added)))
+                    .bind(pack(&texts_of(&removed)))
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -293,7 +279,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             } else {
-                drop(added);
+                drop((added, removed));
                 sqlx::query("DELETE FROM push_deltas WHERE server = $1 AND pepper = $2")
                     .bind(server)
                     .bind(pepper)
@@ -321,28 +307,25 @@ impl Store {
 }
 
 /// Reads the snapshot of `server` for `pepper` through `connection` (in a transaction or not):
-/// its packed copy with its deltas applied, or its rows when it has no packed copy; decoded and
-/// sorted on a background thread (a million hashes).
-async fn read_snapshot<C: PushedRows>(
+/// its packed copy with its deltas applied, decoded and sorted on a background thread (a
+/// million hashes). A copy or delta that does not decode (damaged outside this service) is
+/// reported and read as no snapshot: the server's next push stores it whole again.
+async fn read_snapshot<C: SnapshotStatements>(
     connection: &mut C,
     server: &str,
     pepper: &str,
 ) -> Result<Option<HeldSnapshot>, sqlx::Error> {
     let parts = connection.snapshot_parts(server, pepper).await?;
     let Some(digest) = parts.first().and_then(|(_, digest, _, _)| digest.clone()) else { return Ok(None) };
-    let hashes = match crate::background::run(move || from_parts(parts)).await {
-        Some(hashes) => hashes,
-        // Stored before snapshots were packed: its rows (no delta follows).
-        None => {
-            let rows = connection.snapshot_rows(server, pepper).await?;
-            crate::background::run(move || sorted(rows.iter().filter_map(|row| LookupHash::parse(row)).collect())).await
-        }
+    let Some(hashes) = crate::background::run(move || from_parts(parts)).await else {
+        tracing::error!(%server, "a stored snapshot does not decode: ignored until the server pushes again");
+        return Ok(None);
     };
     Ok(Some(HeldSnapshot { digest, hashes }))
 }
 
 /// The hashes of a snapshot read as [`READ_SNAPSHOT`]'s rows; `None` when it has no packed copy,
-/// or a copy or a delta that is not one (its rows are read instead).
+/// or a copy or a delta that is not one.
 fn from_parts(parts: Vec<SnapshotPart>) -> Option<Vec<LookupHash>> {
     let mut parts = parts.into_iter().map(|(_, _, added, removed)| (added, removed));
     let base = decoded(&parts.next()?.0?)?;
@@ -399,44 +382,30 @@ fn sorted(mut hashes: Vec<LookupHash>) -> Vec<LookupHash> {
 }
 
 /// The steps of storing and reading a pushed snapshot whose SQL differs between the engines.
-trait PushedRows {
+trait SnapshotStatements {
     /// Makes concurrent replacements of one server's snapshot for one pepper (two instances
     /// receiving pushes from the same server) take turns from the read of the stored snapshot
-    /// to the commit: each computes its difference from what the other committed, so the rows
-    /// stay exactly the snapshot's.
+    /// to the commit: each computes its difference from what the other committed, so that every
+    /// delta is the change from the snapshot before it.
     async fn lock_snapshot(&mut self, server: &str, pepper: &str) -> Result<(), sqlx::Error>;
-
-    /// Inserts a row for each of `hashes` (none of which is stored for this server and pepper).
-    async fn insert_pushed_rows(&mut self, pepper: &str, server: &str, hashes: &[&str]) -> Result<(), sqlx::Error>;
 
     /// Records a snapshot and its packed copy, replacing what was recorded.
     async fn write_snapshot(&mut self, row: &SnapshotRow<'_>, packed: Vec<u8>) -> Result<(), sqlx::Error>;
 
     /// The rows of [`READ_SNAPSHOT`].
     async fn snapshot_parts(&mut self, server: &str, pepper: &str) -> Result<Vec<SnapshotPart>, sqlx::Error>;
-
-    /// The hashes of a snapshot's rows.
-    async fn snapshot_rows(&mut self, server: &str, pepper: &str) -> Result<Vec<String>, sqlx::Error>;
 }
 
-/// The engine-independent reads of [`PushedRows`], for both connection types.
+/// The engine-independent reads of [`SnapshotStatements`], for both connection types.
 macro_rules! snapshot_reads {
     () => {
         async fn snapshot_parts(&mut self, server: &str, pepper: &str) -> Result<Vec<SnapshotPart>, sqlx::Error> {
             sqlx::query_as(READ_SNAPSHOT).bind(server).bind(pepper).fetch_all(&mut *self).await
         }
-
-        async fn snapshot_rows(&mut self, server: &str, pepper: &str) -> Result<Vec<String>, sqlx::Error> {
-            sqlx::query_scalar("SELECT hash FROM pushed_hashes WHERE server = $1 AND pepper = $2")
-                .bind(server)
-                .bind(pepper)
-                .fetch_all(&mut *self)
-                .await
-        }
     };
 }
 
-impl PushedRows for sqlx::SqliteConnection {
+impl SnapshotStatements for sqlx::SqliteConnection {
     snapshot_reads!();
 
     /// One statement: its parameters go to the driver's own thread as they are, not copied.
@@ -458,26 +427,9 @@ impl PushedRows for sqlx::SqliteConnection {
     async fn lock_snapshot(&mut self, _server: &str, _pepper: &str) -> Result<(), sqlx::Error> {
         Ok(())
     }
-
-    /// Statements of [`CHUNK`] rows, each reading a JSON array: the engine runs in this process,
-    /// so there is no protocol overhead to save.
-    async fn insert_pushed_rows(&mut self, pepper: &str, server: &str, hashes: &[&str]) -> Result<(), sqlx::Error> {
-        for chunk in hashes.chunks(CHUNK) {
-            sqlx::query(
-                "INSERT INTO pushed_hashes (pepper, hash, server) SELECT $1, value, $2 FROM json_each($3) \
-                 WHERE 1 ON CONFLICT DO NOTHING",
-            )
-            .bind(pepper)
-            .bind(server)
-            .bind(json_list(chunk))
-            .execute(&mut *self)
-            .await?;
-        }
-        Ok(())
-    }
 }
 
-impl PushedRows for sqlx::PgConnection {
+impl SnapshotStatements for sqlx::PgConnection {
     snapshot_reads!();
 
     /// The row is deleted and written again with `COPY` (binary format), its packed copy in
@@ -540,49 +492,6 @@ impl PushedRows for sqlx::PgConnection {
             .await?;
         Ok(())
     }
-
-    /// One `COPY` stream in text format: a million rows cost what their bytes cost, where
-    /// statements reading JSON arrays spent most of a first push parsing them.
-    async fn insert_pushed_rows(&mut self, pepper: &str, server: &str, hashes: &[&str]) -> Result<(), sqlx::Error> {
-        /// Bytes sent per `CopyData` message.
-        const BATCH: usize = 1 << 20;
-        if hashes.is_empty() {
-            return Ok(());
-        }
-        let (pepper, server) = (copy_text(pepper), copy_text(server));
-        let mut copy = self.copy_in_raw("COPY pushed_hashes (pepper, hash, server) FROM STDIN").await?;
-        let mut batch = Vec::with_capacity(BATCH + 256);
-        for hash in hashes {
-            for field in [pepper.as_bytes(), b"\t", hash.as_bytes(), b"\t", server.as_bytes(), b"\n"] {
-                batch.extend_from_slice(field);
-            }
-            if batch.len() >= BATCH {
-                copy.send(batch.as_slice()).await?;
-                batch.clear();
-            }
-        }
-        copy.send(batch).await?;
-        copy.finish().await?;
-        Ok(())
-    }
-}
-
-/// `value` as a field of `COPY`'s text format: backslash, tab and line breaks escaped.
-fn copy_text(value: &str) -> Cow<'_, str> {
-    if !value.contains(['\\', '\t', '\n', '\r']) {
-        return value.into();
-    }
-    let mut escaped = String::with_capacity(value.len() + 8);
-    for character in value.chars() {
-        match character {
-            '\\' => escaped.push_str("\\\\"),
-            '\t' => escaped.push_str("\\t"),
-            '\n' => escaped.push_str("\\n"),
-            '\r' => escaped.push_str("\\r"),
-            other => escaped.push(other),
-        }
-    }
-    escaped.into()
 }
 
 /// Appends a field of `COPY`'s binary format: its length (-1 for NULL), then its bytes.
@@ -657,7 +566,7 @@ async fn single_use<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Result<sqlx::p
 
 #[cfg(test)]
 mod tests {
-    use super::{copy_text, decoded, difference, from_parts, pack, texts_of, with_deltas};
+    use super::{decoded, difference, from_parts, pack, texts_of, with_deltas};
     use crate::vocabulary::LookupHash;
 
     /// Sorted hashes of the given numbers.
@@ -714,12 +623,6 @@ mod tests {
         let broken = part(2, b"not a hash".to_vec(), Some(Vec::new()));
         assert_eq!(from_parts(vec![copy, delta, broken]), None, "the rows are read instead");
         assert_eq!(from_parts(vec![(0, Some("digest".to_owned()), None, None)]), None, "no packed copy");
-    }
-
-    #[test]
-    fn copy_fields_escape_what_the_text_format_reserves() {
-        assert_eq!(copy_text("org.example:443"), "org.example:443");
-        assert_eq!(copy_text("a\\b\tc\nd\re"), "a\\\\b\\tc\\nd\\re");
     }
 
     #[test]
