@@ -158,6 +158,14 @@ impl LookupHash {
         URL_SAFE_NO_PAD.encode(self.0)
     }
 
+    /// Writes the wire form into `out`, which must be [`SHA256_HASH_LENGTH`] bytes long (a
+    /// packed snapshot is a million of them end to end, written in place).
+    pub fn write_text(&self, out: &mut [u8]) {
+        debug_assert_eq!(out.len(), SHA256_HASH_LENGTH);
+        // 32 bytes always take 43 characters: it cannot fail for a slice of that length.
+        let _ = URL_SAFE_NO_PAD.encode_slice(self.0, out);
+    }
+
     /// The 32 bytes.
     #[must_use]
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -168,44 +176,6 @@ impl LookupHash {
     #[must_use]
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
-    }
-}
-
-/// A sha256 lookup hash in its wire form (43 ASCII characters, canonical), held inline: the
-/// million hashes of a push are one allocation instead of a million strings, sort as their
-/// text does, and are freed at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct HashText([u8; SHA256_HASH_LENGTH]);
-
-impl HashText {
-    /// `text` when it is a sha256 lookup hash in its canonical spelling (see
-    /// [`LookupHash::parse`]).
-    #[must_use]
-    pub fn parse(text: &str) -> Option<Self> {
-        LookupHash::parse(text)?;
-        Some(Self(text.as_bytes().try_into().ok()?))
-    }
-
-    /// The text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        // Only ASCII is ever stored (see `parse`).
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-
-    /// The wire form of `hash`.
-    #[must_use]
-    pub fn of(hash: &LookupHash) -> Self {
-        let mut text = [0_u8; SHA256_HASH_LENGTH];
-        // 32 bytes always take 43 characters.
-        let _ = URL_SAFE_NO_PAD.encode_slice(hash.as_bytes(), &mut text);
-        Self(text)
-    }
-
-    /// The hash it writes.
-    #[must_use]
-    pub fn hash(&self) -> LookupHash {
-        LookupHash::parse(self.as_str()).unwrap_or_default()
     }
 }
 
@@ -228,15 +198,15 @@ pub fn digest_text(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
 }
 
-/// The digest of a snapshot of pushed hashes (sorted and without duplicates): how a receiver
-/// recognises an identical re-push, and how a pusher knows it has nothing new to send. Both
-/// sides must compute it the same way, so it exists once.
+/// The digest of a snapshot of pushed hashes (sorted by their bytes, without duplicates): how a
+/// receiver recognises an identical re-push, and how a pusher knows it has nothing new to send.
+/// Both sides compute it here. Taken over the bytes, in the order lookups sort them, so that a
+/// push sorts its million hashes once.
 #[must_use]
-pub fn snapshot_digest<'a>(sorted: impl IntoIterator<Item = &'a str>) -> String {
+pub fn snapshot_digest(sorted: &[LookupHash]) -> String {
     let mut digest = Sha256::new();
     for hash in sorted {
         digest.update(hash.as_bytes());
-        digest.update(b"\n");
     }
     URL_SAFE_NO_PAD.encode(digest.finalize())
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::vocabulary::HashText;
+use crate::vocabulary::LookupHash;
 
 /// `{}`: the answer of calls that only succeed (`account/logout`, `terms`, `3pid/unbind`, the
 /// status endpoints).
@@ -84,9 +84,9 @@ pub struct PushRequest {
     pub mappings: HashMap<String, Vec<String>>,
 }
 
-/// A [`PushRequest`] as the receiver reads it: the same body, its hashes read straight into
-/// [`HashText`]s, so that a million-hash push is not a million strings to allocate, sort and
-/// free.
+/// A [`PushRequest`] as the receiver reads it: the same body, its hashes decoded straight into
+/// [`LookupHash`]es (32 bytes each, inline), so that a million-hash push is not a million strings
+/// to allocate, sort and free, and each hash is decoded once.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ReceivedPush {
     /// Must be `sha256`.
@@ -121,7 +121,7 @@ impl ReceivedPush {
     /// Runs `parse` (the parse of a push body of `body_length` bytes, on this thread) with its
     /// list of hashes allocated at once for as many hashes as the body can hold. Grown from
     /// empty, a million hashes take twenty reallocations that copy and fault in about twice
-    /// the 43 MB they end at, old and new buffers both held at each step (the peak memory of a
+    /// the 32 MB they end at, old and new buffers both held at each step (the peak memory of a
     /// push). Capacity that the list does not fill is never touched, so never resident.
     pub fn sized_for_body<T>(body_length: usize, parse: impl FnOnce() -> T) -> T {
         EXPECTED_HASHES.set(body_length / HASH_BYTES_IN_JSON);
@@ -136,7 +136,7 @@ impl ReceivedPush {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReceivedHashes {
     /// The valid hashes, in the order sent.
-    pub hashes: Vec<HashText>,
+    pub hashes: Vec<LookupHash>,
     /// Where the first string that is not a lookup hash was.
     pub first_invalid: Option<usize>,
 }
@@ -144,7 +144,7 @@ pub struct ReceivedHashes {
 impl ReceivedHashes {
     /// Adds the string sent at `position`.
     fn add(&mut self, position: usize, text: &str) {
-        match HashText::parse(text) {
+        match LookupHash::parse(text) {
             Some(hash) => self.hashes.push(hash),
             None => {
                 self.first_invalid.get_or_insert(position);

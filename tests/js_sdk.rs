@@ -14,7 +14,7 @@ use common::TestServer;
 use common::homeserver::{Behaviour, Pki, StandIn};
 use common::messages::SmtpCapture;
 use federated_identity_service::store::NewSnapshot;
-use federated_identity_service::vocabulary::{HashText, hash_3pid};
+use federated_identity_service::vocabulary::{LookupHash, hash_3pid};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -55,7 +55,7 @@ async fn matrix_js_sdk_registers_validates_binds_and_looks_up() {
         .replace_pushed_hashes(
             "remote.example:443",
             &pepper,
-            NewSnapshot::from_texts(vec![HashText::parse(&remote).unwrap()], "digest".to_owned()),
+            NewSnapshot::of(vec![LookupHash::parse(&remote).unwrap()]),
             None,
             1,
         )

@@ -114,22 +114,18 @@ async fn racing_instances_start_each_run_exactly_once() {
 #[tokio::test]
 async fn a_push_compares_with_a_held_copy_only_while_it_is_the_stored_snapshot() {
     use federated_identity_service::store::{HeldSnapshot, NewSnapshot};
-    use federated_identity_service::vocabulary::{HashText, LookupHash, snapshot_digest};
+    use federated_identity_service::vocabulary::LookupHash;
 
     /// The snapshot of users `numbers`, and what a reader holding it holds.
     fn snapshot(numbers: std::ops::Range<u32>) -> (NewSnapshot, HeldSnapshot) {
-        let mut texts: Vec<HashText> =
-            numbers.map(|n| HashText::of(&LookupHash::of(&format!("u{n}@s.example"), "email", "p"))).collect();
-        texts.sort_unstable();
-        let digest = snapshot_digest(texts.iter().map(HashText::as_str));
-        let new = NewSnapshot::from_texts(texts, digest.clone());
-        let held = HeldSnapshot { digest, hashes: new.hashes.to_vec() };
+        let new = NewSnapshot::of(numbers.map(|n| LookupHash::of(&format!("u{n}@s.example"), "email", "p")).collect());
+        let held = HeldSnapshot { digest: new.digest.clone(), hashes: new.hashes.to_vec() };
         (new, held)
     }
     on_both_engines(|store, _| async move {
         let server = "s.example:443";
         let (first, first_held) = snapshot(0..100);
-        let everything: Vec<String> = snapshot(0..200).0.texts.iter().map(|text| text.as_str().to_owned()).collect();
+        let everything: Vec<String> = snapshot(0..200).0.hashes.iter().map(LookupHash::text).collect();
         let outcome = store.replace_pushed_hashes(server, "p", first, None, 1).await.unwrap();
         assert_eq!((outcome.added, outcome.removed), (100, 0));
         // Stored as a delta by another instance, compared with the stored copy (none held).
@@ -164,7 +160,7 @@ async fn the_migration_that_drops_pushed_rows_packs_snapshots_that_had_only_rows
     use std::borrow::Cow;
 
     use federated_identity_service::store::NewSnapshot;
-    use federated_identity_service::vocabulary::{HashText, LookupHash, snapshot_digest};
+    use federated_identity_service::vocabulary::LookupHash;
     use sqlx::AssertSqlSafe;
 
     let text = |n: u32| LookupHash::of(&format!("u{n}@old.example"), "email", "p").text();
@@ -220,10 +216,7 @@ async fn the_migration_that_drops_pushed_rows_packs_snapshots_that_had_only_rows
         assert_eq!(packed.hashes, sorted(&[9]), "{backend:?}: a packed copy is kept, not rebuilt from rows");
         assert_eq!(store.own_data().await.unwrap(), [("pushed hashes", 4)], "{backend:?}");
         // The next push is compared with the migrated copy.
-        let mut texts: Vec<HashText> = [2, 3, 4].iter().map(|n| HashText::parse(&text(*n)).unwrap()).collect();
-        texts.sort_unstable();
-        let digest = snapshot_digest(texts.iter().map(HashText::as_str));
-        let next = NewSnapshot::from_texts(texts, digest);
+        let next = NewSnapshot::of([2, 3, 4].iter().map(|n| LookupHash::parse(&text(*n)).unwrap()).collect());
         let outcome = store.replace_pushed_hashes("rows.example:443", "p", next, None, 2).await.unwrap();
         assert_eq!((outcome.added, outcome.removed), (1, 1), "{backend:?}");
         store.close().await;

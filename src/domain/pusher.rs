@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::Store;
-use crate::vocabulary::{Algorithm, hash_3pid, snapshot_digest};
+use crate::vocabulary::{Algorithm, LookupHash, snapshot_digest};
 use crate::wire::{HashDetails, PushRequest};
 
 pub use crate::config::PushTarget;
@@ -138,11 +138,11 @@ impl Pusher {
 
         let mut summary = Vec::new();
         for pepper in &peppers {
-            let mut hashes: Vec<String> =
-                threepids.iter().map(|(medium, address)| hash_3pid(address, medium, pepper)).collect();
+            let mut hashes: Vec<LookupHash> =
+                threepids.iter().map(|(medium, address)| LookupHash::of(address, medium, pepper)).collect();
             hashes.sort_unstable();
             hashes.dedup();
-            let digest = snapshot_digest(hashes.iter().map(String::as_str));
+            let digest = snapshot_digest(&hashes);
             let last = self.store.push_status(target.name(), pepper).await?;
             if last.as_ref().is_some_and(|status| {
                 status.digest.as_deref() == Some(digest.as_str()) && status.last_success_at.is_some()
@@ -158,7 +158,7 @@ impl Pusher {
             let body = PushRequest {
                 algorithm: Algorithm::Sha256.name().to_owned(),
                 pepper: pepper.clone(),
-                mappings: std::iter::once((key.to_owned(), hashes)).collect(),
+                mappings: std::iter::once((key.to_owned(), hashes.iter().map(LookupHash::text).collect())).collect(),
             };
             match send_with_retries(client, &base, target.secret(), &body).await {
                 Ok(()) => {

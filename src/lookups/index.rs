@@ -557,7 +557,7 @@ mod tests {
     use crate::clock::Clock;
     use crate::config::Config;
     use crate::store::NewSnapshot;
-    use crate::vocabulary::{HashText, hash_3pid, snapshot_digest};
+    use crate::vocabulary::LookupHash;
 
     /// An index loaded from a fresh SQLite database with a pepper; the directory holds it.
     async fn loaded_index() -> (tempfile::TempDir, Store, LookupIndex, String) {
@@ -570,14 +570,9 @@ mod tests {
         (dir, store, index, pepper)
     }
 
-    /// Ten sorted hashes of `name<n>@org.example`, and their snapshot digest.
-    fn snapshot(name: &str, pepper: &str) -> (Vec<HashText>, String) {
-        let mut texts: Vec<HashText> = (0..10)
-            .map(|n| HashText::parse(&hash_3pid(&format!("{name}{n}@org.example"), "email", pepper)).unwrap())
-            .collect();
-        texts.sort_unstable();
-        let digest = snapshot_digest(texts.iter().map(HashText::as_str));
-        (texts, digest)
+    /// The snapshot of ten hashes, of `name<n>@org.example`.
+    fn snapshot(name: &str, pepper: &str) -> NewSnapshot {
+        NewSnapshot::of((0..10).map(|n| LookupHash::of(&format!("{name}{n}@org.example"), "email", pepper)).collect())
     }
 
     /// A push that committed, was skipped by a refresh as this instance's own, then went away
@@ -585,8 +580,8 @@ mod tests {
     #[tokio::test]
     async fn a_push_gone_between_its_commit_and_its_merge_is_read_again() {
         let (_dir, store, index, pepper) = loaded_index().await;
-        let (texts, digest) = snapshot("user", &pepper);
-        let snapshot = NewSnapshot::from_texts(texts, digest.clone());
+        let snapshot = snapshot("user", &pepper);
+        let digest = snapshot.digest.clone();
         let hashes = Arc::clone(&snapshot.hashes);
         let server = "org.example:443";
         let push = index.store_and_merge_push(&store, server, &pepper, &digest, Arc::clone(&hashes), async {
@@ -607,13 +602,9 @@ mod tests {
     #[tokio::test]
     async fn of_two_pushes_of_one_server_the_one_committed_last_stays() {
         let (_dir, store, index, pepper) = loaded_index().await;
-        let ((first, first_digest), (second, second_digest)) =
-            (snapshot("first", &pepper), snapshot("second", &pepper));
-        let decoded = |texts: &[HashText]| texts.iter().map(HashText::hash).collect::<Vec<Hash>>();
-        let (first_snapshot, second_snapshot) = (
-            NewSnapshot::from_texts(first.clone(), first_digest.clone()),
-            NewSnapshot::from_texts(second.clone(), second_digest.clone()),
-        );
+        let (first_snapshot, second_snapshot) = (snapshot("first", &pepper), snapshot("second", &pepper));
+        let (first, first_digest) = (Arc::clone(&first_snapshot.hashes), first_snapshot.digest.clone());
+        let (second, second_digest) = (Arc::clone(&second_snapshot.hashes), second_snapshot.digest.clone());
         let server = "org.example:443";
         let (committed, go_on) = (tokio::sync::oneshot::channel::<()>(), tokio::sync::oneshot::channel::<()>());
         let (first_committed, first_may_merge) = (committed.0, go_on.1);
@@ -642,9 +633,8 @@ mod tests {
         let (merged_last, ()) = tokio::join!(first_push, second_push);
         merged_last.unwrap();
         index.refresh(&store).await.unwrap();
-        let held = |texts: &[HashText]| {
-            decoded(texts).iter().filter(|hash| !index.read().pushed[0].owners(hash).is_empty()).count()
-        };
+        let held =
+            |hashes: &[Hash]| hashes.iter().filter(|hash| !index.read().pushed[0].owners(hash).is_empty()).count();
         assert_eq!((held(&second), held(&first)), (10, 0), "the snapshot committed last, not the one merged last");
     }
 }

@@ -11,7 +11,7 @@ use super::{Lookups, check_pepper};
 use crate::background;
 use crate::error::{ApiError, ApiResult, ErrCode};
 use crate::store::NewSnapshot;
-use crate::vocabulary::{Algorithm, HashText, snapshot_digest};
+use crate::vocabulary::Algorithm;
 use crate::wire::PushAnswer;
 
 pub use crate::wire::{PushRequest, ReceivedPush};
@@ -111,15 +111,15 @@ impl Lookups {
                 ),
             ));
         }
-        let mut hashes = received.hashes;
-        let (hashes, digest) = background::run(move || {
-            hashes.sort_unstable();
-            hashes.dedup();
-            let digest = snapshot_digest(hashes.iter().map(HashText::as_str));
-            (hashes, digest)
-        })
-        .await;
-        let stored = u64::try_from(hashes.len()).unwrap_or(u64::MAX);
+        // Sorted and digested on a background thread; meanwhile, this index's copy of the
+        // previous snapshot (a scan of the pepper's pushed hashes, also in the background), which
+        // spares the store reading it back.
+        let (mut snapshot, held) = tokio::join!(
+            background::run(move || NewSnapshot::of(received.hashes)),
+            self.index.held_snapshot(&server, &request.pepper)
+        );
+        let stored = u64::try_from(snapshot.hashes.len()).unwrap_or(u64::MAX);
+        let digest = snapshot.digest.clone();
         if self.store.push_snapshot(&server, &request.pepper).await?.is_some_and(|snapshot| snapshot.digest == digest) {
             if let Some(body_digest) = body_digest {
                 self.store.note_push_body(&server, &request.pepper, &digest, body_digest).await?;
@@ -127,17 +127,8 @@ impl Lookups {
             tracing::info!(%server, hashes = stored, "identical push: nothing to change");
             return Ok(PushAnswer { stored, added: 0, removed: 0 });
         }
-        // The index's form of the hashes, decoded and sorted before the write so that the merge
-        // follows the commit at once; the copy this index holds of the previous snapshot spares
-        // the store reading it back.
-        let mut snapshot = background::run({
-            let digest = digest.clone();
-            move || NewSnapshot::from_texts(hashes, digest)
-        })
-        .await;
         snapshot.body_digest = body_digest.map(str::to_owned);
         let decoded = Arc::clone(&snapshot.hashes);
-        let held = self.index.held_snapshot(&server, &request.pepper).await;
         let now = self.clock.now_ms();
         let replaced = self.store.replace_pushed_hashes(&server, &request.pepper, snapshot, held, now);
         // Visible to the next lookup here before the pusher hears back; no lookup waits for it.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::changes::log_change;
 use super::{Store, StoreResult, on_pool};
-use crate::vocabulary::{HashText, LookupHash, SHA256_HASH_LENGTH};
+use crate::vocabulary::{LookupHash, SHA256_HASH_LENGTH, snapshot_digest};
 
 /// Deltas a snapshot may have before its packed copy is rewritten (each read of the snapshot
 /// applies them all).
@@ -58,25 +58,24 @@ pub struct PushOutcome {
 /// A pushed snapshot to store.
 #[derive(Debug, Clone)]
 pub struct NewSnapshot {
-    /// The hashes sorted by their text, without duplicates: the packed copy, and the rows of a
-    /// first push, as they came.
-    pub texts: Vec<HashText>,
-    /// The same hashes sorted by their bytes, as the comparison with the previous snapshot and
-    /// the in-memory index take them.
+    /// The hashes sorted by their bytes, without duplicates, as the comparison with the previous
+    /// snapshot, the packed copy and the in-memory index take them.
     pub hashes: Arc<Vec<LookupHash>>,
-    /// [`snapshot_digest`](crate::vocabulary::snapshot_digest) of `texts`.
+    /// [`snapshot_digest`] of `hashes`.
     pub digest: String,
     /// The digest of the push's body, when it came as one.
     pub body_digest: Option<String>,
 }
 
 impl NewSnapshot {
-    /// The snapshot of `texts` (sorted by text, without duplicates) with its `digest`.
+    /// The snapshot of `hashes` (in any order, duplicates allowed): sorted, deduplicated and
+    /// digested. A million hashes: not for a thread serving requests.
     #[must_use]
-    pub fn from_texts(texts: Vec<HashText>, digest: String) -> Self {
-        let mut hashes: Vec<LookupHash> = texts.iter().map(HashText::hash).collect();
+    pub fn of(mut hashes: Vec<LookupHash>) -> Self {
         hashes.sort_unstable();
-        Self { texts, hashes: Arc::new(hashes), digest, body_digest: None }
+        hashes.dedup();
+        let digest = snapshot_digest(&hashes);
+        Self { hashes: Arc::new(hashes), digest, body_digest: None }
     }
 }
 
@@ -225,7 +224,7 @@ impl Store {
         held: Option<HeldSnapshot>,
         now: i64,
     ) -> StoreResult<PushOutcome> {
-        let count = i64::try_from(snapshot.texts.len()).unwrap_or(i64::MAX);
+        let count = i64::try_from(snapshot.hashes.len()).unwrap_or(i64::MAX);
         let outcome = on_pool!(self, pool => {
             let mut connection = single_use(pool).await?;
             let mut tx = sqlx::Connection::begin_with(&mut *connection, self.write_transaction()).await?;
@@ -262,8 +261,8 @@ impl Store {
                     .bind(server)
                     .bind(pepper)
                     .bind(position)
-                    .bind(pack(&texts_of(&added)))
-                    .bind(pack(&texts_of(&removed)))
+                    .bind(pack(&added))
+                    .bind(pack(&removed))
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -286,8 +285,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 // 43 MB a million: not packed on a thread serving requests.
-                let texts = snapshot.texts;
-                let packed = crate::background::run(move || pack(&texts)).await;
+                let hashes = Arc::clone(&snapshot.hashes);
+                let packed = crate::background::run(move || pack(&hashes)).await;
                 let row = SnapshotRow {
                     server,
                     pepper,
@@ -532,16 +531,11 @@ fn difference(old: &[LookupHash], new: &[LookupHash]) -> (Vec<LookupHash>, Vec<L
     (added, removed)
 }
 
-/// The text form of each of `hashes`, in the same order.
-fn texts_of(hashes: &[LookupHash]) -> Vec<HashText> {
-    hashes.iter().map(HashText::of).collect()
-}
-
-/// Hashes as one value: their characters end to end (each is [`SHA256_HASH_LENGTH`] long).
-fn pack(hashes: &[HashText]) -> Vec<u8> {
-    let mut packed = Vec::with_capacity(hashes.len() * SHA256_HASH_LENGTH);
-    for hash in hashes {
-        packed.extend_from_slice(hash.as_str().as_bytes());
+/// Hashes as one value: their wire texts end to end (each is [`SHA256_HASH_LENGTH`] long).
+fn pack(hashes: &[LookupHash]) -> Vec<u8> {
+    let mut packed = vec![0; hashes.len() * SHA256_HASH_LENGTH];
+    for (hash, text) in hashes.iter().zip(packed.chunks_exact_mut(SHA256_HASH_LENGTH)) {
+        hash.write_text(text);
     }
     packed
 }
@@ -566,7 +560,7 @@ async fn single_use<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Result<sqlx::p
 
 #[cfg(test)]
 mod tests {
-    use super::{decoded, difference, from_parts, pack, texts_of, with_deltas};
+    use super::{decoded, difference, from_parts, pack, with_deltas};
     use crate::vocabulary::LookupHash;
 
     /// Sorted hashes of the given numbers.
@@ -578,7 +572,7 @@ mod tests {
     }
 
     fn packed(numbers: &[u32]) -> Vec<u8> {
-        pack(&texts_of(&hashes(numbers)))
+        pack(&hashes(numbers))
     }
 
     #[test]
