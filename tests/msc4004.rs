@@ -321,7 +321,8 @@ where
 async fn snapshot_storage(server: &TestServer) -> Vec<(Option<i64>, i64, i64, i64)> {
     select(
         server,
-        "SELECT CAST(length(hashes) AS BIGINT), delta_count, delta_hashes, \
+        "SELECT (SELECT CAST(length(hashes) AS BIGINT) FROM push_copies c WHERE c.server = s.server AND c.pepper = s.pepper), \
+         delta_count, delta_hashes, \
          (SELECT COUNT(*) FROM push_deltas d WHERE d.server = s.server AND d.pepper = s.pepper) \
          FROM push_snapshots s ORDER BY server, pepper",
     )
@@ -345,8 +346,8 @@ async fn a_damaged_snapshot_is_served_as_absent_until_the_next_push_stores_it_wh
     assert_eq!(packed_sizes(&server).await, [Some(3 * 43)], "a push stores its packed copy");
     // One byte short, and a digest this instance does not hold (as if another instance had
     // stored it): the push must read the stored snapshot, which does not decode.
-    run_sql(&server, "UPDATE push_snapshots SET hashes = substr(hashes, 2), body_digest = NULL, digest = 'damaged'")
-        .await;
+    run_sql(&server, "UPDATE push_copies SET hashes = substr(hashes, 2)").await;
+    run_sql(&server, "UPDATE push_snapshots SET body_digest = NULL, digest = 'damaged'").await;
     let fresh = server.twin().await;
     let answer = lookup(&fresh, &pepper, &all).await;
     assert_eq!(answer["third_party_mappings"], json!({}), "nothing served from a damaged copy: {answer}");
@@ -457,6 +458,7 @@ async fn a_rotation_drops_the_pushed_hashes_of_the_oldest_pepper() {
     );
     assert!(server.state.store.find_pushed_hashes(&first, &hashes).await.unwrap().is_empty(), "its hashes are gone");
     assert_eq!(select::<(i64,)>(&server, "SELECT COUNT(*) FROM push_deltas").await, [(0,)], "and its deltas");
+    assert_eq!(select::<(i64,)>(&server, "SELECT COUNT(*) FROM push_copies").await, [(0,)], "and its packed copy");
     // A push for a pepper that is no longer valid is refused.
     push(&server, &push_body("t.example:443", &first, &hashes)).await.assert_error(400, "M_INVALID_PEPPER");
     server.stop().await;

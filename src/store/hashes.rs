@@ -190,6 +190,7 @@ impl Store {
             for table in [
                 "DELETE FROM local_hashes WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
                 "DELETE FROM push_snapshots WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
+                "DELETE FROM push_copies WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
                 "DELETE FROM push_deltas WHERE pepper NOT IN (SELECT pepper FROM peppers WHERE state <> 'pending')",
             ] {
                 sqlx::query(table).execute(&mut *tx).await?;

@@ -1,8 +1,11 @@
 //! Snapshots pushed by trusted servers (MSC4004), as stored: each snapshot has a row in
-//! `push_snapshots` holding a packed copy of its hashes, followed by the deltas pushed since that
-//! copy was written (`push_deltas`). That is the only copy of a snapshot's hashes: a row per hash
-//! (kept until migration 0007) doubled the database and made a push that changed 1% of a million
-//! hashes rewrite most pages of a million-row table.
+//! `push_snapshots` (its digest, counts and when it came), a packed copy of its hashes in
+//! `push_copies`, and the deltas pushed since that copy was written (`push_deltas`). Copy and
+//! deltas are the only stored form of its hashes: a row per hash (until migration 0007) doubled
+//! the database and made a push that changed 1% of a million hashes rewrite most pages of a
+//! million-row table. The copy has a table of its own because SQLite rewrites a whole row on any
+//! update: a push stored as a delta updates the snapshot's row, and rewrote the 43 MB copy with
+//! it.
 //!
 //! Why deltas: a push is a whole snapshot, but from one push to the next a server's users change
 //! little. A push that changed 1% of a million hashes used to read back and rewrite the whole
@@ -97,23 +100,13 @@ struct StoredState {
     packed: bool,
 }
 
-/// What a snapshot's row records besides its packed copy.
-struct SnapshotRow<'a> {
-    server: &'a str,
-    pepper: &'a str,
-    hash_count: i64,
-    digest: &'a str,
-    received_at: i64,
-    body_digest: Option<&'a str>,
-}
-
-/// Records a snapshot with its packed copy, which has no delta after it (SQLite; PostgreSQL
-/// writes the row with `COPY`, see its [`SnapshotStatements::write_snapshot`]).
+/// Records a snapshot whose packed copy is written anew, with no delta after it (the copy itself
+/// goes to `push_copies`: see [`SnapshotStatements::write_copy`]).
 const UPSERT_SNAPSHOT: &str = "INSERT INTO push_snapshots \
-     (server, pepper, hash_count, digest, received_at, body_digest, hashes, delta_count, delta_hashes) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0) ON CONFLICT (server, pepper) DO UPDATE SET \
+     (server, pepper, hash_count, digest, received_at, body_digest, delta_count, delta_hashes) \
+     VALUES ($1, $2, $3, $4, $5, $6, 0, 0) ON CONFLICT (server, pepper) DO UPDATE SET \
      hash_count = excluded.hash_count, digest = excluded.digest, received_at = excluded.received_at, \
-     body_digest = excluded.body_digest, hashes = excluded.hashes, delta_count = 0, delta_hashes = 0";
+     body_digest = excluded.body_digest, delta_count = 0, delta_hashes = 0";
 
 /// Records a snapshot whose packed copy stays, followed by one more delta of `$7` hashes (`$8`:
 /// 1 when a delta row was written, 0 when the hashes did not change).
@@ -123,8 +116,9 @@ const UPDATE_SNAPSHOT: &str = "UPDATE push_snapshots SET hash_count = $3, digest
 
 /// A snapshot's packed copy (position 0, with the digest) and its deltas (positions from 1), in
 /// order: one statement, so that both engines read them from one view of the database.
-const READ_SNAPSHOT: &str = "SELECT 0 AS position, digest, hashes AS added, NULL AS removed \
-     FROM push_snapshots WHERE server = $1 AND pepper = $2 \
+const READ_SNAPSHOT: &str = "SELECT 0 AS position, s.digest, c.hashes AS added, NULL AS removed \
+     FROM push_snapshots s LEFT JOIN push_copies c ON c.server = s.server AND c.pepper = s.pepper \
+     WHERE s.server = $1 AND s.pepper = $2 \
      UNION ALL SELECT position, NULL, added, removed FROM push_deltas WHERE server = $1 AND pepper = $2 \
      ORDER BY 1";
 
@@ -230,8 +224,9 @@ impl Store {
             let mut tx = sqlx::Connection::begin_with(&mut *connection, self.write_transaction()).await?;
             tx.lock_snapshot(server, pepper).await?;
             let stored: Option<StoredState> = sqlx::query_as(
-                "SELECT digest, delta_count, delta_hashes, hashes IS NOT NULL AS packed FROM push_snapshots \
-                 WHERE server = $1 AND pepper = $2",
+                "SELECT digest, delta_count, delta_hashes, \
+                 EXISTS (SELECT 1 FROM push_copies c WHERE c.server = $1 AND c.pepper = $2) AS packed \
+                 FROM push_snapshots WHERE server = $1 AND pepper = $2",
             )
             .bind(server)
             .bind(pepper)
@@ -287,15 +282,16 @@ impl Store {
                 // 43 MB a million: not packed on a thread serving requests.
                 let hashes = Arc::clone(&snapshot.hashes);
                 let packed = crate::background::run(move || pack(&hashes)).await;
-                let row = SnapshotRow {
-                    server,
-                    pepper,
-                    hash_count: count,
-                    digest: &snapshot.digest,
-                    received_at: now,
-                    body_digest: snapshot.body_digest.as_deref(),
-                };
-                tx.write_snapshot(&row, packed).await?;
+                sqlx::query(UPSERT_SNAPSHOT)
+                    .bind(server)
+                    .bind(pepper)
+                    .bind(count)
+                    .bind(&snapshot.digest)
+                    .bind(now)
+                    .bind(snapshot.body_digest.as_deref())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.write_copy(server, pepper, packed).await?;
             }
             log_change!(self, tx, super::ChangeKind::Push, server, pepper, now);
             tx.commit().await?;
@@ -388,8 +384,8 @@ trait SnapshotStatements {
     /// delta is the change from the snapshot before it.
     async fn lock_snapshot(&mut self, server: &str, pepper: &str) -> Result<(), sqlx::Error>;
 
-    /// Records a snapshot and its packed copy, replacing what was recorded.
-    async fn write_snapshot(&mut self, row: &SnapshotRow<'_>, packed: Vec<u8>) -> Result<(), sqlx::Error>;
+    /// Writes the packed copy of a snapshot, replacing the one it had.
+    async fn write_copy(&mut self, server: &str, pepper: &str, packed: Vec<u8>) -> Result<(), sqlx::Error>;
 
     /// The rows of [`READ_SNAPSHOT`].
     async fn snapshot_parts(&mut self, server: &str, pepper: &str) -> Result<Vec<SnapshotPart>, sqlx::Error>;
@@ -408,17 +404,16 @@ impl SnapshotStatements for sqlx::SqliteConnection {
     snapshot_reads!();
 
     /// One statement: its parameters go to the driver's own thread as they are, not copied.
-    async fn write_snapshot(&mut self, row: &SnapshotRow<'_>, packed: Vec<u8>) -> Result<(), sqlx::Error> {
-        sqlx::query(UPSERT_SNAPSHOT)
-            .bind(row.server)
-            .bind(row.pepper)
-            .bind(row.hash_count)
-            .bind(row.digest)
-            .bind(row.received_at)
-            .bind(row.body_digest)
-            .bind(packed)
-            .execute(&mut *self)
-            .await?;
+    async fn write_copy(&mut self, server: &str, pepper: &str, packed: Vec<u8>) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO push_copies (server, pepper, hashes) VALUES ($1, $2, $3) \
+             ON CONFLICT (server, pepper) DO UPDATE SET hashes = excluded.hashes",
+        )
+        .bind(server)
+        .bind(pepper)
+        .bind(packed)
+        .execute(&mut *self)
+        .await?;
         Ok(())
     }
 
@@ -435,48 +430,30 @@ impl SnapshotStatements for sqlx::PgConnection {
     /// messages of a mebibyte, each sent before the next is built: as a statement's parameter,
     /// the driver would copy its tens of megabytes twice in one go on a thread serving requests.
     /// The lock of [`Self::lock_snapshot`] keeps other pushes of the snapshot out meanwhile.
-    async fn write_snapshot(&mut self, row: &SnapshotRow<'_>, packed: Vec<u8>) -> Result<(), sqlx::Error> {
+    async fn write_copy(&mut self, server: &str, pepper: &str, packed: Vec<u8>) -> Result<(), sqlx::Error> {
         /// Bytes sent per `CopyData` message.
         const BATCH: usize = 1 << 20;
-        sqlx::query("DELETE FROM push_snapshots WHERE server = $1 AND pepper = $2")
-            .bind(row.server)
-            .bind(row.pepper)
+        sqlx::query("DELETE FROM push_copies WHERE server = $1 AND pepper = $2")
+            .bind(server)
+            .bind(pepper)
             .execute(&mut *self)
             .await?;
-        let mut copy = self
-            .copy_in_raw(
-                "COPY push_snapshots (server, pepper, hash_count, digest, received_at, body_digest, hashes, \
-                 delta_count, delta_hashes) FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        // The format's signature, flags and header extension length; one tuple of nine fields,
-        // each its length (-1: NULL) and its bytes (text as is, integers big-endian), the
-        // packed copy's bytes sent on their own; then the trailer.
+        let mut copy = self.copy_in_raw("COPY push_copies (server, pepper, hashes) FROM STDIN (FORMAT binary)").await?;
+        // The format's signature, flags and header extension length; one tuple of three fields,
+        // each its length and its bytes, the packed copy's bytes sent on their own; then the
+        // trailer.
         let mut head = b"PGCOPY\n\xff\r\n\0".to_vec();
         head.extend_from_slice(&[0; 8]);
-        head.extend_from_slice(&9_i16.to_be_bytes());
-        for field in [
-            Some(row.server.as_bytes()),
-            Some(row.pepper.as_bytes()),
-            Some(&row.hash_count.to_be_bytes()[..]),
-            Some(row.digest.as_bytes()),
-            Some(&row.received_at.to_be_bytes()[..]),
-            row.body_digest.map(str::as_bytes),
-        ] {
-            copy_field(&mut head, field)?;
-        }
+        head.extend_from_slice(&3_i16.to_be_bytes());
+        copy_field(&mut head, server.as_bytes())?;
+        copy_field(&mut head, pepper.as_bytes())?;
         head.extend_from_slice(&copy_length(packed.len())?.to_be_bytes());
         copy.send(head).await?;
         for piece in packed.chunks(BATCH) {
             copy.send(piece).await?;
         }
         drop(packed);
-        let mut tail = Vec::new();
-        for _no_delta in 0..2 {
-            copy_field(&mut tail, Some(&0_i64.to_be_bytes()[..]))?;
-        }
-        tail.extend_from_slice(&(-1_i16).to_be_bytes());
-        copy.send(tail).await?;
+        copy.send(&(-1_i16).to_be_bytes()[..]).await?;
         copy.finish().await?;
         Ok(())
     }
@@ -493,15 +470,10 @@ impl SnapshotStatements for sqlx::PgConnection {
     }
 }
 
-/// Appends a field of `COPY`'s binary format: its length (-1 for NULL), then its bytes.
-fn copy_field(buffer: &mut Vec<u8>, value: Option<&[u8]>) -> Result<(), sqlx::Error> {
-    match value {
-        Some(bytes) => {
-            buffer.extend_from_slice(&copy_length(bytes.len())?.to_be_bytes());
-            buffer.extend_from_slice(bytes);
-        }
-        None => buffer.extend_from_slice(&(-1_i32).to_be_bytes()),
-    }
+/// Appends a field of `COPY`'s binary format: its length, then its bytes.
+fn copy_field(buffer: &mut Vec<u8>, bytes: &[u8]) -> Result<(), sqlx::Error> {
+    buffer.extend_from_slice(&copy_length(bytes.len())?.to_be_bytes());
+    buffer.extend_from_slice(bytes);
     Ok(())
 }
 
