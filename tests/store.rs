@@ -108,12 +108,12 @@ async fn racing_instances_start_each_run_exactly_once() {
     .await;
 }
 
-/// A push compares with the caller's copy of the previous snapshot only while that copy's
-/// digest is the stored one; a stale copy (another instance stored a push since) is ignored and
-/// the stored snapshot, copy and deltas, is read instead.
+/// A push takes the change its caller worked out from its copy of the previous snapshot only
+/// while that copy's digest is the stored one; a change from a stale copy (another instance
+/// stored a push since) is ignored and the stored snapshot, copy and deltas, is read instead.
 #[tokio::test]
 async fn a_push_compares_with_a_held_copy_only_while_it_is_the_stored_snapshot() {
-    use federated_identity_service::store::{HeldSnapshot, NewSnapshot};
+    use federated_identity_service::store::{HeldSnapshot, NewSnapshot, SnapshotChange};
     use federated_identity_service::vocabulary::LookupHash;
 
     /// The snapshot of users `numbers`, and what a reader holding it holds.
@@ -121,6 +121,10 @@ async fn a_push_compares_with_a_held_copy_only_while_it_is_the_stored_snapshot()
         let new = NewSnapshot::of(numbers.map(|n| LookupHash::of(&format!("u{n}@s.example"), "email", "p")).collect());
         let held = HeldSnapshot { digest: new.digest.clone(), hashes: new.hashes.to_vec() };
         (new, held)
+    }
+    /// What a reader holding `held` works out for a push of `new`.
+    fn change(held: &HeldSnapshot, new: &NewSnapshot) -> SnapshotChange {
+        SnapshotChange::between(held.digest.clone(), &held.hashes, &new.hashes)
     }
     on_both_engines(|store, _| async move {
         let server = "s.example:443";
@@ -134,12 +138,15 @@ async fn a_push_compares_with_a_held_copy_only_while_it_is_the_stored_snapshot()
         assert_eq!((outcome.added, outcome.removed), (5, 5));
         // This instance still holds the first snapshot: its copy is stale and must not be used.
         let (third, third_held) = snapshot(10..110);
-        let outcome = store.replace_pushed_hashes(server, "p", third, Some(first_held.clone()), 3).await.unwrap();
+        let stale = change(&first_held, &third);
+        assert_eq!((stale.added.len(), stale.removed.len()), (10, 10));
+        let outcome = store.replace_pushed_hashes(server, "p", third, Some(&stale), 3).await.unwrap();
         assert_eq!((outcome.added, outcome.removed), (5, 5), "compared with the stored snapshot, not the held one");
         assert_eq!(store.snapshot_hashes(server, "p").await.unwrap(), Some(third_held.clone()));
         // A held copy that is the stored snapshot is what the push compares with.
         let (fourth, fourth_held) = snapshot(12..112);
-        let outcome = store.replace_pushed_hashes(server, "p", fourth, Some(third_held), 4).await.unwrap();
+        let current = change(&third_held, &fourth);
+        let outcome = store.replace_pushed_hashes(server, "p", fourth, Some(&current), 4).await.unwrap();
         assert_eq!((outcome.added, outcome.removed), (2, 2));
         assert_eq!(store.snapshot_hashes(server, "p").await.unwrap(), Some(fourth_held.clone()));
         let mut found: Vec<String> =

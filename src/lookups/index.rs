@@ -20,7 +20,7 @@ use super::own::OwnHashes;
 use super::sorted::SortedOwners;
 use super::{PepperSlot, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::store::{ChangeKind, HeldSnapshot, LookupChange, Peppers, Store, StoreResult};
+use crate::store::{ChangeKind, LookupChange, Peppers, SnapshotChange, Store, StoreResult};
 use crate::vocabulary::{Algorithm, LookupHash as Hash, Source};
 use crate::wire::LookupAnswer;
 
@@ -41,6 +41,23 @@ struct Data {
     held: HashMap<(u32, usize), String>,
     servers: Vec<Arc<str>>,
     server_ids: HashMap<Arc<str>, u32>,
+}
+
+/// A server's snapshot as the index merges it: all its hashes and, when the pusher worked it
+/// out from this index's copy, what changed since the snapshot held.
+#[derive(Debug)]
+pub struct SnapshotToMerge {
+    /// The hashes, sorted, without duplicates.
+    pub hashes: Arc<Vec<Hash>>,
+    /// Applied instead of merging every hash while its base is the snapshot held.
+    pub change: Option<Arc<SnapshotChange>>,
+}
+
+impl SnapshotToMerge {
+    /// A snapshot merged whole.
+    fn whole(hashes: Vec<Hash>) -> Self {
+        Self { hashes: Arc::new(hashes), change: None }
+    }
 }
 
 /// The slot of `pepper` among `peppers`: 0 current, 1 previous, `None` when not live.
@@ -178,7 +195,7 @@ impl LookupIndex {
         server: &str,
         pepper: &str,
         digest: &str,
-        hashes: Arc<Vec<Hash>>,
+        snapshot: SnapshotToMerge,
         store_it: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         let key = (server.to_owned(), pepper.to_owned(), digest.to_owned());
@@ -189,7 +206,7 @@ impl LookupIndex {
         let still_stored = store.push_snapshot(server, pepper).await?.is_some_and(|snapshot| snapshot.digest == digest);
         let slot = self.read().slot(pepper);
         if let (Some(slot), true) = (slot, still_stored) {
-            self.replace_snapshot(server, slot, Some(digest.to_owned()), hashes).await;
+            self.replace_snapshot(server, slot, Some(digest.to_owned()), snapshot).await;
             own.merged = true;
         }
         // Otherwise `own`, dropped unmerged, has the next refresh compare with the database.
@@ -214,13 +231,14 @@ impl LookupIndex {
         }
         let (digest, hashes) =
             store.snapshot_hashes(server, pepper).await?.map(|held| (held.digest, held.hashes)).unzip();
-        self.replace_snapshot(server, slot, digest, Arc::new(hashes.unwrap_or_default())).await;
+        self.replace_snapshot(server, slot, digest, SnapshotToMerge::whole(hashes.unwrap_or_default())).await;
         Ok(())
     }
 
-    /// This index's copy of the snapshot of `server` for `pepper`, for a push of that server to
-    /// compare with instead of reading the stored one; `None` when it holds none.
-    pub async fn held_snapshot(&self, server: &str, pepper: &str) -> Option<HeldSnapshot> {
+    /// What `new` (sorted, without duplicates) changes in this index's copy of the snapshot of
+    /// `server` for `pepper`, for a push of that server to store instead of comparing with the
+    /// stored snapshot; `None` when this index holds none.
+    pub async fn change_from_held(&self, server: &str, pepper: &str, new: Arc<Vec<Hash>>) -> Option<SnapshotChange> {
         let (digest, pushed, id) = {
             let data = self.read();
             let slot = data.slot(pepper)?;
@@ -228,8 +246,7 @@ impl LookupIndex {
             (data.held.get(&(id, slot))?.clone(), Arc::clone(&data.pushed[slot]), id)
         };
         // A scan of every pair held: not on a thread serving lookups.
-        let hashes = crate::background::run(move || pushed.of_owner(id)).await;
-        Some(HeldSnapshot { digest, hashes })
+        Some(crate::background::run(move || SnapshotChange::between(digest, pushed.of_owner(id), &new)).await)
     }
 
     /// The digest of the snapshot of `server` held for a pepper slot.
@@ -239,15 +256,28 @@ impl LookupIndex {
         data.held.get(&(*id, slot)).cloned()
     }
 
-    /// Replaces the snapshot of `server` in a pepper slot by `hashes` (sorted, without
-    /// duplicates; `None` digest: the snapshot is gone). Called with `refreshing` held, so that
-    /// two replacements do not both start from the same arrays.
-    async fn replace_snapshot(&self, server: &str, slot: usize, digest: Option<String>, hashes: Arc<Vec<Hash>>) {
-        let (id, current) = {
+    /// Replaces the snapshot of `server` in a pepper slot by `snapshot` (`None` digest: the
+    /// snapshot is gone): by applying its change when that change starts from the snapshot held,
+    /// by a merge of all its hashes otherwise. Called with `refreshing` held, so that two
+    /// replacements do not both start from the same arrays.
+    async fn replace_snapshot(&self, server: &str, slot: usize, digest: Option<String>, snapshot: SnapshotToMerge) {
+        let (id, current, held) = {
             let mut data = self.write();
-            (data.server_id(server), Arc::clone(&data.pushed[slot]))
+            let id = data.server_id(server);
+            (id, Arc::clone(&data.pushed[slot]), data.held.get(&(id, slot)).cloned())
         };
-        let next = crate::background::run(move || current.replacing(id, &hashes)).await;
+        let change = snapshot.change.filter(|change| Some(&change.base_digest) == held.as_ref());
+        let started = std::time::Instant::now();
+        let (next, applied) = crate::background::run(move || {
+            let applied = change.and_then(|change| current.applying(id, &change.added, &change.removed));
+            let built = started.elapsed();
+            match applied {
+                Some(next) => (next, Some(built)),
+                None => (current.replacing(id, &snapshot.hashes), None),
+            }
+        })
+        .await;
+        tracing::debug!(%server, applied = ?applied, ms = started.elapsed().as_millis(), "snapshot merged into the index");
         let old = {
             let mut data = self.write();
             match digest {
@@ -575,6 +605,46 @@ mod tests {
         NewSnapshot::of((0..10).map(|n| LookupHash::of(&format!("{name}{n}@org.example"), "email", pepper)).collect())
     }
 
+    /// A snapshot merged with all its hashes.
+    fn whole(hashes: &Arc<Vec<Hash>>) -> SnapshotToMerge {
+        SnapshotToMerge { hashes: Arc::clone(hashes), change: None }
+    }
+
+    /// A push's change is applied only when it starts from the snapshot the index holds; from
+    /// any other base, the push's hashes are merged whole.
+    #[tokio::test]
+    async fn a_change_is_applied_only_from_the_snapshot_held() {
+        let (_dir, store, index, pepper) = loaded_index().await;
+        let server = "org.example:443";
+        let (first, second, third) =
+            (snapshot("first", &pepper), snapshot("second", &pepper), snapshot("third", &pepper));
+        let held =
+            |hashes: &[Hash]| hashes.iter().filter(|hash| !index.read().pushed[0].owners(hash).is_empty()).count();
+        let push = |snapshot: NewSnapshot, change: Option<SnapshotChange>| {
+            let (store, index, pepper) = (&store, &index, &pepper);
+            async move {
+                let digest = snapshot.digest.clone();
+                let merged =
+                    SnapshotToMerge { hashes: Arc::clone(&snapshot.hashes), change: change.clone().map(Arc::new) };
+                let stored = store.replace_pushed_hashes(server, pepper, snapshot, change.as_ref(), 1);
+                index.store_and_merge_push(store, server, pepper, &digest, merged, stored).await.unwrap();
+            }
+        };
+        push(first.clone(), None).await;
+        assert_eq!(held(&first.hashes), 10);
+        // A change from a base the index does not hold (here one that would change nothing).
+        let stale = SnapshotChange { base_digest: "another snapshot".to_owned(), ..SnapshotChange::default() };
+        push(second.clone(), Some(stale)).await;
+        assert_eq!((held(&first.hashes), held(&second.hashes)), (0, 10), "merged whole");
+        let change = index.change_from_held(server, &pepper, Arc::clone(&third.hashes)).await.expect("held");
+        assert_eq!(
+            (change.base_digest.as_str(), change.added.len(), change.removed.len()),
+            (second.digest.as_str(), 10, 10)
+        );
+        push(third.clone(), Some(change)).await;
+        assert_eq!((held(&second.hashes), held(&third.hashes)), (0, 10), "applied");
+    }
+
     /// A push that committed, was skipped by a refresh as this instance's own, then went away
     /// before merging itself (its request dropped) is read again by the next refresh.
     #[tokio::test]
@@ -584,7 +654,7 @@ mod tests {
         let digest = snapshot.digest.clone();
         let hashes = Arc::clone(&snapshot.hashes);
         let server = "org.example:443";
-        let push = index.store_and_merge_push(&store, server, &pepper, &digest, Arc::clone(&hashes), async {
+        let push = index.store_and_merge_push(&store, server, &pepper, &digest, whole(&hashes), async {
             store.replace_pushed_hashes(server, &pepper, snapshot, None, 1).await?;
             // The follower's tick, between the commit and the merge: it skips the push as
             // this instance's own, and must not wait for it.
@@ -608,24 +678,18 @@ mod tests {
         let server = "org.example:443";
         let (committed, go_on) = (tokio::sync::oneshot::channel::<()>(), tokio::sync::oneshot::channel::<()>());
         let (first_committed, first_may_merge) = (committed.0, go_on.1);
-        let first_push = index.store_and_merge_push(
-            &store,
-            server,
-            &pepper,
-            &first_digest,
-            Arc::clone(&first_snapshot.hashes),
-            async {
+        let first_push =
+            index.store_and_merge_push(&store, server, &pepper, &first_digest, whole(&first_snapshot.hashes), async {
                 store.replace_pushed_hashes(server, &pepper, first_snapshot, None, 1).await?;
                 first_committed.send(()).unwrap();
                 first_may_merge.await.unwrap();
                 Ok(())
-            },
-        );
+            });
         let second_push = async {
             committed.1.await.unwrap();
             let hashes = Arc::clone(&second_snapshot.hashes);
             let stored = store.replace_pushed_hashes(server, &pepper, second_snapshot, None, 2);
-            index.store_and_merge_push(&store, server, &pepper, &second_digest, hashes, stored).await.unwrap();
+            index.store_and_merge_push(&store, server, &pepper, &second_digest, whole(&hashes), stored).await.unwrap();
             // The follower's tick: both changes are seen and nothing is left to read.
             index.refresh(&store).await.unwrap();
             go_on.0.send(()).unwrap();

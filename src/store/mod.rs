@@ -38,7 +38,7 @@ pub use leases::JobLease;
 pub use local::{AssociationTimes, DirectoryChanges, LocalThreepidWrite};
 pub use operator::ForgottenThreepid;
 pub use peppers::Peppers;
-pub use pushed::{HeldSnapshot, NewSnapshot, PushOutcome, PushSnapshot};
+pub use pushed::{HeldSnapshot, NewSnapshot, PushOutcome, PushSnapshot, SnapshotChange};
 pub use sessions::ValidationSession;
 pub use tokens::AccessTokenRecord;
 

@@ -91,6 +91,33 @@ pub struct HeldSnapshot {
     pub hashes: Vec<LookupHash>,
 }
 
+/// What a push changes in a snapshot: the hashes it adds and those it removes, and the digest
+/// of the snapshot they change. A reader that holds the previous snapshot works it out from its
+/// own copy, sparing the store the reading of the stored one (43 MB a million) and sparing
+/// itself a copy of the previous hashes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotChange {
+    /// The digest of the snapshot the change applies to.
+    pub base_digest: String,
+    /// Hashes in the new snapshot and not in the base, sorted.
+    pub added: Vec<LookupHash>,
+    /// Hashes in the base and not in the new snapshot, sorted.
+    pub removed: Vec<LookupHash>,
+}
+
+impl SnapshotChange {
+    /// The change from the snapshot named `base_digest`, whose hashes `base` yields in
+    /// ascending order, to `new` (sorted, without duplicates): one merge pass.
+    pub fn between<'a>(
+        base_digest: String,
+        base: impl IntoIterator<Item = &'a LookupHash>,
+        new: &[LookupHash],
+    ) -> Self {
+        let (added, removed) = difference(base, new);
+        Self { base_digest, added, removed }
+    }
+}
+
 /// The state of a stored snapshot a push starts from.
 #[derive(Debug, sqlx::FromRow)]
 struct StoredState {
@@ -208,14 +235,15 @@ impl Store {
     }
 
     /// Replaces the snapshot of `server` for `pepper` by `snapshot` in one transaction, writing
-    /// either the difference (a delta) or a new packed copy. `held` is the caller's copy of the snapshot it believes stored, used
-    /// instead of reading it when its digest is the stored one.
+    /// either the difference (a delta) or a new packed copy. `change` is the difference the
+    /// caller worked out from its copy of the snapshot it believes stored, used when its base is
+    /// the stored snapshot; otherwise the stored snapshot is read and compared.
     pub async fn replace_pushed_hashes(
         &self,
         server: &str,
         pepper: &str,
         snapshot: NewSnapshot,
-        held: Option<HeldSnapshot>,
+        change: Option<&SnapshotChange>,
         now: i64,
     ) -> StoreResult<PushOutcome> {
         let count = i64::try_from(snapshot.hashes.len()).unwrap_or(i64::MAX);
@@ -232,15 +260,18 @@ impl Store {
             .bind(pepper)
             .fetch_optional(&mut *tx)
             .await?;
-            let previous: Cow<'_, [LookupHash]> = match (&stored, &held) {
-                (None, _) => Cow::Borrowed(&[]),
-                (Some(stored), Some(held)) if stored.digest == held.digest => Cow::Borrowed(&held.hashes),
-                (Some(_), _) => Cow::Owned(read_snapshot(&mut *tx, server, pepper).await?.unwrap_or_default().hashes),
+            let (added, removed): (Cow<'_, [LookupHash]>, Cow<'_, [LookupHash]>) = match (&stored, change) {
+                (None, _) => (Cow::Borrowed(&snapshot.hashes), Cow::Borrowed(&[])),
+                (Some(stored), Some(change)) if stored.digest == change.base_digest => {
+                    (Cow::Borrowed(&change.added), Cow::Borrowed(&change.removed))
+                }
+                (Some(_), _) => {
+                    let previous = read_snapshot(&mut *tx, server, pepper).await?.unwrap_or_default().hashes;
+                    let (added, removed) = difference(&previous, snapshot.hashes.iter());
+                    (Cow::Owned(added), Cow::Owned(removed))
+                }
             };
-            let (added, removed) = difference(&previous, &snapshot.hashes);
             let outcome = PushOutcome { added: added.len() as u64, removed: removed.len() as u64 };
-            drop(previous);
-            drop(held);
             let changed = i64::try_from(added.len() + removed.len()).unwrap_or(i64::MAX);
             let as_delta = stored.as_ref().is_some_and(|stored| {
                 stored.packed
@@ -484,10 +515,13 @@ fn copy_length(length: usize) -> Result<i32, sqlx::Error> {
 
 /// `(added, removed)`: what `new` has that `old` lacks, and the reverse, both sorted ascending
 /// without duplicates: one merge pass, no hashing.
-fn difference(old: &[LookupHash], new: &[LookupHash]) -> (Vec<LookupHash>, Vec<LookupHash>) {
+fn difference<'old, 'new>(
+    old: impl IntoIterator<Item = &'old LookupHash>,
+    new: impl IntoIterator<Item = &'new LookupHash>,
+) -> (Vec<LookupHash>, Vec<LookupHash>) {
     use std::cmp::Ordering;
     let (mut added, mut removed) = (Vec::new(), Vec::new());
-    let (mut in_old, mut in_new) = (old.iter().copied().peekable(), new.iter().copied().peekable());
+    let (mut in_old, mut in_new) = (old.into_iter().copied().peekable(), new.into_iter().copied().peekable());
     while let (Some(before), Some(after)) = (in_old.peek(), in_new.peek()) {
         match before.cmp(after) {
             Ordering::Less => removed.extend(in_old.next()),

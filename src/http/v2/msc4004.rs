@@ -35,13 +35,27 @@ pub async fn push(
     RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<PushAnswer>)> {
     crate::metrics::push_body_bytes(body.len());
-    // Tens of megabytes to digest and parse: on a background thread, not a serving one.
-    let whole = body.clone();
-    let body_digest = background::run(move || digest_text(&whole)).await;
+    // Tens of megabytes to digest and parse: on background threads, not a serving one. The parse
+    // starts beside the digest, so that a push whose body is not the stored one (most of them)
+    // does not wait for both in turn; for one that is, the parse's result is dropped unused.
+    let started = std::time::Instant::now();
+    let bytes = body.len();
+    let parse_body = body.clone();
+    let parsing = tokio::spawn(background::run(move || {
+        ReceivedPush::sized_for_body(parse_body.len(), || parse_json(&parse_body))
+    }));
+    let body_digest = background::run(move || digest_text(&body)).await;
+    let digested = started.elapsed();
     if let Some(answer) = state.lookups.identical_push(caller.bound_name(), &body_digest).await? {
         return Ok((StatusCode::CREATED, Json(answer)));
     }
-    let request = background::run(move || ReceivedPush::sized_for_body(body.len(), || parse_json(&body))).await?;
+    let request = parsing.await.unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()))?;
+    tracing::debug!(
+        bytes,
+        digest_ms = digested.as_millis(),
+        parsed_ms = started.elapsed().as_millis(),
+        "push body read"
+    );
     let answer = state.lookups.accept_push(caller.bound_name(), request, Some(&body_digest)).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
