@@ -195,7 +195,27 @@ pub fn is_sha256_hash(text: &str) -> bool {
 /// (access tokens, push bodies).
 #[must_use]
 pub fn digest_text(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
+    let mut digest = TextDigest::default();
+    digest.update(bytes);
+    digest.finish()
+}
+
+/// [`digest_text`] taken piece by piece, for bytes that arrive in pieces (a request body's
+/// frames): the digest is ready when the last piece is, without a pass of its own.
+#[derive(Debug, Clone, Default)]
+pub struct TextDigest(Sha256);
+
+impl TextDigest {
+    /// Adds the next piece.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest of every piece added, in order.
+    #[must_use]
+    pub fn finish(self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0.finalize())
+    }
 }
 
 /// The digest of a snapshot of pushed hashes (sorted by their bytes, without duplicates): how a
@@ -214,6 +234,18 @@ pub fn snapshot_digest(sorted: &[LookupHash]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_taken_in_pieces_is_the_digest_of_the_whole() {
+        let body = b"{\"algorithm\":\"sha256\",\"pepper\":\"p\",\"mappings\":{}}";
+        let mut pieces = TextDigest::default();
+        for piece in body.chunks(7) {
+            pieces.update(piece);
+        }
+        assert_eq!(pieces.finish(), digest_text(body));
+        // SHA-256 of nothing, in unpadded base64url.
+        assert_eq!(TextDigest::default().finish(), "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
+    }
 
     #[test]
     fn the_spec_test_vectors() {

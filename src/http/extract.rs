@@ -7,6 +7,7 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ErrCode};
+use crate::vocabulary::TextDigest;
 
 /// A JSON request body. Malformed JSON is 400 `M_NOT_JSON`; JSON of the wrong shape is 400
 /// `M_BAD_JSON` (or `M_MISSING_PARAMS` when a required field is absent); a body over the
@@ -29,7 +30,7 @@ where
     }
 }
 
-/// The request body as bytes, for handlers that need its size as well as its JSON; a body over
+/// The request body as bytes (what [`JsonBody`] parses); a body over
 /// the route's limit is 413 `M_TOO_LARGE`, one that cannot be read (a broken gzip stream) 400
 /// `M_NOT_JSON`.
 #[derive(Debug, Clone)]
@@ -41,34 +42,64 @@ where
 {
     type Rejection = ApiError;
 
-    /// The body is copied frame by frame as it arrives into a buffer sized from its
-    /// `Content-Length`, up to [`PresizeUpTo`] where a layer set it (else [`PRESIZED_BODY`]):
-    /// collected whole, a push of tens of megabytes was copied again in one go at the end, on a
-    /// thread serving requests.
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let declared = request
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|length| length.to_str().ok()?.parse::<usize>().ok())
-            .unwrap_or(0);
-        let up_to = request.extensions().get::<PresizeUpTo>().map_or(PRESIZED_BODY, |up_to| up_to.0);
-        let capacity = declared.min(up_to);
-        let mut body = request.into_limited_body();
-        let mut bytes = Vec::with_capacity(capacity);
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|error| {
-                if over_limit(error) {
-                    ApiError::new(ErrCode::TooLarge, "The request body is too large")
-                } else {
-                    ApiError::new(ErrCode::NotJson, "The request body could not be read")
-                }
-            })?;
-            if let Ok(data) = frame.into_data() {
-                bytes.extend_from_slice(&data);
-            }
-        }
-        Ok(RawBody(Bytes::from(bytes)))
+        read_body(request, |_| ()).await.map(RawBody)
     }
+}
+
+/// The request body with its [`digest_text`](crate::vocabulary::digest_text), taken frame by
+/// frame as the body arrives: for a push, whose digest recognises a re-sent body before it is
+/// parsed. Digested after arriving, tens of megabytes cost a pass of their own before anything
+/// else could start. Rejections as for [`RawBody`].
+#[derive(Debug, Clone)]
+pub struct DigestedBody {
+    /// The body.
+    pub bytes: Bytes,
+    /// Its digest.
+    pub digest: String,
+}
+
+impl<S> FromRequest<S> for DigestedBody
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut digest = TextDigest::default();
+        let bytes = read_body(request, |frame| digest.update(frame)).await?;
+        Ok(Self { bytes, digest: digest.finish() })
+    }
+}
+
+/// Reads a body, handing each frame to `each_frame` as it arrives. The body is copied frame by
+/// frame into a buffer sized from its `Content-Length`, up to [`PresizeUpTo`] where a layer set
+/// it (else [`PRESIZED_BODY`]): collected whole, a push of tens of megabytes was copied again in
+/// one go at the end, on a thread serving requests.
+async fn read_body(request: Request, mut each_frame: impl FnMut(&[u8])) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let up_to = request.extensions().get::<PresizeUpTo>().map_or(PRESIZED_BODY, |up_to| up_to.0);
+    let capacity = declared.min(up_to);
+    let mut body = request.into_limited_body();
+    let mut bytes = Vec::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            if over_limit(error) {
+                ApiError::new(ErrCode::TooLarge, "The request body is too large")
+            } else {
+                ApiError::new(ErrCode::NotJson, "The request body could not be read")
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            each_frame(&data);
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// The largest buffer allocated from a body's declared length before any of it arrives, on

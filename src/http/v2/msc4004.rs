@@ -8,11 +8,10 @@ use axum::http::StatusCode;
 use crate::background;
 use crate::error::ApiResult;
 use crate::http::auth::TrustedServer;
-use crate::http::extract::{RawBody, parse_json};
+use crate::http::extract::{DigestedBody, parse_json};
 use crate::http::openapi::{BadRequest, MatrixError, TooLarge, Unavailable};
 use crate::lookups::push::{PushRequest, ReceivedPush};
 use crate::state::AppState;
-use crate::vocabulary::digest_text;
 use crate::wire::PushAnswer;
 
 /// # `POST /_matrix/identity/v2/lookups`
@@ -32,30 +31,17 @@ use crate::wire::PushAnswer;
 pub async fn push(
     State(state): State<AppState>,
     TrustedServer(caller): TrustedServer,
-    RawBody(body): RawBody,
+    DigestedBody { bytes: body, digest: body_digest }: DigestedBody,
 ) -> ApiResult<(StatusCode, Json<PushAnswer>)> {
     crate::metrics::push_body_bytes(body.len());
-    // Tens of megabytes to digest and parse: on background threads, not a serving one. The parse
-    // starts beside the digest, so that a push whose body is not the stored one (most of them)
-    // does not wait for both in turn; for one that is, the parse's result is dropped unused.
-    let started = std::time::Instant::now();
-    let bytes = body.len();
-    let parse_body = body.clone();
-    let parsing = tokio::spawn(background::run(move || {
-        ReceivedPush::sized_for_body(parse_body.len(), || parse_json(&parse_body))
-    }));
-    let body_digest = background::run(move || digest_text(&body)).await;
-    let digested = started.elapsed();
     if let Some(answer) = state.lookups.identical_push(caller.bound_name(), &body_digest).await? {
         return Ok((StatusCode::CREATED, Json(answer)));
     }
-    let request = parsing.await.unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()))?;
-    tracing::debug!(
-        bytes,
-        digest_ms = digested.as_millis(),
-        parsed_ms = started.elapsed().as_millis(),
-        "push body read"
-    );
+    // Tens of megabytes to parse: on a background thread, not a serving one.
+    let started = std::time::Instant::now();
+    let bytes = body.len();
+    let request = background::run(move || ReceivedPush::sized_for_body(body.len(), || parse_json(&body))).await?;
+    tracing::debug!(bytes, parse_ms = started.elapsed().as_millis(), "push body parsed");
     let answer = state.lookups.accept_push(caller.bound_name(), request, Some(&body_digest)).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
