@@ -170,6 +170,7 @@ impl App {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(maintenance(self.state.clone()));
         tasks.spawn(Arc::clone(&self.state.lookups).follow());
+        tasks.spawn(Arc::clone(&self.state.lookups).merge_pushes());
         if self.state.config.cron_service {
             crate::jobs::spawn(&self.state, &mut tasks)?;
         } else {

@@ -12,10 +12,12 @@
 //! the current pepper's data to the previous slot and reads the new pepper's. The next pushed
 //! arrays are built beside the ones lookups read and swapped in: no lookup waits for a build.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use super::layered::PushedHashes;
 use super::own::OwnHashes;
 use super::sorted::SortedOwners;
 use super::{PepperSlot, check_pepper};
@@ -34,30 +36,14 @@ struct Data {
     peppers: Peppers,
     /// Per pepper slot (0 current, 1 previous).
     local: [OwnHashes; 2],
-    /// Per pepper slot: hash -> server ids. Shared with the build of the next arrays.
-    pushed: [Arc<SortedOwners>; 2],
+    /// Per pepper slot: hash -> server ids, the merged arrays shared with the build of the
+    /// next ones.
+    pushed: [PushedHashes; 2],
     /// The digest of each snapshot held, by (server id, pepper slot): a change already
     /// applied (by the push itself) is not read again.
     held: HashMap<(u32, usize), String>,
     servers: Vec<Arc<str>>,
     server_ids: HashMap<Arc<str>, u32>,
-}
-
-/// A server's snapshot as the index merges it: all its hashes and, when the pusher worked it
-/// out from this index's copy, what changed since the snapshot held.
-#[derive(Debug)]
-pub struct SnapshotToMerge {
-    /// The hashes, sorted, without duplicates.
-    pub hashes: Arc<Vec<Hash>>,
-    /// Applied instead of merging every hash while its base is the snapshot held.
-    pub change: Option<Arc<SnapshotChange>>,
-}
-
-impl SnapshotToMerge {
-    /// A snapshot merged whole.
-    fn whole(hashes: Vec<Hash>) -> Self {
-        Self { hashes: Arc::new(hashes), change: None }
-    }
 }
 
 /// The slot of `pepper` among `peppers`: 0 current, 1 previous, `None` when not live.
@@ -102,6 +88,8 @@ pub struct LookupIndex {
     /// committed but did not merge themselves (their request was dropped, or failed at the
     /// commit), which the refresh skipped as in flight.
     stale: Mutex<BTreeSet<(String, String)>>,
+    /// Told when snapshots wait beside the merged arrays ([`Self::merge_recent_pushes`]).
+    merge_wanted: tokio::sync::Notify,
 }
 
 /// A push of this instance in flight, registered in [`LookupIndex::own_pushes`]; when it ends
@@ -195,7 +183,7 @@ impl LookupIndex {
         server: &str,
         pepper: &str,
         digest: &str,
-        snapshot: SnapshotToMerge,
+        hashes: Arc<Vec<Hash>>,
         store_it: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
         let key = (server.to_owned(), pepper.to_owned(), digest.to_owned());
@@ -206,7 +194,7 @@ impl LookupIndex {
         let still_stored = store.push_snapshot(server, pepper).await?.is_some_and(|snapshot| snapshot.digest == digest);
         let slot = self.read().slot(pepper);
         if let (Some(slot), true) = (slot, still_stored) {
-            self.replace_snapshot(server, slot, Some(digest.to_owned()), snapshot).await;
+            self.replace_snapshot(server, slot, Some(digest.to_owned()), hashes);
             own.merged = true;
         }
         // Otherwise `own`, dropped unmerged, has the next refresh compare with the database.
@@ -231,7 +219,7 @@ impl LookupIndex {
         }
         let (digest, hashes) =
             store.snapshot_hashes(server, pepper).await?.map(|held| (held.digest, held.hashes)).unzip();
-        self.replace_snapshot(server, slot, digest, SnapshotToMerge::whole(hashes.unwrap_or_default())).await;
+        self.replace_snapshot(server, slot, digest, Arc::new(hashes.unwrap_or_default()));
         Ok(())
     }
 
@@ -243,7 +231,7 @@ impl LookupIndex {
             let data = self.read();
             let slot = data.slot(pepper)?;
             let id = *data.server_ids.get(server)?;
-            (data.held.get(&(id, slot))?.clone(), Arc::clone(&data.pushed[slot]), id)
+            (data.held.get(&(id, slot))?.clone(), data.pushed[slot].clone(), id)
         };
         // A scan of every pair held: not on a thread serving lookups.
         Some(crate::background::run(move || SnapshotChange::between(digest, pushed.of_owner(id), &new)).await)
@@ -256,38 +244,53 @@ impl LookupIndex {
         data.held.get(&(*id, slot)).cloned()
     }
 
-    /// Replaces the snapshot of `server` in a pepper slot by `snapshot` (`None` digest: the
-    /// snapshot is gone): by applying its change when that change starts from the snapshot held,
-    /// by a merge of all its hashes otherwise. Called with `refreshing` held, so that two
-    /// replacements do not both start from the same arrays.
-    async fn replace_snapshot(&self, server: &str, slot: usize, digest: Option<String>, snapshot: SnapshotToMerge) {
-        let (id, current, held) = {
-            let mut data = self.write();
-            let id = data.server_id(server);
-            (id, Arc::clone(&data.pushed[slot]), data.held.get(&(id, slot)).cloned())
-        };
-        let change = snapshot.change.filter(|change| Some(&change.base_digest) == held.as_ref());
-        let started = std::time::Instant::now();
-        let (next, applied) = crate::background::run(move || {
-            let applied = change.and_then(|change| current.applying(id, &change.added, &change.removed));
-            let built = started.elapsed();
-            match applied {
-                Some(next) => (next, Some(built)),
-                None => (current.replacing(id, &snapshot.hashes), None),
-            }
-        })
-        .await;
-        tracing::debug!(%server, applied = ?applied, ms = started.elapsed().as_millis(), "snapshot merged into the index");
+    /// Replaces the snapshot of `server` in a pepper slot by `hashes` (sorted, without
+    /// duplicates; `None` digest: the snapshot is gone). The snapshot is laid beside the merged
+    /// arrays at once and merged into them in the background ([`Self::merge_recent_pushes`]):
+    /// a push does not wait for a pass over every pair of the pepper. Called with `refreshing`
+    /// held.
+    fn replace_snapshot(&self, server: &str, slot: usize, digest: Option<String>, hashes: Arc<Vec<Hash>>) {
         let old = {
             let mut data = self.write();
+            let id = data.server_id(server);
             match digest {
                 Some(digest) => data.held.insert((id, slot), digest),
                 None => data.held.remove(&(id, slot)),
             };
-            std::mem::replace(&mut data.pushed[slot], Arc::new(next))
+            let next = data.pushed[slot].with_snapshot(id, hashes);
+            std::mem::replace(&mut data.pushed[slot], next)
         };
-        // Freed after the lock is released.
         drop(old);
+        self.merge_wanted.notify_one();
+    }
+
+    /// Waits until snapshots were laid beside the merged arrays, then merges them in on a
+    /// background thread and swaps the new arrays in, unless the arrays were replaced meanwhile
+    /// (a rebuild, a rotation: merged again at the next call). Snapshots pushed during the merge
+    /// stay beside the new arrays for the next one.
+    pub async fn merge_recent_pushes(&self) {
+        self.merge_wanted.notified().await;
+        for slot in 0..2 {
+            let from = self.read().pushed[slot].clone();
+            if !from.has_recent() {
+                continue;
+            }
+            let (building, started) = (from.clone(), std::time::Instant::now());
+            let Some(merged) = crate::background::run(move || building.merge_recent()).await else { continue };
+            tracing::debug!(slot, ms = started.elapsed().as_millis(), "recent pushes merged into the index");
+            let old = {
+                let mut data = self.write();
+                match data.pushed[slot].after_merge(&from, merged) {
+                    Some(next) => Some(std::mem::replace(&mut data.pushed[slot], next)),
+                    None => {
+                        self.merge_wanted.notify_one();
+                        None
+                    }
+                }
+            };
+            // Freed after the lock is released.
+            drop((old, from));
+        }
     }
 
     /// Builds everything from the database: at startup, and when the log cannot say what
@@ -326,13 +329,15 @@ impl LookupIndex {
         let old = {
             let mut before = self.write();
             data.local[1] = std::mem::take(&mut before.local[0]);
-            data.pushed[1] = Arc::clone(&before.pushed[0]);
+            data.pushed[1] = before.pushed[0].clone();
             let still_live = before.held.iter().filter(|((_, slot), _)| *slot == 0);
             let moved: Vec<_> = still_live.map(|((id, _), digest)| ((*id, 1), digest.clone())).collect();
             data.held.extend(moved);
             std::mem::replace(&mut *before, data)
         };
         drop(old);
+        // Snapshots that waited beside the moved arrays are merged under their new slot.
+        self.merge_wanted.notify_one();
         Ok(true)
     }
 
@@ -453,7 +458,7 @@ impl LookupIndex {
                     continue;
                 }
             }
-            for server in first_pushers(&data.pushed, slots, &hash) {
+            for server in first_pushers(&data.pushed, slots, &hash).iter() {
                 third_party.entry(*server).or_default().insert(address.as_str());
             }
         }
@@ -476,18 +481,16 @@ impl LookupIndex {
             .iter()
             .filter_map(|text| Some((text, Hash::parse(text)?)))
             .flat_map(|(text, hash)| {
-                data.pushed[slot]
-                    .owners(&hash)
-                    .iter()
-                    .map(|server| (text.clone(), data.servers[*server as usize].to_string()))
+                let owners = data.pushed[slot].owners(&hash).into_owned();
+                owners.into_iter().map(|server| (text.clone(), data.servers[server as usize].to_string()))
             })
             .collect()
     }
 }
 
 /// The servers that pushed `hash` in the first of the pepper `slots` that has any.
-fn first_pushers<'a>(pushed: &'a [Arc<SortedOwners>; 2], slots: [usize; 2], hash: &Hash) -> &'a [u32] {
-    slots.iter().map(|slot| pushed[*slot].owners(hash)).find(|owners| !owners.is_empty()).unwrap_or(&[])
+fn first_pushers<'a>(pushed: &'a [PushedHashes; 2], slots: [usize; 2], hash: &Hash) -> Cow<'a, [u32]> {
+    slots.iter().map(|slot| pushed[*slot].owners(hash)).find(|owners| !owners.is_empty()).unwrap_or_default()
 }
 
 /// The 3PIDs the local changes among `changes` touched, without repeats; `None` when one of
@@ -543,7 +546,7 @@ async fn load_slots(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRes
 
 /// Loads the pushed hashes of the peppers of `data` in `slots` from the snapshots' packed
 /// copies; returns them and the seconds it took.
-async fn pushed_part(store: &Store, data: &mut Data, slots: &[usize]) -> StoreResult<([Arc<SortedOwners>; 2], f64)> {
+async fn pushed_part(store: &Store, data: &mut Data, slots: &[usize]) -> StoreResult<([PushedHashes; 2], f64)> {
     let started = std::time::Instant::now();
     let snapshots: Vec<_> = store
         .push_snapshots()
@@ -563,7 +566,8 @@ async fn pushed_part(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRe
         pairs[slot].extend(held.hashes.into_iter().map(|hash| (hash, id)));
         data.held.insert((id, slot), held.digest);
     }
-    let built = crate::background::run(move || pairs.map(|pairs| Arc::new(SortedOwners::from_pairs(pairs)))).await;
+    let built =
+        crate::background::run(move || pairs.map(|pairs| PushedHashes::merged(SortedOwners::from_pairs(pairs)))).await;
     Ok((built, started.elapsed().as_secs_f64()))
 }
 
@@ -605,44 +609,34 @@ mod tests {
         NewSnapshot::of((0..10).map(|n| LookupHash::of(&format!("{name}{n}@org.example"), "email", pepper)).collect())
     }
 
-    /// A snapshot merged with all its hashes.
-    fn whole(hashes: &Arc<Vec<Hash>>) -> SnapshotToMerge {
-        SnapshotToMerge { hashes: Arc::clone(hashes), change: None }
-    }
-
-    /// A push's change is applied only when it starts from the snapshot the index holds; from
-    /// any other base, the push's hashes are merged whole.
+    /// A push is found by lookups as soon as it answers, beside the merged arrays, and the
+    /// same once merged into them; a later push of the same server hides the earlier one in
+    /// either state.
     #[tokio::test]
-    async fn a_change_is_applied_only_from_the_snapshot_held() {
+    async fn a_push_is_found_before_and_after_its_merge() {
         let (_dir, store, index, pepper) = loaded_index().await;
         let server = "org.example:443";
-        let (first, second, third) =
-            (snapshot("first", &pepper), snapshot("second", &pepper), snapshot("third", &pepper));
+        let (first, second) = (snapshot("first", &pepper), snapshot("second", &pepper));
         let held =
             |hashes: &[Hash]| hashes.iter().filter(|hash| !index.read().pushed[0].owners(hash).is_empty()).count();
-        let push = |snapshot: NewSnapshot, change: Option<SnapshotChange>| {
+        let push = |snapshot: NewSnapshot| {
             let (store, index, pepper) = (&store, &index, &pepper);
             async move {
-                let digest = snapshot.digest.clone();
-                let merged =
-                    SnapshotToMerge { hashes: Arc::clone(&snapshot.hashes), change: change.clone().map(Arc::new) };
-                let stored = store.replace_pushed_hashes(server, pepper, snapshot, change.as_ref(), 1);
-                index.store_and_merge_push(store, server, pepper, &digest, merged, stored).await.unwrap();
+                let (digest, hashes) = (snapshot.digest.clone(), Arc::clone(&snapshot.hashes));
+                let stored = store.replace_pushed_hashes(server, pepper, snapshot, None, 1);
+                index.store_and_merge_push(store, server, pepper, &digest, hashes, stored).await.unwrap();
             }
         };
-        push(first.clone(), None).await;
+        push(first.clone()).await;
+        assert!(index.read().pushed[0].has_recent(), "laid beside the arrays");
         assert_eq!(held(&first.hashes), 10);
-        // A change from a base the index does not hold (here one that would change nothing).
-        let stale = SnapshotChange { base_digest: "another snapshot".to_owned(), ..SnapshotChange::default() };
-        push(second.clone(), Some(stale)).await;
-        assert_eq!((held(&first.hashes), held(&second.hashes)), (0, 10), "merged whole");
-        let change = index.change_from_held(server, &pepper, Arc::clone(&third.hashes)).await.expect("held");
-        assert_eq!(
-            (change.base_digest.as_str(), change.added.len(), change.removed.len()),
-            (second.digest.as_str(), 10, 10)
-        );
-        push(third.clone(), Some(change)).await;
-        assert_eq!((held(&second.hashes), held(&third.hashes)), (0, 10), "applied");
+        index.merge_recent_pushes().await;
+        assert!(!index.read().pushed[0].has_recent(), "merged");
+        assert_eq!(held(&first.hashes), 10);
+        push(second.clone()).await;
+        assert_eq!((held(&first.hashes), held(&second.hashes)), (0, 10), "the merged pairs of the server are hidden");
+        index.merge_recent_pushes().await;
+        assert_eq!((held(&first.hashes), held(&second.hashes)), (0, 10));
     }
 
     /// A push that committed, was skipped by a refresh as this instance's own, then went away
@@ -654,7 +648,7 @@ mod tests {
         let digest = snapshot.digest.clone();
         let hashes = Arc::clone(&snapshot.hashes);
         let server = "org.example:443";
-        let push = index.store_and_merge_push(&store, server, &pepper, &digest, whole(&hashes), async {
+        let push = index.store_and_merge_push(&store, server, &pepper, &digest, Arc::clone(&hashes), async {
             store.replace_pushed_hashes(server, &pepper, snapshot, None, 1).await?;
             // The follower's tick, between the commit and the merge: it skips the push as
             // this instance's own, and must not wait for it.
@@ -678,18 +672,24 @@ mod tests {
         let server = "org.example:443";
         let (committed, go_on) = (tokio::sync::oneshot::channel::<()>(), tokio::sync::oneshot::channel::<()>());
         let (first_committed, first_may_merge) = (committed.0, go_on.1);
-        let first_push =
-            index.store_and_merge_push(&store, server, &pepper, &first_digest, whole(&first_snapshot.hashes), async {
+        let first_push = index.store_and_merge_push(
+            &store,
+            server,
+            &pepper,
+            &first_digest,
+            Arc::clone(&first_snapshot.hashes),
+            async {
                 store.replace_pushed_hashes(server, &pepper, first_snapshot, None, 1).await?;
                 first_committed.send(()).unwrap();
                 first_may_merge.await.unwrap();
                 Ok(())
-            });
+            },
+        );
         let second_push = async {
             committed.1.await.unwrap();
             let hashes = Arc::clone(&second_snapshot.hashes);
             let stored = store.replace_pushed_hashes(server, &pepper, second_snapshot, None, 2);
-            index.store_and_merge_push(&store, server, &pepper, &second_digest, whole(&hashes), stored).await.unwrap();
+            index.store_and_merge_push(&store, server, &pepper, &second_digest, hashes, stored).await.unwrap();
             // The follower's tick: both changes are seen and nothing is left to read.
             index.refresh(&store).await.unwrap();
             go_on.0.send(()).unwrap();

@@ -21,6 +21,7 @@
 //! - `plain.rs`: the `none` algorithm.
 
 pub mod index;
+mod layered;
 mod local;
 mod own;
 mod plain;
@@ -138,6 +139,14 @@ impl Lookups {
     async fn apply_own_write(&self) {
         if let Err(error) = self.index.refresh(&self.store).await {
             tracing::warn!(%error, "cannot apply a change to the lookup index yet; it is retried in the background");
+        }
+    }
+
+    /// Merges the snapshots pushed since into the index's arrays, in the background, whenever
+    /// the index asks for it; until aborted.
+    pub async fn merge_pushes(self: Arc<Self>) {
+        loop {
+            self.index.merge_recent_pushes().await;
         }
     }
 

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use super::index::SnapshotToMerge;
 use super::{Lookups, check_pepper};
 use crate::background;
 use crate::error::{ApiError, ApiResult, ErrCode};
@@ -124,23 +123,23 @@ impl Lookups {
             return Ok(PushAnswer { stored, added: 0, removed: 0 });
         }
         // Worked out from this index's copy of the previous snapshot: the store need not read
-        // it back, and the index applies the change rather than merging every hash.
-        let change =
-            self.index.change_from_held(&server, &request.pepper, Arc::clone(&snapshot.hashes)).await.map(Arc::new);
+        // it back.
+        let change = self.index.change_from_held(&server, &request.pepper, Arc::clone(&snapshot.hashes)).await;
         let prepared = started.elapsed();
         snapshot.body_digest = body_digest.map(str::to_owned);
-        let merged = SnapshotToMerge { hashes: Arc::clone(&snapshot.hashes), change: change.clone() };
+        let hashes = Arc::clone(&snapshot.hashes);
         let now = self.clock.now_ms();
         let replaced = async {
             let outcome =
-                self.store.replace_pushed_hashes(&server, &request.pepper, snapshot, change.as_deref(), now).await?;
+                self.store.replace_pushed_hashes(&server, &request.pepper, snapshot, change.as_ref(), now).await?;
             Ok((outcome, started.elapsed()))
         };
         // Visible to the next lookup here before the pusher hears back; no lookup waits for it.
         let (outcome, committed) =
-            self.index.store_and_merge_push(&self.store, &server, &request.pepper, &digest, merged, replaced).await?;
+            self.index.store_and_merge_push(&self.store, &server, &request.pepper, &digest, hashes, replaced).await?;
         // Where a push's time goes, for an operator wondering why one took long: sorting and
-        // comparing need the whole snapshot, the write only what changed, the merge the index.
+        // comparing need the whole snapshot, the write only what changed; the merge lays the
+        // snapshot beside the index's arrays (merged into them in the background).
         tracing::info!(
             %server, hashes = stored, added = outcome.added, removed = outcome.removed,
             prepare_ms = prepared.as_millis(), store_ms = (committed - prepared).as_millis(),

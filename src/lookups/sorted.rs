@@ -12,7 +12,8 @@
 //! that makes its searches logarithmic, never quadratic.
 //!
 //! Replacing one server's snapshot is one merge pass that builds the next array beside the
-//! one lookups read; the index swaps them when it is done.
+//! one lookups read; the index swaps them when it is done (in the background: see
+//! `layered.rs`).
 
 use std::cmp::Ordering;
 
@@ -95,58 +96,6 @@ impl SortedOwners {
             owners.push(owner);
         }
         Self::with_starts(hashes, owners)
-    }
-
-    /// The arrays with `added` (sorted, none of them held by `server`) given to `server` and
-    /// `removed` (sorted, all held by `server`) taken from it: the pairs between two changes are
-    /// copied as they are, each change found by a search from the previous one, so that a push
-    /// changing a few hashes costs a copy of the arrays rather than a comparison per pair.
-    /// `None` when a change does not fit the arrays (an addition already held, a removal not
-    /// held): the caller replaces the whole snapshot instead.
-    pub(super) fn applying(&self, server: u32, added: &[Hash], removed: &[Hash]) -> Option<Self> {
-        let size = (self.hashes.len() + added.len()).checked_sub(removed.len())?;
-        let (mut hashes, mut owners) = (Vec::with_capacity(size), Vec::with_capacity(size));
-        let (mut added, mut removed) = (added.iter().peekable(), removed.iter().peekable());
-        let mut copied = 0;
-        loop {
-            let (hash, adding) = match (added.peek(), removed.peek()) {
-                (Some(to_add), Some(to_remove)) if to_add < to_remove => (added.next()?, true),
-                (_, Some(_)) => (removed.next()?, false),
-                (Some(_), None) => (added.next()?, true),
-                (None, None) => break,
-            };
-            let at = self.position(copied, hash, server);
-            hashes.extend_from_slice(&self.hashes[copied..at]);
-            owners.extend_from_slice(&self.owners[copied..at]);
-            copied = at;
-            let held = self.hashes.get(at) == Some(hash) && self.owners.get(at) == Some(&server);
-            if adding == held {
-                return None;
-            }
-            if adding {
-                hashes.push(*hash);
-                owners.push(server);
-            } else {
-                copied += 1;
-            }
-        }
-        hashes.extend_from_slice(&self.hashes[copied..]);
-        owners.extend_from_slice(&self.owners[copied..]);
-        Some(Self::with_starts(hashes, owners))
-    }
-
-    /// Where the pair `(hash, owner)` is or would be, searched from `from` on (pairs before it
-    /// are known to be smaller).
-    fn position(&self, from: usize, hash: &Hash, owner: u32) -> usize {
-        let at = prefix(hash, self.bits);
-        let (start, end) = self.starts.get(at..=at + 1).map_or((0, 0), |range| (range[0] as usize, range[1] as usize));
-        let start = start.max(from);
-        let end = end.max(start);
-        let mut position = start + self.hashes[start..end].partition_point(|held| held < hash);
-        while position < end && self.hashes[position] == *hash && self.owners[position] < owner {
-            position += 1;
-        }
-        position
     }
 
     /// The hashes `owner` holds, in ascending order.
@@ -265,43 +214,6 @@ mod tests {
         assert_eq!(merged.owners, built.owners);
         assert_eq!(merged.starts, built.starts);
         assert_eq!(merged.len(), built.len());
-    }
-
-    #[test]
-    fn applying_a_change_gives_what_replacing_the_snapshot_gives() {
-        // Server 2 shares hashes with 1 and 3, so that pairs of one hash have other owners on
-        // either side of the changed one.
-        let base = sorted((0..2_000).map(hash).collect());
-        let next = sorted((100..2_100).chain([5_000, 5_001]).filter(|n| n % 7 != 0).map(hash).collect());
-        let held = SortedOwners::default()
-            .replacing(1, &sorted((0..3_000).map(hash).collect()))
-            .replacing(3, &sorted((1_000..6_000).map(hash).collect()))
-            .replacing(2, &base);
-        let added: Vec<Hash> = next.iter().filter(|hash| base.binary_search(hash).is_err()).copied().collect();
-        let removed: Vec<Hash> = base.iter().filter(|hash| next.binary_search(hash).is_err()).copied().collect();
-        assert!(!added.is_empty() && !removed.is_empty());
-        let applied = held.applying(2, &added, &removed).expect("the change fits the arrays");
-        let replaced = held.replacing(2, &next);
-        assert_eq!(applied.hashes, replaced.hashes);
-        assert_eq!(applied.owners, replaced.owners);
-        assert_eq!((applied.bits, &applied.starts), (replaced.bits, &replaced.starts));
-        assert_eq!(applied.len(), replaced.len());
-        assert_eq!(applied.owners(&hash(5_000)), &[2, 3]);
-        assert_eq!(applied.owners(&hash(7)), &[1], "removed from 2 only");
-        // Into empty arrays, and everything removed.
-        let first = SortedOwners::default().applying(4, &base, &[]).expect("fits");
-        assert_eq!(first.hashes, SortedOwners::default().replacing(4, &base).hashes);
-        assert_eq!(first.applying(4, &[], &base).expect("fits").len(), 0);
-    }
-
-    #[test]
-    fn a_change_that_does_not_fit_the_arrays_is_refused() {
-        let held = SortedOwners::default().replacing(1, &sorted((0..100).map(hash).collect()));
-        assert!(held.applying(1, &[hash(5)], &[]).is_none(), "added but already held");
-        assert!(held.applying(1, &[], &[hash(500)]).is_none(), "removed but not held");
-        assert!(held.applying(2, &[], &[hash(5)]).is_none(), "held by another owner");
-        assert!(held.applying(1, &[], &sorted((0..101).map(hash).collect())).is_none(), "more removed than held");
-        assert!(held.applying(2, &[hash(5)], &[]).is_some(), "another owner may add it");
     }
 
     #[test]
