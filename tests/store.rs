@@ -143,7 +143,8 @@ async fn a_push_compares_with_a_held_copy_only_while_it_is_the_stored_snapshot()
         let outcome = store.replace_pushed_hashes(server, "p", third, Some(&stale), 3).await.unwrap();
         assert_eq!((outcome.added, outcome.removed), (5, 5), "compared with the stored snapshot, not the held one");
         assert_eq!(store.snapshot_hashes(server, "p").await.unwrap(), Some(third_held.clone()));
-        // A held copy that is the stored snapshot is what the push compares with.
+        // A change from the stored snapshot is stored as it is: the outcome and the snapshot
+        // read back are the fourth's (a change written wrong, added for removed, would show).
         let (fourth, fourth_held) = snapshot(12..112);
         let current = change(&third_held, &fourth);
         let outcome = store.replace_pushed_hashes(server, "p", fourth, Some(&current), 4).await.unwrap();

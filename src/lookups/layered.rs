@@ -30,14 +30,19 @@ impl PushedHashes {
         Self { merged: Arc::new(merged), recent: Vec::new() }
     }
 
-    /// The servers that hold `hash`, in ascending order.
+    /// The servers that hold `hash`, in ascending order: borrowed from the merged arrays unless
+    /// a recent snapshot changes the answer, so that lookups allocate nothing for most hashes
+    /// even while a push waits to be merged.
     pub(super) fn owners(&self, hash: &Hash) -> Cow<'_, [u32]> {
         let merged = self.merged.owners(hash);
-        if self.recent.is_empty() {
+        let masked = merged.iter().any(|owner| self.recent_of(*owner).is_some());
+        let mut found =
+            self.recent.iter().filter(|(_, hashes)| hashes.binary_search(hash).is_ok()).map(|(id, _)| *id).peekable();
+        if !masked && found.peek().is_none() {
             return Cow::Borrowed(merged);
         }
         let mut owners: Vec<u32> = merged.iter().copied().filter(|owner| self.recent_of(*owner).is_none()).collect();
-        owners.extend(self.recent.iter().filter(|(_, hashes)| hashes.binary_search(hash).is_ok()).map(|(id, _)| *id));
+        owners.extend(found);
         owners.sort_unstable();
         Cow::Owned(owners)
     }
@@ -143,6 +148,17 @@ mod tests {
         assert_eq!(answers(&PushedHashes::merged(after.merge_recent().expect("recent"))), answers(&expected));
         assert_eq!(after.of_owner(1).count(), 100);
         assert_eq!(merged.of_owner(2).count(), 200);
+    }
+
+    #[test]
+    fn only_hashes_a_recent_snapshot_touches_are_answered_from_a_copy() {
+        let pushed = rebuilt(&[(1, snapshot(0..100))]).with_snapshot(2, snapshot(50..60));
+        assert!(matches!(pushed.owners(&hash(10)), Cow::Borrowed([1])), "untouched by server 2");
+        assert!(matches!(pushed.owners(&hash(200)), Cow::Borrowed([])), "unknown");
+        assert_eq!(pushed.owners(&hash(55)).as_ref(), &[1, 2]);
+        let replaced = pushed.with_snapshot(1, snapshot(0..0));
+        assert_eq!(replaced.owners(&hash(10)).as_ref(), &[] as &[u32], "server 1's merged pairs are hidden");
+        assert_eq!(replaced.owners(&hash(55)).as_ref(), &[2]);
     }
 
     #[test]

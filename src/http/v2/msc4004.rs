@@ -33,15 +33,15 @@ pub async fn push(
     TrustedServer(caller): TrustedServer,
     DigestedBody { bytes: body, digest: body_digest }: DigestedBody,
 ) -> ApiResult<(StatusCode, Json<PushAnswer>)> {
-    crate::metrics::push_body_bytes(body.len());
+    let size = body.len();
+    crate::metrics::push_body_bytes(size);
     if let Some(answer) = state.lookups.identical_push(caller.bound_name(), &body_digest).await? {
         return Ok((StatusCode::CREATED, Json(answer)));
     }
     // Tens of megabytes to parse: on a background thread, not a serving one.
     let started = std::time::Instant::now();
-    let bytes = body.len();
-    let request = background::run(move || ReceivedPush::sized_for_body(body.len(), || parse_json(&body))).await?;
-    tracing::debug!(bytes, parse_ms = started.elapsed().as_millis(), "push body parsed");
+    let request = background::run(move || ReceivedPush::sized_for_body(size, || parse_json(&body))).await?;
+    tracing::debug!(bytes = size, parse_ms = started.elapsed().as_millis(), "push body parsed");
     let answer = state.lookups.accept_push(caller.bound_name(), request, Some(&body_digest)).await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
