@@ -93,6 +93,9 @@ def main():
                 axis.plot([point[0] for point in series], [point[2] for point in series], label="p99")
                 axis.plot([point[0] for point in series], [point[1] for point in series], label="p50")
                 axis.axvspan(*run[interval], alpha=0.15, color="tab:red", label=f"{what} (until it answers)")
+                if "followed_at_s" in run:
+                    axis.axvline(run["followed_at_s"], color="tab:green", linestyle="--",
+                                 label="the instance answers with the new pepper")
                 axis.set(xlabel="seconds", ylabel="ms, per half second", title=f"Lookups at 500/s during {what}: {label}")
                 axis.grid(alpha=0.3)
                 axis.legend(fontsize=8)

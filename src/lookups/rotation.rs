@@ -6,6 +6,7 @@
 //! `rotate-pepper` command both hold the lease [`ROTATION_JOB`].
 
 use super::Lookups;
+use crate::background::Pace;
 use crate::clock::Clock;
 use crate::secret::random_secret;
 use crate::store::{Peppers, Store, StoreResult};
@@ -42,10 +43,12 @@ pub async fn clear_abandoned_rotation(store: &Store, now: i64) -> StoreResult<()
     Ok(())
 }
 
-/// Local 3PIDs hashed per batch during a rotation.
-const ROTATION_BATCH: i64 = 20_000;
+/// Local 3PIDs hashed per batch during a rotation: small bites, paced (see [`Pace`]), so that
+/// the database keeps answering the instances' other queries quickly meanwhile.
+const ROTATION_BATCH: i64 = 2_000;
 
-/// Rotates the pepper: a new CSPRNG pepper, the hashes of every local 3PID computed for it,
+/// Rotates the pepper: a new CSPRNG pepper, the hashes of every local 3PID computed for it
+/// and written at a pace that leaves the database half its time for the lookups' instances,
 /// then one switch (new current, old current kept as previous, older data deleted). On
 /// failure nothing is published and the partial work is removed.
 pub async fn rotate_pepper(store: &Store, clock: &Clock) -> anyhow::Result<String> {
@@ -66,6 +69,7 @@ pub async fn rotate_to(store: &Store, clock: &Clock, pepper: String) -> anyhow::
         let mut progress = Progress::new(ROTATION_JOB, u64::try_from(active + inactive).ok());
         let mut after = 0;
         let mut hashed = 0_usize;
+        let mut pace = Pace::new();
         loop {
             let batch = store.local_threepids_after(after, ROTATION_BATCH).await?;
             let Some(last) = batch.last() else { break };
@@ -77,6 +81,7 @@ pub async fn rotate_to(store: &Store, clock: &Clock, pepper: String) -> anyhow::
             store.insert_local_hashes(&pepper, &rows).await?;
             hashed += rows.len();
             progress.add(u64::try_from(rows.len()).unwrap_or(u64::MAX));
+            pace.between_bites().await;
         }
         progress.finish();
         store.activate_pepper(&pepper, clock.now_ms()).await?;
