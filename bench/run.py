@@ -383,7 +383,10 @@ def latency_through_rotation(server, body, seconds, work):
     time.sleep(1)
     started = load.since_start()
     rotation_s, _ = server.cli("rotate-pepper")
+    deadline = time.perf_counter() + 120
     while server.pepper() == pepper:
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the instance did not follow the rotation within 120 s")
         time.sleep(0.02)
     followed = load.since_start()
     during = load.finish()

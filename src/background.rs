@@ -1,6 +1,5 @@
 //! CPU-bound work that would otherwise hold a request-serving thread for a long time: the
-//! digest, parsing, sorting and merging of a push of millions of hashes, and the index builds;
-//! and the [`Pace`] of long database work that lookups share the database with.
+//! digest, parsing, sorting and merging of a push of millions of hashes, and the index builds.
 //!
 //! It runs on a thread of its own at a lower scheduling priority (Linux keeps a nice value per
 //! thread): lookups arriving meanwhile take the cores first, so their latency barely moves
@@ -43,36 +42,6 @@ fn lower_priority() {
     }
 }
 
-/// Paces a long run of database work that lookups share the database with: after each bite,
-/// a pause as long as the bite took, so that the work takes at most half of the database's
-/// time. A rotation's million rows written flat out kept a core of the database busy for
-/// seconds and raised the lookups' p99 several fold on a two-core host; paced, it takes about
-/// twice as long and the lookups barely notice.
-#[derive(Debug)]
-pub struct Pace {
-    bite_started: tokio::time::Instant,
-}
-
-impl Pace {
-    /// Starts timing the first bite.
-    #[must_use]
-    pub fn new() -> Self {
-        Self { bite_started: tokio::time::Instant::now() }
-    }
-
-    /// Waits as long as the bite since the last call took, then starts timing the next one.
-    pub async fn between_bites(&mut self) {
-        tokio::time::sleep(self.bite_started.elapsed()).await;
-        self.bite_started = tokio::time::Instant::now();
-    }
-}
-
-impl Default for Pace {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use rustix::process::getpriority_process;
@@ -84,20 +53,6 @@ mod tests {
         assert_eq!(value, 42);
         assert!(niceness >= super::NICENESS, "the work's thread at niceness {niceness}");
         assert_eq!(getpriority_process(None).unwrap(), before, "the caller's thread keeps its priority");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_pace_waits_as_long_as_the_bite_took() {
-        let mut pace = super::Pace::new();
-        tokio::time::advance(std::time::Duration::from_millis(30)).await;
-        let paused = tokio::time::Instant::now();
-        pace.between_bites().await;
-        assert_eq!(paused.elapsed(), std::time::Duration::from_millis(30));
-        // The next bite is timed from the end of the pause.
-        tokio::time::advance(std::time::Duration::from_millis(5)).await;
-        let paused = tokio::time::Instant::now();
-        pace.between_bites().await;
-        assert_eq!(paused.elapsed(), std::time::Duration::from_millis(5));
     }
 
     #[tokio::test]

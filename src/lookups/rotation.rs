@@ -6,7 +6,6 @@
 //! `rotate-pepper` command both hold the lease [`ROTATION_JOB`].
 
 use super::Lookups;
-use crate::background::Pace;
 use crate::clock::Clock;
 use crate::secret::random_secret;
 use crate::store::{Peppers, Store, StoreResult};
@@ -43,9 +42,32 @@ pub async fn clear_abandoned_rotation(store: &Store, now: i64) -> StoreResult<()
     Ok(())
 }
 
-/// Local 3PIDs hashed per batch during a rotation: small bites, paced (see [`Pace`]), so that
-/// the database keeps answering the instances' other queries quickly meanwhile.
+/// Local 3PIDs hashed per batch during a rotation: small batches, paced (see [`Pace`]), so
+/// that the database keeps answering the instances' other queries quickly meanwhile.
 const ROTATION_BATCH: i64 = 2_000;
+
+/// Paces the rotation's writes: after each batch, a pause as long as the batch took, so that
+/// the rotation takes at most half of the database's time. Written flat out, a million rows
+/// kept a core of PostgreSQL busy (a foreign-key check and an index entry per row) on the
+/// cores the lookups used; paced, the rotation takes twice as long and the lookups' p99
+/// through it fell by about a third (BENCHMARKS.md, "Rotation, paced").
+#[derive(Debug)]
+struct Pace {
+    batch_started: tokio::time::Instant,
+}
+
+impl Pace {
+    /// Starts timing the first batch.
+    fn new() -> Self {
+        Self { batch_started: tokio::time::Instant::now() }
+    }
+
+    /// Waits as long as the batch since the last call took, then starts timing the next one.
+    async fn between_batches(&mut self) {
+        tokio::time::sleep(self.batch_started.elapsed()).await;
+        self.batch_started = tokio::time::Instant::now();
+    }
+}
 
 /// Rotates the pepper: a new CSPRNG pepper, the hashes of every local 3PID computed for it
 /// and written at a pace that leaves the database half its time for the lookups' instances,
@@ -55,8 +77,8 @@ pub async fn rotate_pepper(store: &Store, clock: &Clock) -> anyhow::Result<Strin
     rotate_to(store, clock, random_secret(32)).await
 }
 
-/// Rotates to a given pepper, as [`rotate_pepper`] does to a new one. `import-node-db` uses it
-/// to publish the peppers the clients of the Node service hold.
+/// Rotates to a given pepper, as [`rotate_pepper`] does to a new one, at the same pace.
+/// `import-node-db` uses it to publish the peppers the clients of the Node service hold.
 pub async fn rotate_to(store: &Store, clock: &Clock, pepper: String) -> anyhow::Result<String> {
     // The caller holds the rotation lease: a pending pepper now was left by a crashed run.
     let abandoned = store.discard_pending_peppers().await?;
@@ -81,7 +103,7 @@ pub async fn rotate_to(store: &Store, clock: &Clock, pepper: String) -> anyhow::
             store.insert_local_hashes(&pepper, &rows).await?;
             hashed += rows.len();
             progress.add(u64::try_from(rows.len()).unwrap_or(u64::MAX));
-            pace.between_bites().await;
+            pace.between_batches().await;
         }
         progress.finish();
         store.activate_pepper(&pepper, clock.now_ms()).await?;
@@ -106,5 +128,53 @@ impl Lookups {
         let outcome = rotate_pepper(&self.store, &self.clock).await;
         self.apply_own_write().await;
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::{Instant, advance};
+
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use crate::store::{DirectoryChanges, NewThreepid, Store};
+
+    /// More 3PIDs than a batch holds, not a multiple of it: each is hashed for the new pepper
+    /// once, the last short batch included.
+    #[tokio::test]
+    async fn a_rotation_hashes_every_3pid_across_its_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&Config { data_dir: dir.path().to_owned(), ..Config::default() }).await.unwrap();
+        let count = usize::try_from(super::ROTATION_BATCH).unwrap() * 2 + 1;
+        let added = (0..count)
+            .map(|n| NewThreepid {
+                medium: "email".into(),
+                address: format!("user{n}@example.org"),
+                mxid: format!("@user{n}:example.org"),
+                active: true,
+            })
+            .collect();
+        store.apply_directory_changes(&DirectoryChanges { added, ..Default::default() }, 1).await.unwrap();
+        let outcome = super::rotate_pepper(&store, &Clock::new()).await.unwrap();
+        assert!(outcome.contains(&format!("{count} local hashes computed")), "{outcome}");
+        let current = store.peppers().await.unwrap().current.unwrap();
+        let counts = store.local_hash_counts().await.unwrap();
+        assert!(counts.contains(&(current, i64::try_from(count).unwrap())), "{counts:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pace_waits_as_long_as_the_batch_took() {
+        let mut pace = super::Pace::new();
+        advance(Duration::from_millis(30)).await;
+        let paused = Instant::now();
+        pace.between_batches().await;
+        assert_eq!(paused.elapsed(), Duration::from_millis(30));
+        // The next batch is timed from the end of the pause.
+        advance(Duration::from_millis(5)).await;
+        let paused = Instant::now();
+        pace.between_batches().await;
+        assert_eq!(paused.elapsed(), Duration::from_millis(5));
     }
 }
