@@ -272,7 +272,7 @@ impl LookupIndex {
         self.merge_wanted.notified().await;
         for slot in 0..2 {
             let from = self.read().pushed[slot].clone();
-            if !from.has_recent() {
+            if !from.wants_merge() {
                 continue;
             }
             let (building, started) = (from.clone(), std::time::Instant::now());

@@ -6,35 +6,71 @@
 //! stored. A push now lays its sorted snapshot beside the arrays, which hides that server's
 //! pairs in them, and answers; a background task merges the recent snapshots into new arrays and
 //! swaps them in. Until it does, a lookup also searches each recent snapshot (one per server that
-//! pushed since: usually none or one).
+//! pushed since).
+//!
+//! When to merge: a merge costs a pass over every pair, so small pushes wait beside the arrays
+//! until what they change adds up to a share of them ([`RECENT_SHARE`]) or they are
+//! [`MAX_RECENT`]: with ten million stored, a push of 10,000 no longer makes every instance
+//! build 360 MB of new arrays, and a lookup searches a few small snapshots more.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::sorted::SortedOwners;
 use crate::vocabulary::LookupHash as Hash;
 
+/// Recent snapshots are merged once they change this share of the merged pairs (their own
+/// hashes and the pairs they hide, against all pairs): 1/16, so that the pairs a merge writes
+/// are at least 16 times what changed, and the pairs kept hidden stay a sixteenth.
+const RECENT_SHARE: usize = 16;
+
+/// Recent snapshots are merged once there are this many, however small: each costs a binary
+/// search per hash looked up.
+const MAX_RECENT: usize = 8;
+
 /// Pushed hashes of one pepper.
 #[derive(Debug, Clone, Default)]
 pub(super) struct PushedHashes {
     /// Every server's pairs as of the last merge.
-    merged: Arc<SortedOwners>,
+    merged: Arc<Merged>,
     /// Snapshots replaced since, at most one per server, each sorted, without duplicates: the
     /// server's pairs in `merged` are stale while it is here.
     recent: Vec<(u32, Arc<Vec<Hash>>)>,
 }
 
+/// Merged arrays and how many pairs each server holds in them (what a recent snapshot of the
+/// server hides, for [`PushedHashes::wants_merge`]).
+#[derive(Debug, Default)]
+pub(super) struct Merged {
+    arrays: SortedOwners,
+    pairs_of: HashMap<u32, usize>,
+}
+
+impl Merged {
+    /// Counts the pairs of each server: a pass over the arrays, for a background thread.
+    fn new(arrays: SortedOwners) -> Self {
+        let pairs_of = arrays.pairs_per_owner();
+        Self { arrays, pairs_of }
+    }
+
+    /// The pairs of `server` in the arrays.
+    fn pairs_of(&self, server: u32) -> usize {
+        self.pairs_of.get(&server).copied().unwrap_or(0)
+    }
+}
+
 impl PushedHashes {
     /// Arrays with nothing recent beside them.
     pub(super) fn merged(merged: SortedOwners) -> Self {
-        Self { merged: Arc::new(merged), recent: Vec::new() }
+        Self { merged: Arc::new(Merged::new(merged)), recent: Vec::new() }
     }
 
     /// The servers that hold `hash`, in ascending order: borrowed from the merged arrays unless
     /// a recent snapshot changes the answer, so that lookups allocate nothing for most hashes
     /// even while a push waits to be merged.
     pub(super) fn owners(&self, hash: &Hash) -> Cow<'_, [u32]> {
-        let merged = self.merged.owners(hash);
+        let merged = self.merged.arrays.owners(hash);
         let masked = merged.iter().any(|owner| self.recent_of(*owner).is_some());
         let mut found =
             self.recent.iter().filter(|(_, hashes)| hashes.binary_search(hash).is_ok()).map(|(id, _)| *id).peekable();
@@ -59,7 +95,7 @@ impl PushedHashes {
     pub(super) fn of_owner(&self, owner: u32) -> Box<dyn Iterator<Item = &Hash> + '_> {
         match self.recent_of(owner) {
             Some(hashes) => Box::new(hashes.iter()),
-            None => Box::new(self.merged.of_owner(owner)),
+            None => Box::new(self.merged.arrays.of_owner(owner)),
         }
     }
 
@@ -68,20 +104,32 @@ impl PushedHashes {
         !self.recent.is_empty()
     }
 
-    /// The merged arrays with every recent snapshot merged in: a pass over every pair per
-    /// recent snapshot, for a background thread; `None` when nothing is recent.
-    pub(super) fn merge_recent(&self) -> Option<SortedOwners> {
-        let mut recent = self.recent.iter();
-        let (server, hashes) = recent.next()?;
-        let first = self.merged.replacing(*server, hashes);
-        Some(recent.fold(first, |merged, (server, hashes)| merged.replacing(*server, hashes)))
+    /// Whether the recent snapshots are worth a merge: [`MAX_RECENT`] of them, or changing a
+    /// [`RECENT_SHARE`] of the merged pairs (a snapshot that empties a large server counts its
+    /// hidden pairs).
+    pub(super) fn wants_merge(&self) -> bool {
+        let changed: usize =
+            self.recent.iter().map(|(server, hashes)| hashes.len() + self.merged.pairs_of(*server)).sum();
+        self.has_recent()
+            && (self.recent.len() >= MAX_RECENT || changed.saturating_mul(RECENT_SHARE) >= self.merged.arrays.pairs())
+    }
+
+    /// The merged arrays with every recent snapshot merged in: one pass over every pair, for a
+    /// background thread; `None` when nothing is recent.
+    pub(super) fn merge_recent(&self) -> Option<Merged> {
+        if !self.has_recent() {
+            return None;
+        }
+        let snapshots: Vec<(u32, &[Hash])> =
+            self.recent.iter().map(|(server, hashes)| (*server, hashes.as_slice())).collect();
+        Some(Merged::new(self.merged.arrays.replacing(&snapshots)))
     }
 
     /// These hashes once `merged`, built by [`Self::merge_recent`] from `from`, replaces their
     /// arrays: the snapshots it merged leave the recent ones, those pushed since stay.
     /// `None` when the arrays were replaced meanwhile (a rebuild, a rotation): the merge is
     /// stale.
-    pub(super) fn after_merge(&self, from: &Self, merged: SortedOwners) -> Option<Self> {
+    pub(super) fn after_merge(&self, from: &Self, merged: Merged) -> Option<Self> {
         if !Arc::ptr_eq(&self.merged, &from.merged) {
             return None;
         }
@@ -92,10 +140,12 @@ impl PushedHashes {
         Some(Self { merged: Arc::new(merged), recent })
     }
 
-    /// Distinct hashes as of the last merge (recent snapshots are counted once merged, within
-    /// a second of their push).
+    /// Distinct hashes held; while snapshots wait beside the merged arrays, a hash that a waiting
+    /// snapshot and another server both hold counts twice.
     pub(super) fn len(&self) -> usize {
-        self.merged.len()
+        let hidden: usize = self.recent.iter().map(|(server, _)| self.merged.pairs_of(*server)).sum();
+        let recent: usize = self.recent.iter().map(|(_, hashes)| hashes.len()).sum();
+        (self.merged.arrays.len() + recent).saturating_sub(hidden)
     }
 
     fn recent_of(&self, owner: u32) -> Option<&Arc<Vec<Hash>>> {
@@ -128,13 +178,18 @@ mod tests {
         PushedHashes::merged(SortedOwners::from_pairs(pairs))
     }
 
+    /// Merged arrays with nothing beside them.
+    fn settled(merged: Merged) -> PushedHashes {
+        PushedHashes { merged: Arc::new(merged), recent: Vec::new() }
+    }
+
     #[test]
     fn recent_snapshots_answer_as_merged_ones_and_a_merge_keeps_the_pushes_made_during_it() {
         let start = PushedHashes::merged(SortedOwners::default())
             .with_snapshot(1, snapshot(0..200))
             .with_snapshot(2, snapshot(100..300));
         assert_eq!(answers(&start), answers(&rebuilt(&[(1, snapshot(0..200)), (2, snapshot(100..300))])));
-        let merged = PushedHashes::merged(start.merge_recent().expect("recent"));
+        let merged = settled(start.merge_recent().expect("recent"));
         assert_eq!(answers(&merged), answers(&start));
         // Pushes while a merge runs: server 3 is new, server 1 pushes again.
         let from = merged.with_snapshot(1, snapshot(50..60)).with_snapshot(2, snapshot(0..0));
@@ -145,7 +200,7 @@ mod tests {
         let expected = rebuilt(&[(1, snapshot(150..250)), (3, snapshot(390..400))]);
         assert_eq!(answers(&during), answers(&expected));
         assert_eq!(answers(&after), answers(&expected));
-        assert_eq!(answers(&PushedHashes::merged(after.merge_recent().expect("recent"))), answers(&expected));
+        assert_eq!(answers(&settled(after.merge_recent().expect("recent"))), answers(&expected));
         assert_eq!(after.of_owner(1).count(), 100);
         assert_eq!(merged.of_owner(2).count(), 200);
     }
@@ -168,5 +223,31 @@ mod tests {
         let rebuilt = rebuilt(&[(2, snapshot(20..30))]);
         assert!(rebuilt.after_merge(&from, building).is_none());
         assert!(PushedHashes::default().merge_recent().is_none(), "nothing to merge");
+    }
+
+    #[test]
+    fn small_pushes_wait_beside_the_arrays_until_they_add_up() {
+        let servers: Vec<(u32, Arc<Vec<Hash>>)> =
+            (0..4).map(|id| (id, snapshot(id * 1_000..id * 1_000 + 1_000))).collect();
+        let stored = rebuilt(&servers);
+        assert!(!stored.wants_merge(), "nothing beside");
+        // 4,000 pairs: a push changing 100 (50 new, 50 hidden) of them waits, as do seven.
+        let mut pushed = stored.clone();
+        for id in 10..17 {
+            pushed = pushed.with_snapshot(id, snapshot(id * 1_000..id * 1_000 + 30));
+            assert!(!pushed.wants_merge(), "{} small pushes", pushed.recent.len());
+        }
+        assert_eq!(pushed.len(), 4_000 + 7 * 30);
+        assert!(pushed.with_snapshot(17, snapshot(0..1)).wants_merge(), "the eighth");
+        assert!(stored.with_snapshot(20, snapshot(20_000..20_250)).wants_merge(), "250 new pairs: 1/16");
+        let emptied = stored.with_snapshot(0, snapshot(0..0));
+        assert!(emptied.wants_merge(), "1,000 pairs hidden");
+        assert_eq!(emptied.len(), 3_000);
+        let replaced = stored.with_snapshot(1, snapshot(1_000..1_100));
+        assert_eq!(replaced.len(), 3_100);
+        assert!(replaced.wants_merge(), "100 new and 1,000 hidden");
+        let merged = settled(replaced.merge_recent().expect("recent"));
+        assert_eq!(answers(&merged), answers(&replaced));
+        assert_eq!(merged.len(), 3_100);
     }
 }

@@ -71,31 +71,66 @@ impl SortedOwners {
         Self::with_starts(hashes, owners)
     }
 
-    /// The arrays with every pair of `server` replaced by `snapshot` (sorted, without
-    /// duplicates): one merge pass into arrays of the exact final size.
-    pub(super) fn replacing(&self, server: u32, snapshot: &[Hash]) -> Self {
-        let kept = self.owners.iter().filter(|owner| **owner != server).count();
-        let size = kept + snapshot.len();
+    /// The arrays with every pair of each server of `snapshots` replaced by its snapshot
+    /// (sorted, without duplicates; one per server): one merge pass into arrays of the exact
+    /// final size, however many snapshots.
+    pub(super) fn replacing(&self, snapshots: &[(u32, &[Hash])]) -> Self {
+        let replaced = |owner: &u32| snapshots.iter().any(|(server, _)| server == owner);
+        // One snapshot is merged as it is; several are first sorted into one run of pairs (they
+        // are small beside the arrays: see `layered.rs`).
+        let several: Vec<(Hash, u32)> = match snapshots {
+            [] | [_] => Vec::new(),
+            _ => {
+                let mut pairs: Vec<(Hash, u32)> =
+                    snapshots.iter().flat_map(|(server, hashes)| hashes.iter().map(|hash| (*hash, *server))).collect();
+                pairs.sort_unstable();
+                pairs
+            }
+        };
+        let mut new: Box<dyn Iterator<Item = (Hash, u32)>> = match snapshots {
+            [(server, hashes)] => Box::new(hashes.iter().map(|hash| (*hash, *server))),
+            _ => Box::new(several.into_iter()),
+        };
+        let kept = self.owners.iter().filter(|owner| !replaced(owner)).count();
+        let size = kept + snapshots.iter().map(|(_, hashes)| hashes.len()).sum::<usize>();
         let (mut hashes, mut owners) = (Vec::with_capacity(size), Vec::with_capacity(size));
-        let mut old = self.hashes.iter().zip(&self.owners).filter(|(_, owner)| **owner != server).peekable();
-        let mut new = snapshot.iter().peekable();
+        let mut old =
+            self.hashes.iter().copied().zip(self.owners.iter().copied()).filter(|(_, owner)| !replaced(owner));
+        let (mut before, mut after) = (old.next(), new.next());
         loop {
-            let take_old = match (old.peek(), new.peek()) {
-                (Some((before, owner)), Some(after)) => (*before, **owner).cmp(&(*after, server)) == Ordering::Less,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
+            let pair = match (before, after) {
+                (Some(old_pair), Some(new_pair)) if old_pair.cmp(&new_pair) == Ordering::Less => {
+                    before = old.next();
+                    old_pair
+                }
+                (_, Some(new_pair)) => {
+                    after = new.next();
+                    new_pair
+                }
+                (Some(old_pair), None) => {
+                    before = old.next();
+                    old_pair
+                }
                 (None, None) => break,
             };
-            let (hash, owner) = if take_old {
-                old.next().map(|(hash, owner)| (*hash, *owner))
-            } else {
-                new.next().map(|hash| (*hash, server))
-            }
-            .unwrap_or_default();
-            hashes.push(hash);
-            owners.push(owner);
+            hashes.push(pair.0);
+            owners.push(pair.1);
         }
         Self::with_starts(hashes, owners)
+    }
+
+    /// How many pairs each owner holds.
+    pub(super) fn pairs_per_owner(&self) -> std::collections::HashMap<u32, usize> {
+        let mut counts = std::collections::HashMap::new();
+        for owner in &self.owners {
+            *counts.entry(*owner).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Pairs held (a hash with several owners counts once per owner).
+    pub(super) fn pairs(&self) -> usize {
+        self.owners.len()
     }
 
     /// The hashes `owner` holds, in ascending order.
@@ -184,19 +219,19 @@ mod tests {
 
     #[test]
     fn replacing_a_snapshot_keeps_the_other_servers() {
-        let first = SortedOwners::default().replacing(1, &sorted((0..100).map(hash).collect()));
-        let both = first.replacing(2, &sorted((50..150).map(hash).collect()));
+        let first = SortedOwners::default().replacing(&[(1, &sorted((0..100).map(hash).collect()))]);
+        let both = first.replacing(&[(2, &sorted((50..150).map(hash).collect()))]);
         assert_eq!(both.owners(&hash(10)), &[1]);
         assert_eq!(both.owners(&hash(60)), &[1, 2]);
         assert_eq!(both.owners(&hash(120)), &[2]);
         assert_eq!(both.len(), 150);
-        let replaced = both.replacing(1, &sorted((140..160).map(hash).collect()));
+        let replaced = both.replacing(&[(1, &sorted((140..160).map(hash).collect()))]);
         assert!(replaced.owners(&hash(10)).is_empty(), "gone from the new snapshot");
         assert_eq!(replaced.owners(&hash(60)), &[2]);
         assert_eq!(replaced.owners(&hash(145)), &[1, 2]);
         assert_eq!(replaced.owners(&hash(155)), &[1]);
         assert_eq!(replaced.len(), 110);
-        let emptied = replaced.replacing(2, &[]).replacing(1, &[]);
+        let emptied = replaced.replacing(&[(2, &[]), (1, &[])]);
         assert_eq!(emptied.len(), 0);
         assert!(emptied.owners(&hash(155)).is_empty());
     }
@@ -207,21 +242,42 @@ mod tests {
             (0..5).map(|server| (server, sorted((server * 300..server * 300 + 1_000).map(hash).collect()))).collect();
         let merged = snapshots
             .iter()
-            .fold(SortedOwners::default(), |pushed, (server, hashes)| pushed.replacing(*server, hashes));
+            .fold(SortedOwners::default(), |pushed, (server, hashes)| pushed.replacing(&[(*server, hashes)]));
         let pairs = snapshots.iter().flat_map(|(server, hashes)| hashes.iter().map(|hash| (*hash, *server))).collect();
         let built = SortedOwners::from_pairs(pairs);
         assert_eq!(merged.hashes, built.hashes);
         assert_eq!(merged.owners, built.owners);
         assert_eq!(merged.starts, built.starts);
         assert_eq!(merged.len(), built.len());
+        let borrowed: Vec<(u32, &[Hash])> =
+            snapshots.iter().map(|(server, hashes)| (*server, hashes.as_slice())).collect();
+        let at_once = SortedOwners::default().replacing(&borrowed);
+        assert_eq!((at_once.hashes, at_once.owners, at_once.starts), (built.hashes, built.owners, built.starts));
+    }
+
+    #[test]
+    fn several_snapshots_replace_theirs_in_one_pass() {
+        let start = SortedOwners::from_pairs((0..300).map(|n| (hash(n), n % 3)).collect());
+        let (one, two) = (sorted((1_000..1_050).map(hash).collect()), sorted((0..30).map(hash).collect()));
+        let replaced = start.replacing(&[(1, &one), (2, &two), (7, &[])]);
+        let expected: Vec<(Hash, u32)> = (0..300)
+            .filter(|n| n % 3 == 0)
+            .map(|n| (hash(n), 0))
+            .chain(one.iter().map(|hash| (*hash, 1)))
+            .chain(two.iter().map(|hash| (*hash, 2)))
+            .collect();
+        let built = SortedOwners::from_pairs(expected);
+        assert_eq!((&replaced.hashes, &replaced.owners), (&built.hashes, &built.owners));
+        assert_eq!(replaced.pairs(), 100 + 50 + 30);
+        assert_eq!(replaced.pairs_per_owner(), [(0, 100), (1, 50), (2, 30)].into_iter().collect());
     }
 
     #[test]
     fn the_prefix_table_grows_with_the_pairs_and_every_hash_is_still_found() {
-        let small = SortedOwners::default().replacing(1, &sorted((0..1_000).map(hash).collect()));
+        let small = SortedOwners::default().replacing(&[(1, &sorted((0..1_000).map(hash).collect()))]);
         assert_eq!(small.bits, 16);
         let many = sorted((0..300_000).map(hash).collect());
-        let large = SortedOwners::default().replacing(1, &many);
+        let large = SortedOwners::default().replacing(&[(1, &many)]);
         assert_eq!(large.bits, 17, "300,000 pairs: about four a prefix");
         assert_eq!(large.starts.len(), (1 << 17) + 1);
         assert!(many.iter().all(|hash| large.owners(hash) == [1]));
@@ -233,7 +289,7 @@ mod tests {
     #[test]
     fn hashes_crowded_under_one_prefix_are_all_found() {
         let crowded = sorted((0..5_000).map(|n| under_prefix(0xab, n)).collect());
-        let pushed = SortedOwners::default().replacing(4, &crowded).replacing(5, &sorted(vec![hash(1)]));
+        let pushed = SortedOwners::default().replacing(&[(4, &crowded)]).replacing(&[(5, &sorted(vec![hash(1)]))]);
         assert!(crowded.iter().all(|hash| pushed.owners(hash) == [4]));
         assert_eq!(pushed.owners(&hash(1)), &[5]);
         assert!(pushed.owners(&under_prefix(0xab, 6_000)).is_empty());

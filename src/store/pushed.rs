@@ -341,12 +341,16 @@ async fn read_snapshot<C: SnapshotStatements>(
     server: &str,
     pepper: &str,
 ) -> Result<Option<HeldSnapshot>, sqlx::Error> {
+    let started = std::time::Instant::now();
     let parts = connection.snapshot_parts(server, pepper).await?;
+    let read = started.elapsed();
     let Some(digest) = parts.first().and_then(|(_, digest, _, _)| digest.clone()) else { return Ok(None) };
     let Some(hashes) = crate::background::run(move || from_parts(parts)).await else {
         tracing::error!(%server, "a stored snapshot does not decode: ignored until the server pushes again");
         return Ok(None);
     };
+    tracing::debug!(%server, hashes = hashes.len(), read_ms = read.as_millis(),
+        decode_ms = (started.elapsed() - read).as_millis(), "snapshot read from the database");
     Ok(Some(HeldSnapshot { digest, hashes }))
 }
 
