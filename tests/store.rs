@@ -230,3 +230,36 @@ async fn the_migration_that_drops_pushed_rows_packs_snapshots_that_had_only_rows
         store.close().await;
     }
 }
+
+/// On PostgreSQL a logged change is announced to listeners when it commits, whoever wrote it
+/// (here another connection pool, as another instance or a command would be), once per
+/// transaction; SQLite announces nothing and its instances poll the log.
+#[tokio::test]
+async fn logged_changes_are_announced_to_listeners_on_postgresql() {
+    use std::time::Duration;
+
+    use federated_identity_service::store::NewSnapshot;
+    use federated_identity_service::vocabulary::LookupHash;
+
+    on_both_engines(|store, config| async move {
+        let listener = store.listen_for_changes().await.unwrap();
+        let Some(mut listener) = listener else {
+            let engine = config.database_engine();
+            assert_eq!(
+                engine,
+                Some(federated_identity_service::config::DatabaseEngine::Sqlite),
+                "only SQLite has none"
+            );
+            return;
+        };
+        let writer = Store::connect(&config).await.unwrap();
+        let snapshot =
+            NewSnapshot::of((0..10).map(|n| LookupHash::of(&format!("u{n}@s.example"), "email", "p")).collect());
+        writer.replace_pushed_hashes("s.example:443", "p", snapshot, None, 1).await.unwrap();
+        let announced = tokio::time::timeout(Duration::from_secs(2), listener.changed()).await;
+        assert!(matches!(announced, Ok(Ok(()))), "a push by another writer is announced: {announced:?}");
+        let again = tokio::time::timeout(Duration::from_secs(1), listener.changed()).await;
+        assert!(again.is_err(), "once: {again:?}");
+    })
+    .await;
+}

@@ -8,8 +8,10 @@
 //!
 //! Writes go through [`Lookups`] (a bind, an unbind, a directory sync, a push, a rotation):
 //! each logs its change in the same transaction and applies it to this instance's index before
-//! it answers; other instances apply it within [`index::POLL_INTERVAL`]. Lookups only read
-//! memory: none waits for a change to be applied.
+//! it answers; other instances apply it at once on PostgreSQL, which announces each logged
+//! change at its commit, and within [`index::POLL_INTERVAL`] otherwise (SQLite, or while the
+//! announcements' connection is down). Lookups only read memory: none waits for a change to
+//! be applied.
 //!
 //! - `mod.rs`: the owner, `hash_details`, `lookup` and the pepper check;
 //! - `index.rs`: the data in memory;
@@ -150,14 +152,50 @@ impl Lookups {
         }
     }
 
-    /// Applies other instances' changes every [`index::POLL_INTERVAL`], until aborted.
+    /// Applies other instances' changes as the database announces them, and every
+    /// [`index::POLL_INTERVAL`] in any case, until aborted.
     pub async fn follow(self: Arc<Self>) {
-        let mut ticker = tokio::time::interval(index::POLL_INTERVAL);
-        loop {
-            ticker.tick().await;
-            if let Err(error) = self.index.refresh(&self.store).await {
-                tracing::warn!(%error, "cannot refresh the lookup index");
+        let announced = tokio::sync::Notify::new();
+        let apply = async {
+            let mut ticker = tokio::time::interval(index::POLL_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = announced.notified() => {}
+                }
+                if let Err(error) = self.index.refresh(&self.store).await {
+                    tracing::warn!(%error, "cannot refresh the lookup index");
+                }
+            }
+        };
+        tokio::join!(relay_announcements(&self.store, &announced), apply);
+    }
+}
+
+/// Wait before listening again after the announcements' connection failed; the log is polled
+/// meanwhile.
+const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Wakes `announced` whenever the database announces a logged change, and after a lost
+/// connection (announcements made meanwhile are lost); forever. Returns at once where the
+/// database announces nothing (SQLite).
+async fn relay_announcements(store: &Store, announced: &tokio::sync::Notify) {
+    loop {
+        match store.listen_for_changes().await {
+            Ok(None) => return,
+            Ok(Some(mut listener)) => loop {
+                match listener.changed().await {
+                    Ok(()) => announced.notify_one(),
+                    Err(error) => {
+                        tracing::warn!(%error, "lost the database's announcements of changes; polling meanwhile");
+                        break;
+                    }
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for the database's announcements of changes; polling meanwhile")
             }
         }
+        tokio::time::sleep(LISTEN_RETRY).await;
     }
 }

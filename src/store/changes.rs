@@ -3,7 +3,7 @@
 
 use futures_util::TryStreamExt as _;
 
-use super::{Store, StoreResult, on_pool};
+use super::{Pool, Store, StoreResult, on_pool};
 
 /// What a logged change was, and so what an instance reloads for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,41 @@ macro_rules! log_change {
 }
 pub(super) use log_change;
 
+/// The PostgreSQL channel on which every logged change is announced at its commit (the trigger
+/// of migration 0008).
+const CHANGES_CHANNEL: &str = "fis_lookup_changes";
+
+/// Announcements of changes logged by any writer of a PostgreSQL database (this instance,
+/// another one, or a command such as `rotate-pepper`), on a connection of its own.
+#[derive(Debug)]
+pub struct ChangeListener(sqlx::postgres::PgListener);
+
+impl ChangeListener {
+    /// Waits for the next announcement. After a lost connection it reconnects and returns, as
+    /// announcements made meanwhile are lost: the caller reads the log either way.
+    pub async fn changed(&mut self) -> StoreResult<()> {
+        self.0.try_recv().await?;
+        Ok(())
+    }
+}
+
 impl Store {
+    /// Listens for announcements of logged changes; `None` on SQLite, where the instances that
+    /// share a database file poll the log (see `lookups`). The listener holds a connection of
+    /// its own, outside the pool that serves requests.
+    pub async fn listen_for_changes(&self) -> StoreResult<Option<ChangeListener>> {
+        let Pool::Postgres(pool) = &self.pool else { return Ok(None) };
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(pool.connect_options().as_ref().clone())
+            .await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        Ok(Some(ChangeListener(listener)))
+    }
+
     /// The statement to run right before inserting a change row, as the last write of its
     /// transaction.
     ///
