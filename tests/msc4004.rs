@@ -343,7 +343,7 @@ async fn a_damaged_snapshot_is_served_as_absent_until_the_next_push_stores_it_wh
     let pepper = current_pepper(&server).await;
     let all = hashes_of(&["a@t.example", "b@t.example", "c@t.example", "d@t.example"], &pepper);
     assert_eq!(push(&server, &push_body("t.example:443", &pepper, &all[..3])).await.status, 201);
-    assert_eq!(packed_sizes(&server).await, [Some(3 * 43)], "a push stores its packed copy");
+    assert_eq!(packed_sizes(&server).await, [Some(3 * 32)], "a push stores its packed copy");
     // One byte short, and a digest this instance does not hold (as if another instance had
     // stored it): the push must read the stored snapshot, which does not decode.
     run_sql(&server, "UPDATE push_copies SET hashes = substr(hashes, 2)").await;
@@ -354,7 +354,7 @@ async fn a_damaged_snapshot_is_served_as_absent_until_the_next_push_stores_it_wh
 
     let stored = push(&server, &push_body("t.example:443", &pepper, &all[1..])).await;
     assert_eq!((stored.status, stored.body), (201, json!({ "stored": 3, "added": 3, "removed": 0 })));
-    assert_eq!(snapshot_storage(&server).await, [(Some(3 * 43), 0, 0, 0)], "a whole copy, no delta");
+    assert_eq!(snapshot_storage(&server).await, [(Some(3 * 32), 0, 0, 0)], "a whole copy, no delta");
     for instance in [&server, &fresh] {
         let started = Instant::now();
         loop {
@@ -416,18 +416,18 @@ async fn small_changes_are_stored_as_deltas_until_they_add_up_to_an_eighth() {
         assert_eq!(answers(&fresh, &addresses).await, written, "step {step}: a fresh instance reads copy and deltas");
         fresh.stop().await;
     };
-    push_and_check(named(0..64), json!({ "stored": 64, "added": 64, "removed": 0 }), (Some(64 * 43), 0, 0, 0)).await;
+    push_and_check(named(0..64), json!({ "stored": 64, "added": 64, "removed": 0 }), (Some(64 * 32), 0, 0, 0)).await;
     // One removed, one added: a delta of two hashes.
-    push_and_check(named(1..65), json!({ "stored": 64, "added": 1, "removed": 1 }), (Some(64 * 43), 1, 2, 1)).await;
+    push_and_check(named(1..65), json!({ "stored": 64, "added": 1, "removed": 1 }), (Some(64 * 32), 1, 2, 1)).await;
     // The one removed comes back, two more go: five hashes changed since the copy.
     let mut back = named(0..1);
     back.extend(named(3..65));
-    push_and_check(back, json!({ "stored": 63, "added": 1, "removed": 2 }), (Some(64 * 43), 2, 5, 2)).await;
+    push_and_check(back, json!({ "stored": 63, "added": 1, "removed": 2 }), (Some(64 * 32), 2, 5, 2)).await;
     // Nine more changes, fourteen since the copy: over an eighth of the snapshot, the copy is
     // written again.
-    push_and_check(named(6..70), json!({ "stored": 64, "added": 5, "removed": 4 }), (Some(64 * 43), 0, 0, 0)).await;
+    push_and_check(named(6..70), json!({ "stored": 64, "added": 5, "removed": 4 }), (Some(64 * 32), 0, 0, 0)).await;
     // And deltas start again from it.
-    push_and_check(named(6..71), json!({ "stored": 65, "added": 1, "removed": 0 }), (Some(64 * 43), 1, 1, 1)).await;
+    push_and_check(named(6..71), json!({ "stored": 65, "added": 1, "removed": 0 }), (Some(64 * 32), 1, 1, 1)).await;
     server.stop().await;
 }
 

@@ -20,6 +20,60 @@ where
     }
 }
 
+/// `text` as the engine writes a literal blob (a packed value of an older release).
+fn text_blob(backend: Backend, text: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("CAST('{text}' AS BLOB)"),
+        Backend::Postgres => format!("convert_to('{text}', 'UTF8')"),
+    }
+}
+
+/// The hashes of `u<n>@<domain>` for `numbers` under the pepper `p`, sorted.
+fn sorted_hashes(domain: &str, numbers: &[u32]) -> Vec<federated_identity_service::vocabulary::LookupHash> {
+    use federated_identity_service::vocabulary::LookupHash;
+    let mut hashes: Vec<LookupHash> =
+        numbers.iter().map(|n| LookupHash::of(&format!("u{n}@{domain}"), "email", "p")).collect();
+    hashes.sort_unstable();
+    hashes
+}
+
+/// Creates the configured database with the migrations before `version` only, then runs
+/// `script` in it: data as an older release left it, for testing a migration.
+async fn database_before_migration(
+    version: i64,
+    config: &federated_identity_service::Config,
+    backend: Backend,
+    script: String,
+) {
+    use std::borrow::Cow;
+
+    use sqlx::AssertSqlSafe;
+
+    let before = |migrator: &mut sqlx::migrate::Migrator| {
+        migrator.migrations = Cow::Owned(migrator.migrations.iter().filter(|m| m.version < version).cloned().collect());
+    };
+    match backend {
+        Backend::Sqlite => {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::new().filename(config.sqlite_path()).create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            let mut migrator = sqlx::migrate!("migrations/sqlite");
+            before(&mut migrator);
+            migrator.run(&pool).await.unwrap();
+            sqlx::raw_sql(AssertSqlSafe(script)).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&config.database_host).await.unwrap();
+            let mut migrator = sqlx::migrate!("migrations/postgres");
+            before(&mut migrator);
+            migrator.run(&pool).await.unwrap();
+            sqlx::raw_sql(AssertSqlSafe(script)).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
 fn token(hash: &str, user: &str, expires_at: i64) -> AccessTokenRecord {
     AccessTokenRecord { token_hash: hash.into(), user_id: user.into(), created_at: 1_000, expires_at }
 }
@@ -165,26 +219,15 @@ async fn a_push_compares_with_a_held_copy_only_while_it_is_the_stored_snapshot()
 /// hashes, and the next push is compared with it. A packed snapshot is left as it was.
 #[tokio::test]
 async fn the_migration_that_drops_pushed_rows_packs_snapshots_that_had_only_rows() {
-    use std::borrow::Cow;
-
     use federated_identity_service::store::NewSnapshot;
     use federated_identity_service::vocabulary::LookupHash;
-    use sqlx::AssertSqlSafe;
 
     let text = |n: u32| LookupHash::of(&format!("u{n}@old.example"), "email", "p").text();
-    let sorted = |numbers: &[u32]| {
-        let mut hashes: Vec<LookupHash> = numbers.iter().map(|n| LookupHash::parse(&text(*n)).unwrap()).collect();
-        hashes.sort_unstable();
-        hashes
-    };
+    let sorted = |numbers: &[u32]| sorted_hashes("old.example", numbers);
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let dir = TempDir::new().unwrap();
         let config = test_config(&dir, backend).await;
-        // A packed copy as the engine writes a literal blob.
-        let blob = |text: &str| match backend {
-            Backend::Sqlite => format!("CAST('{text}' AS BLOB)"),
-            Backend::Postgres => format!("convert_to('{text}', 'UTF8')"),
-        };
+        let blob = |text: &str| text_blob(backend, text);
         let script = format!(
             "INSERT INTO push_snapshots (server, pepper, hash_count, digest, received_at, hashes) VALUES \
              ('rows.example:443', 'p', 3, 'rows only', 1, NULL), ('packed.example:443', 'p', 1, 'packed', 1, {}); \
@@ -197,26 +240,7 @@ async fn the_migration_that_drops_pushed_rows_packs_snapshots_that_had_only_rows
             text(8),
         );
         // The schema as migrations 0001 to 0006 left it, with those rows.
-        match backend {
-            Backend::Sqlite => {
-                let options =
-                    sqlx::sqlite::SqliteConnectOptions::new().filename(config.sqlite_path()).create_if_missing(true);
-                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-                let mut migrator = sqlx::migrate!("migrations/sqlite");
-                migrator.migrations = Cow::Owned(migrator.migrations[..6].to_vec());
-                migrator.run(&pool).await.unwrap();
-                sqlx::raw_sql(AssertSqlSafe(script)).execute(&pool).await.unwrap();
-                pool.close().await;
-            }
-            Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&config.database_host).await.unwrap();
-                let mut migrator = sqlx::migrate!("migrations/postgres");
-                migrator.migrations = Cow::Owned(migrator.migrations[..6].to_vec());
-                migrator.run(&pool).await.unwrap();
-                sqlx::raw_sql(AssertSqlSafe(script)).execute(&pool).await.unwrap();
-                pool.close().await;
-            }
-        }
+        database_before_migration(7, &config, backend, script).await;
         let store = Store::connect(&config).await.unwrap_or_else(|e| panic!("{backend:?}: {e}"));
         let legacy = store.snapshot_hashes("rows.example:443", "p").await.unwrap().expect("packed from its rows");
         assert_eq!((legacy.digest.as_str(), legacy.hashes), ("rows only", sorted(&[1, 2, 3])), "{backend:?}");
@@ -227,6 +251,51 @@ async fn the_migration_that_drops_pushed_rows_packs_snapshots_that_had_only_rows
         let next = NewSnapshot::of([2, 3, 4].iter().map(|n| LookupHash::parse(&text(*n)).unwrap()).collect());
         let outcome = store.replace_pushed_hashes("rows.example:443", "p", next, None, 2).await.unwrap();
         assert_eq!((outcome.added, outcome.removed), (1, 1), "{backend:?}");
+        store.close().await;
+    }
+}
+
+/// Migration 0009 packs new values as the hashes' bytes; values written before (their texts
+/// end to end) stay as they are and are still read: a snapshot whose copy and delta are texts
+/// reads back as before, the next push is compared with it, and a copy written again is bytes.
+#[tokio::test]
+async fn values_packed_as_texts_before_migration_0009_are_still_read() {
+    use federated_identity_service::store::NewSnapshot;
+    use federated_identity_service::vocabulary::LookupHash;
+
+    let sorted = |numbers: &[u32]| sorted_hashes("texts.example", numbers);
+    let texts = |numbers: &[u32]| sorted(numbers).iter().map(LookupHash::text).collect::<String>();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let dir = TempDir::new().unwrap();
+        let config = test_config(&dir, backend).await;
+        let blob = |text: &str| text_blob(backend, text);
+        // A copy of 1, 2, 3 and a delta adding 4 and removing 1, as the service wrote them
+        // before migration 0009.
+        let script = format!(
+            "INSERT INTO push_snapshots (server, pepper, hash_count, digest, received_at, delta_count, delta_hashes) \
+             VALUES ('texts.example:443', 'p', 3, 'texts', 1, 1, 2); \
+             INSERT INTO push_copies (server, pepper, hashes) VALUES ('texts.example:443', 'p', {}); \
+             INSERT INTO push_deltas (server, pepper, position, added, removed) VALUES ('texts.example:443', 'p', 1, {}, {});",
+            blob(&texts(&[1, 2, 3])),
+            blob(&texts(&[4])),
+            blob(&texts(&[1])),
+        );
+        database_before_migration(9, &config, backend, script).await;
+        let store = Store::connect(&config).await.unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        let read = store.snapshot_hashes("texts.example:443", "p").await.unwrap().expect("read");
+        assert_eq!((read.digest.as_str(), read.hashes), ("texts", sorted(&[2, 3, 4])), "{backend:?}");
+        // A small change: a delta in bytes after the text copy and delta.
+        let next = NewSnapshot::of(sorted(&[2, 3, 4, 5]));
+        let outcome = store.replace_pushed_hashes("texts.example:443", "p", next, None, 2).await.unwrap();
+        assert_eq!((outcome.added, outcome.removed), (1, 0), "{backend:?}: compared with the texts");
+        let read = store.snapshot_hashes("texts.example:443", "p").await.unwrap().expect("read");
+        assert_eq!(read.hashes, sorted(&[2, 3, 4, 5]), "{backend:?}: texts and bytes together");
+        // A whole new snapshot: its copy is written again, in bytes.
+        let whole = NewSnapshot::of(sorted(&[10, 11, 12, 13, 14, 15]));
+        let outcome = store.replace_pushed_hashes("texts.example:443", "p", whole, None, 3).await.unwrap();
+        assert_eq!((outcome.added, outcome.removed), (6, 4), "{backend:?}");
+        let read = store.snapshot_hashes("texts.example:443", "p").await.unwrap().expect("read");
+        assert_eq!(read.hashes, sorted(&[10, 11, 12, 13, 14, 15]), "{backend:?}");
         store.close().await;
     }
 }

@@ -82,7 +82,7 @@ pub struct LookupIndex {
     refreshing: tokio::sync::Mutex<()>,
     /// Pushes this instance is storing, as (server, pepper, digest): once one has committed,
     /// the refresh finds it in the change log before the push has merged itself, and must not
-    /// read its snapshot back (43 MB a million) to merge it a second time.
+    /// read its snapshot back (32 MB a million) to merge it a second time.
     own_pushes: Mutex<Vec<(String, String, String)>>,
     /// Snapshots to read again at the next refresh: pushes of this instance that may have
     /// committed but did not merge themselves (their request was dropped, or failed at the

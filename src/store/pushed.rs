@@ -4,12 +4,13 @@
 //! deltas are the only stored form of its hashes: a row per hash (until migration 0007) doubled
 //! the database and made a push that changed 1% of a million hashes rewrite most pages of a
 //! million-row table. The copy has a table of its own because SQLite rewrites a whole row on any
-//! update: a push stored as a delta updates the snapshot's row, and rewrote the 43 MB copy with
-//! it.
+//! update: a push stored as a delta updates the snapshot's row, and rewrote the 32 MB copy with
+//! it. Values are packed as the hashes' 32 bytes end to end (since migration 0009; before, as
+//! their 43-character texts, which are still read: each value names its `packing`).
 //!
 //! Why deltas: a push is a whole snapshot, but from one push to the next a server's users change
 //! little. A push that changed 1% of a million hashes used to read back and rewrite the whole
-//! packed copy (43 MB each way). Such a push now writes the hashes it added and removed, and the
+//! packed copy (32 MB each way). Such a push now writes the hashes it added and removed, and the
 //! copy is rewritten once the deltas since it add up to an eighth of the snapshot, or number
 //! [`MAX_DELTAS`]: a snapshot read back costs at most an eighth more than its copy. A snapshot
 //! is read as its copy with its deltas applied, in one statement, so that both engines give one
@@ -24,7 +25,7 @@ use std::sync::Arc;
 
 use super::changes::log_change;
 use super::{Store, StoreResult, on_pool};
-use crate::vocabulary::{LookupHash, SHA256_HASH_LENGTH, snapshot_digest};
+use crate::vocabulary::{LookupHash, snapshot_digest};
 
 /// Deltas a snapshot may have before its packed copy is rewritten (each read of the snapshot
 /// applies them all).
@@ -93,7 +94,7 @@ pub struct HeldSnapshot {
 
 /// What a push changes in a snapshot: the hashes it adds and those it removes, and the digest
 /// of the snapshot they change. A reader that holds the previous snapshot works it out from its
-/// own copy, sparing the store the reading of the stored one (43 MB a million) and sparing
+/// own copy, sparing the store the reading of the stored one (32 MB a million) and sparing
 /// itself a copy of the previous hashes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SnapshotChange {
@@ -143,14 +144,20 @@ const UPDATE_SNAPSHOT: &str = "UPDATE push_snapshots SET hash_count = $3, digest
 
 /// A snapshot's packed copy (position 0, with the digest) and its deltas (positions from 1), in
 /// order: one statement, so that both engines read them from one view of the database.
-const READ_SNAPSHOT: &str = "SELECT 0 AS position, s.digest, c.hashes AS added, NULL AS removed \
+const READ_SNAPSHOT: &str = "SELECT 0 AS position, s.digest, c.packing, c.hashes AS added, NULL AS removed \
      FROM push_snapshots s LEFT JOIN push_copies c ON c.server = s.server AND c.pepper = s.pepper \
      WHERE s.server = $1 AND s.pepper = $2 \
-     UNION ALL SELECT position, NULL, added, removed FROM push_deltas WHERE server = $1 AND pepper = $2 \
+     UNION ALL SELECT position, NULL, packing, added, removed FROM push_deltas WHERE server = $1 AND pepper = $2 \
      ORDER BY 1";
 
-/// A row of [`READ_SNAPSHOT`].
-type SnapshotPart = (i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
+/// A row of [`READ_SNAPSHOT`]: position, digest, packing, added (or the copy), removed.
+type SnapshotPart = (i64, Option<String>, Option<i16>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The packing of the values written now: the hashes' bytes end to end.
+const PACKING: i16 = 32;
+
+/// The packing of values written before migration 0009: the hashes' wire texts end to end.
+const TEXT_PACKING: i16 = 43;
 
 impl Store {
     /// `(hash, server)` pairs pushed for `pepper` among `hashes`, without duplicates, sorted by
@@ -282,13 +289,15 @@ impl Store {
                 if changed > 0 {
                     let position = stored.as_ref().map_or(1, |stored| stored.delta_count + 1);
                     sqlx::query(
-                        "INSERT INTO push_deltas (server, pepper, position, added, removed) VALUES ($1, $2, $3, $4, $5)",
+                        "INSERT INTO push_deltas (server, pepper, position, added, removed, packing) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
                     )
                     .bind(server)
                     .bind(pepper)
                     .bind(position)
                     .bind(pack(&added))
                     .bind(pack(&removed))
+                    .bind(PACKING)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -310,7 +319,7 @@ impl Store {
                     .bind(pepper)
                     .execute(&mut *tx)
                     .await?;
-                // 43 MB a million: not packed on a thread serving requests.
+                // 32 MB a million: not packed on a thread serving requests.
                 let hashes = Arc::clone(&snapshot.hashes);
                 let packed = crate::background::run(move || pack(&hashes)).await;
                 sqlx::query(UPSERT_SNAPSHOT)
@@ -344,7 +353,7 @@ async fn read_snapshot<C: SnapshotStatements>(
     let started = std::time::Instant::now();
     let parts = connection.snapshot_parts(server, pepper).await?;
     let read = started.elapsed();
-    let Some(digest) = parts.first().and_then(|(_, digest, _, _)| digest.clone()) else { return Ok(None) };
+    let Some(digest) = parts.first().and_then(|(_, digest, ..)| digest.clone()) else { return Ok(None) };
     let Some(hashes) = crate::background::run(move || from_parts(parts)).await else {
         tracing::error!(%server, "a stored snapshot does not decode: ignored until the server pushes again");
         return Ok(None);
@@ -357,10 +366,14 @@ async fn read_snapshot<C: SnapshotStatements>(
 /// The hashes of a snapshot read as [`READ_SNAPSHOT`]'s rows; `None` when it has no packed copy,
 /// or a copy or a delta that is not one.
 fn from_parts(parts: Vec<SnapshotPart>) -> Option<Vec<LookupHash>> {
-    let mut parts = parts.into_iter().map(|(_, _, added, removed)| (added, removed));
-    let base = decoded(&parts.next()?.0?)?;
+    let mut parts = parts.into_iter().map(|(_, _, packing, added, removed)| (packing, added, removed));
+    let (packing, copy, _) = parts.next()?;
+    let base = decoded(&copy?, packing?)?;
     let deltas = parts
-        .map(|(added, removed)| Some((decoded(&added.unwrap_or_default())?, decoded(&removed.unwrap_or_default())?)))
+        .map(|(packing, added, removed)| {
+            let packing = packing?;
+            Some((decoded(&added.unwrap_or_default(), packing)?, decoded(&removed.unwrap_or_default(), packing)?))
+        })
         .collect::<Option<Vec<_>>>()?;
     Some(with_deltas(base, &deltas))
 }
@@ -441,12 +454,13 @@ impl SnapshotStatements for sqlx::SqliteConnection {
     /// One statement: its parameters go to the driver's own thread as they are, not copied.
     async fn write_copy(&mut self, server: &str, pepper: &str, packed: Vec<u8>) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO push_copies (server, pepper, hashes) VALUES ($1, $2, $3) \
-             ON CONFLICT (server, pepper) DO UPDATE SET hashes = excluded.hashes",
+            "INSERT INTO push_copies (server, pepper, hashes, packing) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (server, pepper) DO UPDATE SET hashes = excluded.hashes, packing = excluded.packing",
         )
         .bind(server)
         .bind(pepper)
         .bind(packed)
+        .bind(PACKING)
         .execute(&mut *self)
         .await?;
         Ok(())
@@ -473,15 +487,17 @@ impl SnapshotStatements for sqlx::PgConnection {
             .bind(pepper)
             .execute(&mut *self)
             .await?;
-        let mut copy = self.copy_in_raw("COPY push_copies (server, pepper, hashes) FROM STDIN (FORMAT binary)").await?;
-        // The format's signature, flags and header extension length; one tuple of three fields,
-        // each its length and its bytes, the packed copy's bytes sent on their own; then the
-        // trailer.
+        let mut copy =
+            self.copy_in_raw("COPY push_copies (server, pepper, packing, hashes) FROM STDIN (FORMAT binary)").await?;
+        // The format's signature, flags and header extension length; one tuple of four fields,
+        // each its length and its bytes (big-endian for the `SMALLINT`), the packed copy's bytes
+        // sent on their own; then the trailer.
         let mut head = b"PGCOPY\n\xff\r\n\0".to_vec();
         head.extend_from_slice(&[0; 8]);
-        head.extend_from_slice(&3_i16.to_be_bytes());
+        head.extend_from_slice(&4_i16.to_be_bytes());
         copy_field(&mut head, server.as_bytes())?;
         copy_field(&mut head, pepper.as_bytes())?;
+        copy_field(&mut head, &PACKING.to_be_bytes())?;
         head.extend_from_slice(&copy_length(packed.len())?.to_be_bytes());
         copy.send(head).await?;
         for piece in packed.chunks(BATCH) {
@@ -541,25 +557,28 @@ fn difference<'old, 'new>(
     (added, removed)
 }
 
-/// Hashes as one value: their wire texts end to end (each is [`SHA256_HASH_LENGTH`] long).
+/// Hashes as one value of [`PACKING`]: their bytes end to end.
 fn pack(hashes: &[LookupHash]) -> Vec<u8> {
-    let mut packed = vec![0; hashes.len() * SHA256_HASH_LENGTH];
-    for (hash, text) in hashes.iter().zip(packed.chunks_exact_mut(SHA256_HASH_LENGTH)) {
-        hash.write_text(text);
-    }
-    packed
+    hashes.iter().flat_map(LookupHash::as_bytes).copied().collect()
 }
 
-/// The hashes of a packed value, decoded; `None` if it is not one.
-fn decoded(packed: &[u8]) -> Option<Vec<LookupHash>> {
-    if !packed.len().is_multiple_of(SHA256_HASH_LENGTH) {
+/// The hashes of a packed value of `packing` (see [`PACKING`], [`TEXT_PACKING`]); `None` if it
+/// is not one.
+fn decoded(packed: &[u8], packing: i16) -> Option<Vec<LookupHash>> {
+    let width = usize::try_from(packing).ok().filter(|width| *width > 0)?;
+    if !packed.len().is_multiple_of(width) {
         return None;
     }
-    packed.chunks_exact(SHA256_HASH_LENGTH).map(|hash| LookupHash::parse(std::str::from_utf8(hash).ok()?)).collect()
+    let hashes = packed.chunks_exact(width);
+    match packing {
+        PACKING => hashes.map(|bytes| Some(LookupHash::from_bytes(bytes.try_into().ok()?))).collect(),
+        TEXT_PACKING => hashes.map(|text| LookupHash::parse(std::str::from_utf8(text).ok()?)).collect(),
+        _ => None,
+    }
 }
 
 /// A connection that is closed after use instead of going back to the pool, for statements
-/// that carry a packed snapshot (43 MB per million hashes): the driver keeps a connection's
+/// that carry a packed snapshot (32 MB per million hashes): the driver keeps a connection's
 /// buffers at the largest message it carried, for the connection's life (PostgreSQL kept
 /// ~120 MiB more after ten 1M pushes).
 async fn single_use<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
@@ -570,7 +589,7 @@ async fn single_use<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Result<sqlx::p
 
 #[cfg(test)]
 mod tests {
-    use super::{decoded, difference, from_parts, pack, with_deltas};
+    use super::{PACKING, TEXT_PACKING, decoded, difference, from_parts, pack, with_deltas};
     use crate::vocabulary::LookupHash;
 
     /// Sorted hashes of the given numbers.
@@ -618,23 +637,32 @@ mod tests {
     #[test]
     fn a_snapshot_is_its_copy_with_its_deltas_or_nothing_when_one_part_is_not_packed_hashes() {
         let part = |position: i64, added: Vec<u8>, removed: Option<Vec<u8>>| {
-            (position, (position == 0).then(|| "digest".to_owned()), Some(added), removed)
+            (position, (position == 0).then(|| "digest".to_owned()), Some(PACKING), Some(added), removed)
         };
         let copy = part(0, packed(&[1, 2, 3]), None);
         let delta = part(1, packed(&[4]), Some(packed(&[1])));
         assert_eq!(from_parts(vec![copy.clone(), delta.clone()]), Some(hashes(&[2, 3, 4])));
         assert_eq!(from_parts(vec![copy.clone()]), Some(hashes(&[1, 2, 3])));
+        // A delta written before migration 0009, after a copy written since.
+        let text = |numbers: &[u32]| hashes(numbers).iter().map(LookupHash::text).collect::<String>().into_bytes();
+        let old_delta = (2, None, Some(TEXT_PACKING), Some(text(&[5])), Some(text(&[2])));
+        assert_eq!(from_parts(vec![copy.clone(), delta.clone(), old_delta]), Some(hashes(&[3, 4, 5])));
         let broken = part(2, b"not a hash".to_vec(), Some(Vec::new()));
         assert_eq!(from_parts(vec![copy, delta, broken]), None, "the rows are read instead");
-        assert_eq!(from_parts(vec![(0, Some("digest".to_owned()), None, None)]), None, "no packed copy");
+        assert_eq!(from_parts(vec![(0, Some("digest".to_owned()), None, None, None)]), None, "no packed copy");
     }
 
     #[test]
     fn a_packed_snapshot_decodes_to_its_hashes() {
         let packed = packed(&[1, 2]);
-        assert_eq!(packed.len(), 86);
-        assert_eq!(decoded(&packed).expect("decoded"), hashes(&[1, 2]));
-        assert_eq!(decoded(&packed[..85]), None);
-        assert_eq!(decoded(&[]).map(|hashes| hashes.len()), Some(0), "an empty snapshot");
+        assert_eq!(packed.len(), 64);
+        assert_eq!(decoded(&packed, PACKING).expect("decoded"), hashes(&[1, 2]));
+        assert_eq!(decoded(&packed[..63], PACKING), None);
+        assert_eq!(decoded(&[], PACKING).map(|hashes| hashes.len()), Some(0), "an empty snapshot");
+        let text: Vec<u8> = hashes(&[1, 2]).iter().map(LookupHash::text).collect::<String>().into_bytes();
+        assert_eq!(decoded(&text, TEXT_PACKING).expect("decoded"), hashes(&[1, 2]), "written before 0009");
+        assert_eq!(decoded(&text, PACKING), None, "86 bytes are not 32-byte hashes");
+        assert_eq!(decoded(&packed, 0), None, "no such packing");
+        assert_eq!(decoded(&packed, 16), None, "no such packing");
     }
 }
