@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::layered::PushedHashes;
-use super::own::OwnHashes;
+use super::own::{OwnHashes, OwnLoading};
 use super::sorted::SortedOwners;
 use super::{PepperSlot, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
@@ -573,16 +573,16 @@ async fn pushed_part(store: &Store, data: &mut Data, slots: &[usize]) -> StoreRe
 
 /// Loads the local hashes of the `peppers` in `slots`.
 async fn local_part(store: &Store, peppers: &Peppers, slots: &[usize]) -> StoreResult<[OwnHashes; 2]> {
-    let mut rows: [Vec<(Hash, String, bool, Source)>; 2] = Default::default();
+    let mut loading: [OwnLoading; 2] = Default::default();
     let wanted: Vec<String> =
         slots.iter().filter_map(|slot| [&peppers.current, &peppers.previous][*slot].clone()).collect();
     store
         .for_each_local_row(&wanted, |row| {
-            let (Some(slot), Some(hash)) = (slot_of(peppers, &row.pepper), Hash::parse(&row.hash)) else { return };
-            rows[slot].push((hash, row.mxid, row.active, Source::from_stored(&row.source)));
+            let (Some(slot), Some(hash)) = (slot_of(peppers, row.pepper), Hash::parse(row.hash)) else { return };
+            loading[slot].add(hash, row.mxid, row.active, Source::from_stored(row.source));
         })
         .await?;
-    Ok(crate::background::run(move || rows.map(OwnHashes::load)).await)
+    Ok(crate::background::run(move || loading.map(OwnLoading::finish)).await)
 }
 
 #[cfg(test)]

@@ -36,6 +36,33 @@ pub(super) struct OwnHit<'a> {
     pub source: Source,
 }
 
+/// Own hashes of one pepper being loaded, row by row as the database sends them: each row's
+/// user id is appended to one string, so that a million rows read on a thread serving
+/// requests allocate nothing each there (a string per row, freed later on another thread, was
+/// a million allocations and frees in all).
+#[derive(Debug, Default)]
+pub(super) struct OwnLoading {
+    own: OwnHashes,
+    pairs: Vec<(Hash, u32)>,
+}
+
+impl OwnLoading {
+    /// Adds a 3PID under `hash`.
+    pub(super) fn add(&mut self, hash: Hash, mxid: &str, active: bool, source: Source) {
+        let index = self.own.add_entry(mxid, active, source);
+        self.pairs.push((hash, index));
+    }
+
+    /// The hashes added, sorted: a pass over all of them, for a background thread.
+    pub(super) fn finish(self) -> OwnHashes {
+        let mut own = self.own;
+        own.base = SortedOwners::from_pairs(self.pairs);
+        own.entries.shrink_to_fit();
+        own.mxids.shrink_to_fit();
+        own
+    }
+}
+
 /// The own hashes of one pepper.
 #[derive(Debug, Default)]
 pub(super) struct OwnHashes {
@@ -52,16 +79,13 @@ pub(super) struct OwnHashes {
 
 impl OwnHashes {
     /// The hashes of `rows` (`(hash, mxid, active, source)`, in any order).
+    #[cfg(test)]
     pub(super) fn load(rows: impl IntoIterator<Item = (Hash, String, bool, Source)>) -> Self {
-        let mut own = Self::default();
-        let mut pairs = Vec::new();
+        let mut loading = OwnLoading::default();
         for (hash, mxid, active, source) in rows {
-            pairs.push((hash, own.add_entry(&mxid, active, source)));
+            loading.add(hash, &mxid, active, source);
         }
-        own.base = SortedOwners::from_pairs(pairs);
-        own.entries.shrink_to_fit();
-        own.mxids.shrink_to_fit();
-        own
+        loading.finish()
     }
 
     /// Stores an entry; returns its index.

@@ -70,6 +70,21 @@ pub fn listed_threepids<'a>(touched: impl ExactSizeIterator<Item = (&'a str, &'a
         .flatten()
 }
 
+/// A local hash as the index loads it, borrowed from the row the database sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalRowRef<'row> {
+    /// The pepper.
+    pub pepper: &'row str,
+    /// The hash.
+    pub hash: &'row str,
+    /// The user.
+    pub mxid: &'row str,
+    /// Published or not.
+    pub active: bool,
+    /// `binding` or `directory`.
+    pub source: &'row str,
+}
+
 /// A local hash as the index loads it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LocalRow {
@@ -223,8 +238,13 @@ impl Store {
         Ok(rows)
     }
 
-    /// Calls `each` with every local hash of these peppers and its user, streaming.
-    pub async fn for_each_local_row(&self, peppers: &[String], mut each: impl FnMut(LocalRow)) -> StoreResult<()> {
+    /// Calls `each` with every local hash of these peppers and its user, streaming, each row
+    /// borrowed from what the database sent (a million rows, no string allocated for any).
+    pub async fn for_each_local_row(
+        &self,
+        peppers: &[String],
+        mut each: impl FnMut(LocalRowRef<'_>),
+    ) -> StoreResult<()> {
         let sql = self.dialect(
             "SELECT h.pepper, h.hash, t.mxid, t.active, t.source FROM local_hashes h \
              JOIN local_threepids t ON t.id = h.threepid_id WHERE h.pepper IN (SELECT value FROM json_each($1))",
@@ -233,22 +253,33 @@ impl Store {
         );
         let json = serde_json::to_string(peppers).unwrap_or_else(|_| "[]".to_owned());
         on_pool!(self, pool => {
-            drain(sqlx::query_as::<_, LocalRow>(sql).bind(json).fetch(pool), &mut each).await
+            drain(sqlx::query(sql).bind(json).fetch(pool), &mut |row| {
+                use sqlx::Row as _;
+                each(LocalRowRef {
+                    pepper: row.try_get(0)?,
+                    hash: row.try_get(1)?,
+                    mxid: row.try_get(2)?,
+                    active: row.try_get(3)?,
+                    source: row.try_get(4)?,
+                });
+                Ok(())
+            })
+            .await
         })?;
         Ok(())
     }
 }
 
-/// Hands every row of `rows` to `each`. Millions of rows may arrive without the stream ever
-/// waiting: the loop yields to the scheduler so that lookups on this worker thread run in
-/// between.
+/// Hands every row of `rows` to `each`, until one fails. Millions of rows may arrive without
+/// the stream ever waiting: the loop yields to the scheduler so that lookups on this worker
+/// thread run in between.
 async fn drain<T>(
     rows: impl futures_util::Stream<Item = Result<T, sqlx::Error>>,
-    each: &mut impl FnMut(T),
+    each: &mut impl FnMut(T) -> Result<(), sqlx::Error>,
 ) -> Result<(), sqlx::Error> {
     let mut rows = std::pin::pin!(rows);
     while let Some(row) = rows.try_next().await? {
-        each(row);
+        each(row)?;
         tokio::task::consume_budget().await;
     }
     Ok(())

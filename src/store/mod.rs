@@ -29,7 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::config::{Config, DatabaseEngine, SslSetting};
 
-pub use changes::{ChangeKind, ChangeListener, LocalRow, LookupChange};
+pub use changes::{ChangeKind, ChangeListener, LocalRow, LocalRowRef, LookupChange};
 pub use directory::{DirectoryThreepid, NewThreepid, PushStatus};
 pub use hashes::{LocalMatch, LocalThreepid, StoredAssociation};
 pub use invitations::InvitationRecord;
