@@ -147,8 +147,9 @@ fn a_full_disk_fails_writes_cleanly_and_the_service_recovers_when_space_is_freed
         spawn_under(dir.path(), "trap '' XFSZ; ulimit -S -f 16384", &[("TRUSTED_SERVERS_ADDRESSES", "127.0.0.1")]);
     let pepper = current_pepper(&running.address);
     assert_eq!(push(&running.address, &pepper, "small", 10), Ok(201));
-    // 200,000 hashes do not fit in 8 MB: the push fails, as a Matrix error, nothing half-written.
-    let failed = push(&running.address, &pepper, "big", 200_000);
+    // 400,000 hashes (a packed copy of 12.8 MB) do not fit in 8 MB: the push fails, as a Matrix
+    // error, nothing half-written.
+    let failed = push(&running.address, &pepper, "big", 400_000);
     assert!(matches!(failed, Ok(500 | 503)), "{failed:?}\n{}", running.log.lock().unwrap());
     // Space freed: writes succeed again within seconds, without a restart.
     let freed = Command::new("prlimit")
@@ -173,6 +174,6 @@ fn a_full_disk_fails_writes_cleanly_and_the_service_recovers_when_space_is_freed
         let pushed = push(&running.address, &pepper, &format!("again{attempt}-"), 10);
         assert_eq!(pushed, Ok(201), "write {attempt} after recovery:\n{}", running.log.lock().unwrap());
     }
-    let pushed = push(&running.address, &pepper, "big", 200_000);
+    let pushed = push(&running.address, &pepper, "big", 400_000);
     assert_eq!(pushed, Ok(201), "the big push fits now:\n{}", running.log.lock().unwrap());
 }
