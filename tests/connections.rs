@@ -137,6 +137,10 @@ fn current_pepper(address: &str) -> String {
     })
 }
 
+/// Hashes in a push that cannot be written under an 8 MB file-size limit: their packed copy
+/// alone takes 12.8 MB (32 bytes each).
+const HASHES_OVER_8_MB: usize = 400_000;
+
 #[test]
 fn a_full_disk_fails_writes_cleanly_and_the_service_recovers_when_space_is_freed() {
     // The service's own SQLite file fills up here, whatever the suite's engine.
@@ -147,9 +151,8 @@ fn a_full_disk_fails_writes_cleanly_and_the_service_recovers_when_space_is_freed
         spawn_under(dir.path(), "trap '' XFSZ; ulimit -S -f 16384", &[("TRUSTED_SERVERS_ADDRESSES", "127.0.0.1")]);
     let pepper = current_pepper(&running.address);
     assert_eq!(push(&running.address, &pepper, "small", 10), Ok(201));
-    // 400,000 hashes (a packed copy of 12.8 MB) do not fit in 8 MB: the push fails, as a Matrix
-    // error, nothing half-written.
-    let failed = push(&running.address, &pepper, "big", 400_000);
+    // The push does not fit in 8 MB: it fails, as a Matrix error, nothing half-written.
+    let failed = push(&running.address, &pepper, "big", HASHES_OVER_8_MB);
     assert!(matches!(failed, Ok(500 | 503)), "{failed:?}\n{}", running.log.lock().unwrap());
     // Space freed: writes succeed again within seconds, without a restart.
     let freed = Command::new("prlimit")
@@ -174,6 +177,6 @@ fn a_full_disk_fails_writes_cleanly_and_the_service_recovers_when_space_is_freed
         let pushed = push(&running.address, &pepper, &format!("again{attempt}-"), 10);
         assert_eq!(pushed, Ok(201), "write {attempt} after recovery:\n{}", running.log.lock().unwrap());
     }
-    let pushed = push(&running.address, &pepper, "big", 400_000);
+    let pushed = push(&running.address, &pepper, "big", HASHES_OVER_8_MB);
     assert_eq!(pushed, Ok(201), "the big push fits now:\n{}", running.log.lock().unwrap());
 }
