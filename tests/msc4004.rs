@@ -249,7 +249,7 @@ async fn an_identical_body_is_recognised_from_its_bytes_for_its_own_server_only(
     let body = push_body("tom.example:443", &pepper, &hashes);
     let first = server.call_as(Some(SECRET), Method::POST, PUSH, Some(&body)).await;
     assert_eq!((first.status, first.body), (201, json!({ "stored": 3, "added": 3, "removed": 0 })));
-    let digest = federated_identity_service::vocabulary::digest_text(body.as_bytes());
+    let digest = federated_identity_service::vocabulary::content_digest(body.as_bytes());
     let found = server.state.store.push_snapshot_with_body(&digest).await.unwrap().expect("the body's snapshot");
     assert_eq!((found.server.as_str(), found.hash_count), ("tom.example:443", 3));
 
@@ -263,7 +263,7 @@ async fn an_identical_body_is_recognised_from_its_bytes_for_its_own_server_only(
     let other_bytes = push_body("tom.example:443", &pepper, &reordered);
     let parsed = server.call_as(Some(SECRET), Method::POST, PUSH, Some(&other_bytes)).await;
     assert_eq!(parsed.body, json!({ "stored": 3, "added": 0, "removed": 0 }));
-    let other_digest = federated_identity_service::vocabulary::digest_text(other_bytes.as_bytes());
+    let other_digest = federated_identity_service::vocabulary::content_digest(other_bytes.as_bytes());
     assert!(server.state.store.push_snapshot_with_body(&other_digest).await.unwrap().is_some());
 
     // A changed snapshot replaces the remembered bytes: the first body is a change again.
@@ -599,7 +599,7 @@ async fn compressed_pushes_are_accepted_and_limited_after_decompression() {
     assert_eq!(accepted.status, 201, "{:?}", accepted.body);
     // The body is digested as it is decompressed, frame by frame: the same bytes re-sent
     // compressed or not are recognised before they are parsed.
-    let digest = federated_identity_service::vocabulary::digest_text(small.as_bytes());
+    let digest = federated_identity_service::vocabulary::content_digest(small.as_bytes());
     assert!(server.state.store.push_snapshot_with_body(&digest).await.unwrap().is_some());
     // 40 kB of JSON that compresses to almost nothing: refused once decompressed past the limit.
     let big = push_body("t.example:443", &pepper, &vec![hashes_of(&["a@t.example"], &pepper)[0].clone(); 1_000]);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::Store;
-use crate::vocabulary::{Algorithm, LookupHash, snapshot_digest};
+use crate::vocabulary::{Algorithm, LookupHash, snapshot_digest, sort_and_dedup};
 use crate::wire::{HashDetails, PushRequest};
 
 pub use crate::config::PushTarget;
@@ -140,8 +140,7 @@ impl Pusher {
         for pepper in &peppers {
             let mut hashes: Vec<LookupHash> =
                 threepids.iter().map(|(medium, address)| LookupHash::of(address, medium, pepper)).collect();
-            hashes.sort_unstable();
-            hashes.dedup();
+            sort_and_dedup(&mut hashes);
             let digest = snapshot_digest(&hashes);
             let last = self.store.push_status(target.name(), pepper).await?;
             if last.as_ref().is_some_and(|status| {

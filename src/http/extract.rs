@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ErrCode};
-use crate::vocabulary::TextDigest;
+use crate::vocabulary::ContentDigest;
 
 /// A JSON request body. Malformed JSON is 400 `M_NOT_JSON`; JSON of the wrong shape is 400
 /// `M_BAD_JSON` (or `M_MISSING_PARAMS` when a required field is absent); a body over the
@@ -47,8 +47,8 @@ where
     }
 }
 
-/// The request body with its [`digest_text`](crate::vocabulary::digest_text), taken frame by
-/// frame as the body arrives: for a push, whose digest recognises a re-sent body before it is
+/// The request body with its [`content_digest`](crate::vocabulary::content_digest), taken
+/// frame by frame as the body arrives: for a push, whose digest recognises a re-sent body before it is
 /// parsed. Digested after arriving, tens of megabytes cost a pass of their own before anything
 /// else could start. Rejections as for [`RawBody`].
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let mut digest = TextDigest::default();
+        let mut digest = ContentDigest::default();
         let bytes = read_body(request, |frame| digest.update(frame)).await?;
         Ok(Self { bytes, digest: digest.finish() })
     }

@@ -34,8 +34,8 @@ fn may_push_as(bound_name: Option<&str>, server: &str) -> bool {
 impl Lookups {
     /// Validates and stores a push from a trusted caller; `bound_name` is the server name the
     /// caller's address is bound to (`None`: trusted by address alone, it may push under any
-    /// name); `body_digest` is the [`digest_text`](crate::vocabulary::digest_text) of the body it came in, when it came as one.
-    /// Returns the answer body (201).
+    /// name); `body_digest` is the [`content_digest`](crate::vocabulary::content_digest) of the
+    /// body it came in, when it came as one. Returns the answer body (201).
     pub async fn accept_push(
         &self,
         bound_name: Option<&str>,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use super::changes::log_change;
 use super::{Store, StoreResult, on_pool};
-use crate::vocabulary::{LookupHash, snapshot_digest};
+use crate::vocabulary::{LookupHash, snapshot_digest, sort_and_dedup};
 
 /// Deltas a snapshot may have before its packed copy is rewritten (each read of the snapshot
 /// applies them all).
@@ -76,8 +76,7 @@ impl NewSnapshot {
     /// digested. A million hashes: not for a thread serving requests.
     #[must_use]
     pub fn of(mut hashes: Vec<LookupHash>) -> Self {
-        hashes.sort_unstable();
-        hashes.dedup();
+        sort_and_dedup(&mut hashes);
         let digest = snapshot_digest(&hashes);
         Self { hashes: Arc::new(hashes), digest, body_digest: None }
     }
@@ -419,8 +418,7 @@ fn with_deltas(base: Vec<LookupHash>, deltas: &[(Vec<LookupHash>, Vec<LookupHash
 
 /// `hashes` sorted, without duplicates.
 fn sorted(mut hashes: Vec<LookupHash>) -> Vec<LookupHash> {
-    hashes.sort_unstable();
-    hashes.dedup();
+    sort_and_dedup(&mut hashes);
     hashes
 }
 
