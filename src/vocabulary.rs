@@ -252,9 +252,15 @@ impl ContentDigest {
 /// push sorts its million hashes once.
 #[must_use]
 pub fn snapshot_digest(sorted: &[LookupHash]) -> String {
+    // BLAKE3 digests several kilobytes at once with SIMD, 32 bytes at a time one by one: fed a
+    // hash per call, a million took 28 ms instead of 7.
+    const HASHES_PER_UPDATE: usize = 2048;
     let mut digest = ContentDigest::default();
-    for hash in sorted {
-        digest.update(hash.as_bytes());
+    let mut buffer = Vec::with_capacity(HASHES_PER_UPDATE * 32);
+    for hashes in sorted.chunks(HASHES_PER_UPDATE) {
+        buffer.clear();
+        buffer.extend(hashes.iter().flat_map(LookupHash::as_bytes));
+        digest.update(&buffer);
     }
     digest.finish()
 }
@@ -296,6 +302,15 @@ mod tests {
         sort_and_dedup(&mut hashes);
         assert_eq!(hashes, expected);
         assert_eq!(hashes.len(), 2_000);
+    }
+
+    #[test]
+    fn a_snapshot_digest_is_the_digest_of_its_bytes_end_to_end() {
+        let hashes: Vec<LookupHash> =
+            (0..5_000_u32).map(|n| LookupHash::of(&format!("u{n}@example.org"), "email", "p")).collect();
+        let bytes: Vec<u8> = hashes.iter().flat_map(LookupHash::as_bytes).copied().collect();
+        assert_eq!(snapshot_digest(&hashes), content_digest(&bytes));
+        assert_eq!(snapshot_digest(&[]), content_digest(b""));
     }
 
     #[test]
