@@ -48,9 +48,9 @@ where
 }
 
 /// The request body with its [`content_digest`](crate::vocabulary::content_digest), taken
-/// frame by frame as the body arrives: for a push, whose digest recognises a re-sent body before it is
-/// parsed. Digested after arriving, tens of megabytes cost a pass of their own before anything
-/// else could start. Rejections as for [`RawBody`].
+/// frame by frame as the body arrives: for a push, whose digest recognises a re-sent body
+/// before it is parsed. Digested after arriving, tens of megabytes cost a pass of their own
+/// before anything else could start. Rejections as for [`RawBody`].
 #[derive(Debug, Clone)]
 pub struct DigestedBody {
     /// The body.
