@@ -113,6 +113,7 @@ impl Lookups {
         }
         let started = std::time::Instant::now();
         let mut snapshot = background::run(move || NewSnapshot::of(received.hashes)).await;
+        let sorted = started.elapsed();
         let stored = u64::try_from(snapshot.hashes.len()).unwrap_or(u64::MAX);
         let digest = snapshot.digest.clone();
         if self.store.push_snapshot(&server, &request.pepper).await?.is_some_and(|snapshot| snapshot.digest == digest) {
@@ -137,12 +138,14 @@ impl Lookups {
         // Visible to the next lookup here before the pusher hears back; no lookup waits for it.
         let (outcome, committed) =
             self.index.store_and_merge_push(&self.store, &server, &request.pepper, &digest, hashes, replaced).await?;
-        // Where a push's time goes, for an operator wondering why one took long: sorting and
-        // comparing need the whole snapshot, the write only what changed; the merge lays the
-        // snapshot beside the index's arrays (merged into them in the background).
+        // Where a push's time goes, for an operator wondering why one took long: sorting (with
+        // the snapshot's digest) and comparing need the whole snapshot, the write only what
+        // changed; the merge lays the snapshot beside the index's arrays (merged into them in
+        // the background).
         tracing::info!(
             %server, hashes = stored, added = outcome.added, removed = outcome.removed,
-            prepare_ms = prepared.as_millis(), store_ms = (committed - prepared).as_millis(),
+            sort_ms = sorted.as_millis(), compare_ms = (prepared - sorted).as_millis(),
+            store_ms = (committed - prepared).as_millis(),
             merge_ms = (started.elapsed() - committed).as_millis(), "push stored"
         );
         Ok(PushAnswer { stored, added: outcome.added, removed: outcome.removed })
