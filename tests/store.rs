@@ -257,7 +257,8 @@ async fn the_migration_that_drops_pushed_rows_packs_snapshots_that_had_only_rows
 
 /// Migration 0009 packs new values as the hashes' bytes; values written before (their texts
 /// end to end) stay as they are and are still read: a snapshot whose copy and delta are texts
-/// reads back as before, the next push is compared with it, and a copy written again is bytes.
+/// reads back as before, the next push is compared with it (also when it holds the same hashes
+/// under a digest taken another way), and a copy written again is bytes.
 #[tokio::test]
 async fn values_packed_as_texts_before_migration_0009_are_still_read() {
     use federated_identity_service::store::NewSnapshot;
@@ -284,15 +285,23 @@ async fn values_packed_as_texts_before_migration_0009_are_still_read() {
         let store = Store::connect(&config).await.unwrap_or_else(|e| panic!("{backend:?}: {e}"));
         let read = store.snapshot_hashes("texts.example:443", "p").await.unwrap().expect("read");
         assert_eq!((read.digest.as_str(), read.hashes), ("texts", sorted(&[2, 3, 4])), "{backend:?}");
+        // The same hashes under a digest taken another way (as after a change of the digest's
+        // algorithm): compared hash by hash, nothing changes but the digest.
+        let same = NewSnapshot::of(sorted(&[2, 3, 4]));
+        let digest = same.digest.clone();
+        let outcome = store.replace_pushed_hashes("texts.example:443", "p", same, None, 2).await.unwrap();
+        assert_eq!((outcome.added, outcome.removed), (0, 0), "{backend:?}: the same hashes");
+        let read = store.snapshot_hashes("texts.example:443", "p").await.unwrap().expect("read");
+        assert_eq!((read.digest, read.hashes), (digest, sorted(&[2, 3, 4])), "{backend:?}: the new digest");
         // A small change: a delta in bytes after the text copy and delta.
         let next = NewSnapshot::of(sorted(&[2, 3, 4, 5]));
-        let outcome = store.replace_pushed_hashes("texts.example:443", "p", next, None, 2).await.unwrap();
+        let outcome = store.replace_pushed_hashes("texts.example:443", "p", next, None, 3).await.unwrap();
         assert_eq!((outcome.added, outcome.removed), (1, 0), "{backend:?}: compared with the texts");
         let read = store.snapshot_hashes("texts.example:443", "p").await.unwrap().expect("read");
         assert_eq!(read.hashes, sorted(&[2, 3, 4, 5]), "{backend:?}: texts and bytes together");
         // A whole new snapshot: its copy is written again, in bytes.
         let whole = NewSnapshot::of(sorted(&[10, 11, 12, 13, 14, 15]));
-        let outcome = store.replace_pushed_hashes("texts.example:443", "p", whole, None, 3).await.unwrap();
+        let outcome = store.replace_pushed_hashes("texts.example:443", "p", whole, None, 4).await.unwrap();
         assert_eq!((outcome.added, outcome.removed), (6, 4), "{backend:?}");
         let read = store.snapshot_hashes("texts.example:443", "p").await.unwrap().expect("read");
         assert_eq!(read.hashes, sorted(&[10, 11, 12, 13, 14, 15]), "{backend:?}");

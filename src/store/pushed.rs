@@ -380,9 +380,9 @@ fn from_parts(parts: Vec<SnapshotPart>) -> Option<Vec<LookupHash>> {
 /// `base` with `deltas` (`(added, removed)`) applied in order, sorted and without duplicates.
 /// The deltas are first combined into what they add and remove in all (a hash added then
 /// removed is neither), then applied in one pass.
-fn with_deltas(base: Vec<LookupHash>, deltas: &[(Vec<LookupHash>, Vec<LookupHash>)]) -> Vec<LookupHash> {
+fn with_deltas(mut base: Vec<LookupHash>, deltas: &[(Vec<LookupHash>, Vec<LookupHash>)]) -> Vec<LookupHash> {
     use std::collections::BTreeSet;
-    let base = sorted(base);
+    sort_and_dedup(&mut base);
     if deltas.is_empty() {
         return base;
     }
@@ -414,12 +414,6 @@ fn with_deltas(base: Vec<LookupHash>, deltas: &[(Vec<LookupHash>, Vec<LookupHash
     result.extend(added);
     result.dedup();
     result
-}
-
-/// `hashes` sorted, without duplicates.
-fn sorted(mut hashes: Vec<LookupHash>) -> Vec<LookupHash> {
-    sort_and_dedup(&mut hashes);
-    hashes
 }
 
 /// The steps of storing and reading a pushed snapshot whose SQL differs between the engines.
