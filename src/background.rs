@@ -33,6 +33,81 @@ pub async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -
     }
 }
 
+/// Runs `aside` on a second thread while `here` runs on the calling one, and returns both
+/// results: one piece of work split over two cores (a push's sort is two halves sorted side by
+/// side). The second thread has the caller's priority, since Linux threads inherit their
+/// creator's nice value: called from [`run`], both halves stay behind the lookups as the whole
+/// did. A panic on either side goes on in the caller.
+///
+/// # Panics
+/// When the second thread cannot be started, as [`std::thread::spawn`] does.
+pub fn join<A: Send, B>(aside: impl FnOnce() -> A + Send, here: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|scope| {
+        let other = std::thread::Builder::new()
+            .name("background-work".to_owned())
+            .spawn_scoped(scope, aside)
+            .expect("a background thread starts");
+        let mine = here();
+        match other.join() {
+            Ok(theirs) => (theirs, mine),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Items handed in batches from the first stage of a [`pipeline`] to the second.
+pub struct Handoff<T> {
+    batch: Vec<T>,
+    next_stage: std::sync::mpsc::SyncSender<Vec<T>>,
+}
+
+/// Items per batch: a channel operation per item would cost more than the work on it.
+const HANDOFF_BATCH: usize = 8192;
+/// Batches waiting for the second stage at most: what a slow second stage holds in memory.
+const HANDOFF_BATCHES_WAITING: usize = 8;
+
+impl<T> Handoff<T> {
+    /// Hands `item` to the second stage.
+    pub fn push(&mut self, item: T) {
+        self.batch.push(item);
+        if self.batch.len() == HANDOFF_BATCH {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(HANDOFF_BATCH));
+        // Refused only when the second stage has panicked: its panic is what the caller gets.
+        let _ = self.next_stage.send(batch);
+    }
+}
+
+/// Runs `first` on the calling thread and `second` on another, `second` taking in order the
+/// items `first` hands over, and returns both results: a stream of work in two steps (a push
+/// body's JSON scanned here, its hashes decoded there) takes the time of the slower step, not
+/// of both. At the caller's priority, as [`join`]'s second thread.
+///
+/// # Panics
+/// When the second thread cannot be started; a panic on either side goes on in the caller.
+pub fn pipeline<T: Send, F, S: Send>(
+    first: impl FnOnce(&mut Handoff<T>) -> F,
+    second: impl FnOnce(&mut dyn Iterator<Item = T>) -> S + Send,
+) -> (F, S) {
+    let (next_stage, arriving) = std::sync::mpsc::sync_channel(HANDOFF_BATCHES_WAITING);
+    let (done, first_result) = join(
+        move || second(&mut arriving.into_iter().flatten()),
+        move || {
+            let mut handoff = Handoff { batch: Vec::with_capacity(HANDOFF_BATCH), next_stage };
+            let result = first(&mut handoff);
+            handoff.send();
+            // Dropping the handoff closes the channel: the second stage's items end there.
+            drop(handoff);
+            result
+        },
+    );
+    (first_result, done)
+}
+
 /// Lowers the calling thread's priority; where that is refused, the work runs at normal
 /// priority, which is only slower for the lookups around it.
 fn lower_priority() {
@@ -53,6 +128,43 @@ mod tests {
         assert_eq!(value, 42);
         assert!(niceness >= super::NICENESS, "the work's thread at niceness {niceness}");
         assert_eq!(getpriority_process(None).unwrap(), before, "the caller's thread keeps its priority");
+    }
+
+    #[tokio::test]
+    async fn both_halves_of_a_split_run_at_the_lower_priority() {
+        let niceness = || getpriority_process(None).unwrap();
+        let ((aside, here), (first, second)) = super::run(move || {
+            let halves = super::join(niceness, niceness);
+            let stages = super::pipeline(|_: &mut super::Handoff<()>| niceness(), |_| niceness());
+            (halves, stages)
+        })
+        .await;
+        for (part, value) in [("aside", aside), ("here", here), ("first", first), ("second", second)] {
+            assert!(value >= super::NICENESS, "{part} at niceness {value}");
+        }
+    }
+
+    #[test]
+    fn a_pipeline_hands_over_every_item_in_order() {
+        let count = super::HANDOFF_BATCH * 3 + 5;
+        let (first, second) = super::pipeline(
+            |handoff| {
+                (0..count).for_each(|item| handoff.push(item));
+                "scanned"
+            },
+            |items| items.collect::<Vec<_>>(),
+        );
+        assert_eq!(first, "scanned");
+        assert_eq!(second, (0..count).collect::<Vec<_>>());
+    }
+
+    #[test]
+    #[should_panic(expected = "second stage")]
+    fn a_panic_in_the_second_stage_goes_on_in_the_caller() {
+        super::pipeline(
+            |handoff| (0..super::HANDOFF_BATCH * 20).for_each(|item| handoff.push(item)),
+            |_| panic!("second stage"),
+        );
     }
 
     #[tokio::test]

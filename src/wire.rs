@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::background;
 use crate::vocabulary::LookupHash;
 
 /// `{}`: the answer of calls that only succeed (`account/logout`, `terms`, `3pid/unbind`, the
@@ -108,6 +109,10 @@ impl From<PushRequest> for ReceivedPush {
     }
 }
 
+/// From how many hashes a push body's list is parsed in two stages on two threads
+/// ([`background::pipeline`]): below, a second thread costs more than it saves.
+const TWO_STAGES_FROM: usize = 50_000;
+
 /// The bytes a hash takes at least in a push body: 43 characters, two quotes and a comma.
 const HASH_BYTES_IN_JSON: usize = crate::vocabulary::SHA256_HASH_LENGTH + 3;
 
@@ -142,6 +147,15 @@ pub struct ReceivedHashes {
 }
 
 impl ReceivedHashes {
+    /// The hashes `texts` write, with room for `capacity` of them.
+    fn decoded<T: AsRef<str>>(capacity: usize, texts: impl Iterator<Item = T>) -> Self {
+        let mut received = Self { hashes: Vec::with_capacity(capacity), first_invalid: None };
+        for (position, text) in texts.enumerate() {
+            received.add(position, text.as_ref());
+        }
+        received
+    }
+
     /// Adds the string sent at `position`.
     fn add(&mut self, position: usize, text: &str) {
         match LookupHash::parse(text) {
@@ -155,11 +169,7 @@ impl ReceivedHashes {
 
 impl<'a> FromIterator<&'a str> for ReceivedHashes {
     fn from_iter<I: IntoIterator<Item = &'a str>>(texts: I) -> Self {
-        let mut received = Self::default();
-        for (position, text) in texts.into_iter().enumerate() {
-            received.add(position, text);
-        }
-        received
+        Self::decoded(0, texts.into_iter())
     }
 }
 
@@ -180,13 +190,27 @@ impl<'de> Deserialize<'de> for ReceivedHashes {
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut list: A) -> Result<Self::Value, A::Error> {
                 // Only the first list of a body gets the body's capacity.
                 let capacity = list.size_hint().unwrap_or(0).max(EXPECTED_HASHES.take());
-                let mut received = ReceivedHashes { hashes: Vec::with_capacity(capacity), first_invalid: None };
-                let mut position = 0;
-                while let Some(Text(text)) = list.next_element()? {
-                    received.add(position, &text);
-                    position += 1;
+                if capacity < TWO_STAGES_FROM {
+                    let mut received = ReceivedHashes::decoded(capacity, std::iter::empty::<&str>());
+                    let mut position = 0;
+                    while let Some(Text(text)) = list.next_element()? {
+                        received.add(position, &text);
+                        position += 1;
+                    }
+                    return Ok(received);
                 }
-                Ok(received)
+                // The JSON scanned here, the base64 decoded on a second core meanwhile: each
+                // takes about half of a million-hash parse.
+                let (scanned, received) = background::pipeline(
+                    |handoff| {
+                        while let Some(Text(text)) = list.next_element()? {
+                            handoff.push(text);
+                        }
+                        Ok(())
+                    },
+                    |texts| ReceivedHashes::decoded(capacity, texts),
+                );
+                scanned.map(|()| received)
             }
         }
         deserializer.deserialize_seq(Visitor)

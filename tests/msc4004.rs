@@ -508,6 +508,43 @@ async fn hashes_of_every_live_pepper_are_matched_in_one_lookup() {
     server.stop().await;
 }
 
+/// A push of more than 50,000 hashes is parsed in two stages (its JSON scanned on one thread,
+/// its hashes decoded on another): it is refused and accepted as a small one is, naming the
+/// first string that is not a hash, reading escaped characters, storing nothing when refused.
+#[tokio::test]
+async fn a_large_push_parsed_in_two_stages_is_refused_and_accepted_as_a_small_one() {
+    let server = TestServer::start_with(trusting(&["127.0.0.1"])).await;
+    let pepper = current_pepper(&server).await;
+    let hashes: Vec<String> =
+        (0..120_000).map(|n| hash_3pid(&format!("user{n}@large.example"), "email", &pepper)).collect();
+    let with = |position: usize, value: Value| {
+        let mut list: Vec<Value> = hashes.iter().map(|hash| json!(hash)).collect();
+        list[position] = value;
+        json!({ "algorithm": "sha256", "pepper": pepper, "mappings": { "large.example": list } }).to_string()
+    };
+    let mut two_invalid: Vec<String> = hashes.clone();
+    two_invalid[70_000] = "too-short".to_owned();
+    two_invalid[100_000] = non_canonical(&hashes[100_000]);
+    let refused = push(&server, &push_body("large.example", &pepper, &two_invalid)).await;
+    refused.assert_error(400, "M_INVALID_PARAM");
+    assert!(refused.body["error"].as_str().unwrap().contains("[70000]"), "{:?}", refused.body);
+    push(&server, &with(90_000, json!(90_000))).await.assert_error(400, "M_BAD_JSON");
+    let whole = push_body("large.example", &pepper, &hashes);
+    push(&server, &whole[..whole.len() - 1_000]).await.assert_error(400, "M_NOT_JSON");
+    assert!(server.state.store.push_snapshots().await.unwrap().is_empty(), "nothing stored");
+
+    // The hash at 80,000 with its first character written as a JSON escape.
+    let escaped =
+        whole.replacen(&hashes[80_000], &format!("\\u{:04x}{}", hashes[80_000].as_bytes()[0], &hashes[80_000][1..]), 1);
+    assert_ne!(escaped, whole);
+    let stored = push(&server, &escaped).await;
+    assert_eq!(stored.status, 201, "{:?}", stored.body);
+    assert_eq!(stored.body["stored"], 120_000);
+    let answer = lookup(&server, &pepper, &hashes[79_999..80_002]).await;
+    assert_eq!(answer["third_party_mappings"]["large.example:443"].as_array().map(Vec::len), Some(3));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_push_of_a_million_hashes_succeeds() {
     let server = TestServer::start_with(|config| {
