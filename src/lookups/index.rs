@@ -22,8 +22,8 @@ use super::own::{OwnHashes, OwnLoading};
 use super::sorted::SortedOwners;
 use super::{PepperSlot, check_pepper};
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::store::{ChangeKind, LookupChange, Peppers, SnapshotChange, Store, StoreResult};
-use crate::vocabulary::{Algorithm, LookupHash as Hash, Source};
+use crate::store::{ChangeKind, LookupChange, NewSnapshot, Peppers, SnapshotChange, Store, StoreResult};
+use crate::vocabulary::{Algorithm, LookupHash as Hash, Source, snapshot_digest, sort_and_dedup};
 use crate::wire::LookupAnswer;
 
 /// How often the change log of other instances is read.
@@ -223,18 +223,37 @@ impl LookupIndex {
         Ok(())
     }
 
-    /// What `new` (sorted, without duplicates) changes in this index's copy of the snapshot of
-    /// `server` for `pepper`, for a push of that server to store instead of comparing with the
-    /// stored snapshot; `None` when this index holds none.
-    pub async fn change_from_held(&self, server: &str, pepper: &str, new: Arc<Vec<Hash>>) -> Option<SnapshotChange> {
-        let (digest, pushed, id) = {
+    /// The snapshot a push of `hashes` (in any order, duplicates allowed) makes, and what it
+    /// changes in this index's copy of the snapshot of `server` for `pepper` (`None` when this
+    /// index holds none), for the push to store instead of comparing with the stored snapshot.
+    /// Once sorted, the snapshot is digested on one core and compared on the other. Returns how
+    /// long the sort took, for the push's log line.
+    pub async fn prepare_snapshot(
+        &self,
+        server: &str,
+        pepper: &str,
+        hashes: Vec<Hash>,
+    ) -> (NewSnapshot, Option<SnapshotChange>, Duration) {
+        let held = {
             let data = self.read();
-            let slot = data.slot(pepper)?;
-            let id = *data.server_ids.get(server)?;
-            (data.held.get(&(id, slot))?.clone(), data.pushed[slot].clone(), id)
+            data.slot(pepper).and_then(|slot| {
+                let id = *data.server_ids.get(server)?;
+                Some((data.held.get(&(id, slot))?.clone(), data.pushed[slot].clone(), id))
+            })
         };
-        // A scan of every pair held: not on a thread serving lookups.
-        Some(crate::background::run(move || SnapshotChange::between(digest, pushed.of_owner(id), &new)).await)
+        // A sort of the snapshot and a scan of every pair held: not on a thread serving lookups.
+        crate::background::run(move || {
+            let started = std::time::Instant::now();
+            let mut hashes = hashes;
+            sort_and_dedup(&mut hashes);
+            let sorted = started.elapsed();
+            let (change, digest) = crate::background::join(
+                || held.map(|(digest, pushed, id)| SnapshotChange::between(digest, pushed.of_owner(id), &hashes)),
+                || snapshot_digest(&hashes),
+            );
+            (NewSnapshot { hashes: Arc::new(hashes), digest, body_digest: None }, change, sorted)
+        })
+        .await
     }
 
     /// The digest of the snapshot of `server` held for a pepper slot.

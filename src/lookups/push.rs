@@ -8,9 +8,7 @@
 use std::sync::Arc;
 
 use super::{Lookups, check_pepper};
-use crate::background;
 use crate::error::{ApiError, ApiResult, ErrCode};
-use crate::store::NewSnapshot;
 use crate::vocabulary::Algorithm;
 use crate::wire::PushAnswer;
 
@@ -112,8 +110,8 @@ impl Lookups {
             ));
         }
         let started = std::time::Instant::now();
-        let mut snapshot = background::run(move || NewSnapshot::of(received.hashes)).await;
-        let sorted = started.elapsed();
+        let (mut snapshot, change, sorted) =
+            self.index.prepare_snapshot(&server, &request.pepper, received.hashes).await;
         let stored = u64::try_from(snapshot.hashes.len()).unwrap_or(u64::MAX);
         let digest = snapshot.digest.clone();
         if self.store.push_snapshot(&server, &request.pepper).await?.is_some_and(|snapshot| snapshot.digest == digest) {
@@ -123,9 +121,6 @@ impl Lookups {
             tracing::info!(%server, hashes = stored, "identical push: nothing to change");
             return Ok(PushAnswer { stored, added: 0, removed: 0 });
         }
-        // Worked out from this index's copy of the previous snapshot: the store need not read
-        // it back.
-        let change = self.index.change_from_held(&server, &request.pepper, Arc::clone(&snapshot.hashes)).await;
         let prepared = started.elapsed();
         snapshot.body_digest = body_digest.map(str::to_owned);
         let hashes = Arc::clone(&snapshot.hashes);
@@ -138,9 +133,9 @@ impl Lookups {
         // Visible to the next lookup here before the pusher hears back; no lookup waits for it.
         let (outcome, committed) =
             self.index.store_and_merge_push(&self.store, &server, &request.pepper, &digest, hashes, replaced).await?;
-        // Where a push's time goes, for an operator wondering why one took long: sorting (with
-        // the snapshot's digest) and comparing need the whole snapshot, the write only what
-        // changed; the merge lays the snapshot beside the index's arrays (merged into them in
+        // Where a push's time goes, for an operator wondering why one took long: sorting, then
+        // comparing (with the snapshot's digest taken meanwhile) need the whole snapshot, the
+        // write only what changed; the merge lays the snapshot beside the index's arrays (merged into them in
         // the background).
         tracing::info!(
             %server, hashes = stored, added = outcome.added, removed = outcome.removed,
