@@ -108,13 +108,9 @@ pub fn pipeline<T: Send, F, S: Send>(
     (first_result, done)
 }
 
-/// Lowers the calling thread's priority; where that is refused, the work runs at normal
-/// priority, which is only slower for the lookups around it.
+/// Lowers the calling thread's priority (see [`crate::scheduling::yield_to_serving`]).
 fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(error) = rustix::process::setpriority_process(None, NICENESS) {
-        tracing::debug!(%error, "background work at normal priority");
-    }
+    crate::scheduling::yield_to_serving(NICENESS);
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -122,7 +122,14 @@ pub enum Command {
 #[must_use]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if matches!(cli.command, None | Some(Command::Serve)) {
+        // Lookups woken while the database or a push works on the same cores get one at once.
+        crate::scheduling::serve_promptly();
+        builder.on_thread_start(crate::scheduling::serve_promptly);
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the async runtime: {error}");

@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod node_import;
 pub mod notify;
 pub mod ratelimit;
+pub mod scheduling;
 pub mod secret;
 pub mod settings;
 pub mod state;

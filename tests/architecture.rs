@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["lookups"],
     &["ratelimit", "error"],
     &["store", "directory", "notify", "matrix", "listener", "tls", "telemetry"],
-    &["config", "vocabulary", "wire", "clock", "secret", "metrics", "background"],
+    &["config", "vocabulary", "wire", "clock", "secret", "metrics", "background", "scheduling"],
 ];
 
 fn layer_of(module: &str) -> usize {

@@ -341,6 +341,30 @@ fn healthcheck_succeeds_against_a_running_instance_and_fails_without_one() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// The threads of `serve` that answer requests ask for the kernel's shortest time slice
+/// (`src/scheduling.rs`): read from `/proc` of the running process, the runtime's threads have
+/// it, and none has the default.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_threads_serving_requests_ask_for_short_time_slices() {
+    let dir = TempDir::new().unwrap();
+    let running = spawn_serve(command(dir.path()));
+    http_get::blocking_get(&format!("{}/_matrix/identity/versions", running.base_url)).expect("versions");
+    let tasks = format!("/proc/{}/task", running.child.id());
+    let mut workers = Vec::new();
+    for task in std::fs::read_dir(&tasks).unwrap() {
+        let path = task.unwrap().path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let sched = std::fs::read_to_string(path.join("sched")).unwrap_or_default();
+        let slice = sched.lines().find(|line| line.starts_with("se.slice")).and_then(|line| line.rsplit(':').next());
+        if name.starts_with("tokio-rt-worker") {
+            workers.push(slice.map(str::trim).unwrap_or_default().to_owned());
+        }
+    }
+    assert!(!workers.is_empty(), "no runtime thread found in {tasks}");
+    assert!(workers.iter().all(|slice| slice == "100000"), "slices of the runtime's threads (ns): {workers:?}");
+}
+
 #[test]
 fn sigterm_stops_the_service_cleanly() {
     let dir = TempDir::new().unwrap();
