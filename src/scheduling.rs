@@ -5,8 +5,9 @@
 //! (EEVDF) lets a waking task with a shorter slice preempt one with a longer slice: a lookup
 //! arriving while PostgreSQL writes a rotation's million rows on both cores is served at once
 //! instead of after the writer's slice (up to a 4 ms tick). Measured through a rotation on
-//! PostgreSQL, the lookups' p99 went from 2.1–3.6× idle to about 1× (BENCHMARKS.md, "Rotation:
-//! serving threads ask for short slices"). Earlier kernels accept the request and ignore it.
+//! PostgreSQL, the lookups' p99 went from 3.9× idle to 1.7–1.8× (about 1× once the load
+//! generator on the same cores did the same; BENCHMARKS.md, "Rotation: serving threads ask for
+//! short slices"). Earlier kernels accept the request and ignore it.
 //! Background work (a push's parse, sort and merge) asks for the opposite: a lower priority
 //! and the default slice, so that it yields the cores to the serving threads and is not cut
 //! into short pieces when nothing else runs.

@@ -190,27 +190,27 @@ impl<'de> Deserialize<'de> for ReceivedHashes {
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut list: A) -> Result<Self::Value, A::Error> {
                 // Only the first list of a body gets the body's capacity.
                 let capacity = list.size_hint().unwrap_or(0).max(EXPECTED_HASHES.take());
-                if capacity < TWO_STAGES_FROM {
-                    let mut received = ReceivedHashes::decoded(capacity, std::iter::empty::<&str>());
-                    let mut position = 0;
-                    while let Some(Text(text)) = list.next_element()? {
-                        received.add(position, &text);
-                        position += 1;
-                    }
-                    return Ok(received);
-                }
-                // The JSON scanned here, the base64 decoded on a second core meanwhile: each
-                // takes about half of a million-hash parse.
-                let (scanned, received) = background::pipeline(
-                    |handoff| {
-                        while let Some(Text(text)) = list.next_element()? {
-                            handoff.push(text);
-                        }
-                        Ok(())
-                    },
-                    |texts| ReceivedHashes::decoded(capacity, texts),
-                );
-                scanned.map(|()| received)
+                // The strings of the list until its end or the first JSON error, kept for after.
+                let mut failed = None;
+                let texts = std::iter::from_fn(|| {
+                    let next = list.next_element::<Text>().unwrap_or_else(|error| {
+                        failed = Some(error);
+                        None
+                    });
+                    next.map(|Text(text)| text)
+                });
+                let received = if capacity < TWO_STAGES_FROM {
+                    ReceivedHashes::decoded(capacity, texts)
+                } else {
+                    // The JSON scanned here, the base64 decoded on a second core meanwhile: each
+                    // takes about half of a million-hash parse.
+                    let ((), received) = background::pipeline(
+                        |handoff| texts.for_each(|text| handoff.push(text)),
+                        |texts| ReceivedHashes::decoded(capacity, texts),
+                    );
+                    received
+                };
+                failed.map_or(Ok(received), Err)
             }
         }
         deserializer.deserialize_seq(Visitor)

@@ -135,8 +135,8 @@ impl Lookups {
             self.index.store_and_merge_push(&self.store, &server, &request.pepper, &digest, hashes, replaced).await?;
         // Where a push's time goes, for an operator wondering why one took long: sorting, then
         // comparing (with the snapshot's digest taken meanwhile) need the whole snapshot, the
-        // write only what changed; the merge lays the snapshot beside the index's arrays (merged into them in
-        // the background).
+        // write only what changed; the merge lays the snapshot beside the index's arrays
+        // (merged into them in the background).
         tracing::info!(
             %server, hashes = stored, added = outcome.added, removed = outcome.removed,
             sort_ms = sorted.as_millis(), compare_ms = (prepared - sorted).as_millis(),
